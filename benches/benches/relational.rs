@@ -1,0 +1,206 @@
+//! Relational node latency and throughput against live PostgreSQL and Redis (local processes
+//! started by the test harness): Create, Read (cache miss, cache hit), List, BulkUpsert, and a
+//! raw sqlx COPY of the same rows as the ceiling for BulkUpsert.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
+use dataflow_core::nodes::create::CreateInput;
+use dataflow_core::nodes::list::ListInput;
+use dataflow_core::nodes::read::{CacheOutcome, ReadInput};
+use dataflow_core::{Filter, Model, Node};
+use dataflow_models::{NewProduct, Product, ProductBulkUpsertNode, ProductCreateNode, ProductListNode, ProductReadNode};
+use dataflow_tests::fixture::Fixture;
+use serde_json::{Value as Json, json};
+
+const ROWS: usize = 10_000;
+
+fn product(i: usize) -> Json {
+    json!({"sku": format!("B-{i:08}"), "name": format!("Bench product {i}"), "description": "Cordless drill driver, 18 V, two batteries",
+           "price": (i % 1000) as f64 + 0.99, "currency": "EUR", "stock": (i % 50) as i64, "weight_kg": 1.5,
+           "active": !i.is_multiple_of(3), "category_id": (i % 20) as i64 + 1, "manufacturer_id": 1, "supplier_id": 2,
+           "attributes": {"voltage": 18}})
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let fx = rt.block_on(Fixture::new("bench"));
+    let ctx = fx.ctx.clone();
+    let seq = AtomicUsize::new(1_000_000);
+
+    // A table of 10,000 products for List and Read.
+    let seeded = rt.block_on(ProductBulkUpsertNode.run(
+        &ctx,
+        BulkUpsertInput {
+            rows: (0..ROWS).map(product).collect(),
+            ..Default::default()
+        },
+    ));
+    let ids: Vec<i64> = seeded.expect("seed").ids.into_iter().flatten().collect();
+    rt.block_on(fx.sql("ANALYZE products", vec![]));
+
+    let mut group = c.benchmark_group("relational");
+    group.measurement_time(Duration::from_secs(8));
+
+    group.bench_function("create", |b| {
+        b.to_async(&rt).iter(|| {
+            let i = seq.fetch_add(1, Ordering::Relaxed);
+            let record: NewProduct = serde_json::from_value(product(i)).expect("valid");
+            let ctx = &ctx;
+            async move { ProductCreateNode.run(ctx, CreateInput { record }).await.expect("create") }
+        })
+    });
+
+    let hot = ids[42];
+    rt.block_on(ProductReadNode.run(
+        &ctx,
+        ReadInput {
+            id: hot,
+            include_deleted: false,
+        },
+    ))
+    .expect("warm");
+    group.bench_function("read_cache_hit", |b| {
+        b.to_async(&rt).iter(|| async {
+            let out = ProductReadNode
+                .run(
+                    &ctx,
+                    ReadInput {
+                        id: hot,
+                        include_deleted: false,
+                    },
+                )
+                .await
+                .expect("read");
+            debug_assert_eq!(out.cache, CacheOutcome::Hit);
+            out
+        })
+    });
+
+    // A miss every time: the entry is invalidated (untimed) before each timed read.
+    let cache = ctx.stores().cache().expect("a cache");
+    group.bench_function("read_cache_miss", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let ctx = &ctx;
+            let ids = &ids;
+            async move {
+                let mut total = Duration::ZERO;
+                for n in 0..iters {
+                    let id = ids[n as usize % ids.len()];
+                    let key = ctx.stores().cache_key(Product::meta(), None, id);
+                    cache.invalidate(&[(key, 1)], Duration::from_secs(60)).await.expect("invalidate");
+                    let start = Instant::now();
+                    let out = ProductReadNode
+                        .run(
+                            ctx,
+                            ReadInput {
+                                id,
+                                include_deleted: false,
+                            },
+                        )
+                        .await
+                        .expect("read");
+                    total += start.elapsed();
+                    assert_eq!(out.cache, CacheOutcome::Miss);
+                }
+                total
+            }
+        })
+    });
+
+    let filter: Filter = serde_json::from_value(json!({"price": {"$gte": 100, "$lt": 400}, "active": true})).expect("filter");
+    group.bench_function("list_50_of_10000", |b| {
+        b.to_async(&rt).iter(|| async {
+            let page = ProductListNode
+                .run(
+                    &ctx,
+                    ListInput {
+                        filter: Some(filter.clone()),
+                        limit: Some(50),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("list");
+            assert_eq!(page.records.len(), 50);
+            page
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("bulk");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .throughput(Throughput::Elements(ROWS as u64));
+    group.bench_function("bulk_upsert_10000", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let ctx = &ctx;
+            let seq = &seq;
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let base = seq.fetch_add(ROWS, Ordering::Relaxed);
+                    let rows: Vec<Json> = (base..base + ROWS).map(product).collect();
+                    let start = Instant::now();
+                    let out = ProductBulkUpsertNode
+                        .run(
+                            ctx,
+                            BulkUpsertInput {
+                                rows,
+                                ..Default::default()
+                            },
+                        )
+                        .await
+                        .expect("bulk");
+                    total += start.elapsed();
+                    assert_eq!(out.inserted as usize, ROWS);
+                }
+                total
+            }
+        })
+    });
+
+    // The ceiling: the same rows as CSV through sqlx's COPY into a table of the same shape.
+    rt.block_on(fx.sql("CREATE TABLE products_copy (LIKE products INCLUDING ALL)", vec![]));
+    let pool = fx.db().get_postgres_connection_pool().clone();
+    group.bench_function("raw_sqlx_copy_10000", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let pool = pool.clone();
+            let seq = &seq;
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let base = seq.fetch_add(ROWS, Ordering::Relaxed);
+                    let start = Instant::now();
+                    let mut csv = String::with_capacity(ROWS * 160);
+                    for i in base..base + ROWS {
+                        let p = product(i);
+                        csv.push_str(&format!(
+                            "{},{},\"{}\",\"{}\",{},{},{},{},{},{},{},{},\"{}\"\n",
+                            i, p["sku"].as_str().unwrap(), p["name"].as_str().unwrap(), p["description"].as_str().unwrap(),
+                            p["price"], p["currency"].as_str().unwrap(), p["stock"], p["weight_kg"], p["active"],
+                            p["category_id"], p["manufacturer_id"], p["supplier_id"], p["attributes"].to_string().replace('"', "\"\"")
+                        ));
+                    }
+                    let mut conn = pool.acquire().await.expect("connection");
+                    let mut copy = conn
+                        .copy_in_raw("COPY products_copy (id, sku, name, description, price, currency, stock, weight_kg, active, category_id, manufacturer_id, supplier_id, attributes) FROM STDIN (FORMAT csv)")
+                        .await
+                        .expect("copy in");
+                    copy.send(csv.as_bytes()).await.expect("send");
+                    let n = copy.finish().await.expect("finish");
+                    total += start.elapsed();
+                    assert_eq!(n as usize, ROWS);
+                }
+                total
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(relational, benches);
+criterion_main!(relational);

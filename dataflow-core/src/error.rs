@@ -1,0 +1,203 @@
+//! Errors: what went wrong, in which model, field or store.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Result with dataflow's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The four kinds of store behind the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// PostgreSQL or SQLite: the source of truth.
+    Relational,
+    /// Redis: the read-through cache.
+    Cache,
+    /// Chroma: vector embeddings.
+    Vector,
+    /// A Bolt/Cypher graph database.
+    Graph,
+}
+
+impl fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StoreKind::Relational => "relational store",
+            StoreKind::Cache => "cache",
+            StoreKind::Vector => "vector store",
+            StoreKind::Graph => "graph store",
+        })
+    }
+}
+
+/// One problem with one field of one input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FieldError {
+    /// The field (or `$`-path inside a filter) that is wrong.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field '{}': {}", self.field, self.message)
+    }
+}
+
+/// Every field problem found in one input, reported together.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct FieldErrors(pub Vec<FieldError>);
+
+impl FieldErrors {
+    /// Records a problem with `field`.
+    pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    /// True when no problem was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for FieldErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What went wrong in a node, a filter, a store or the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Values that break the model's types or rules; nothing was written.
+    #[error("{model}: invalid record: {errors}")]
+    Validation {
+        /// The model whose rules were broken.
+        model: &'static str,
+        /// Every broken rule.
+        errors: FieldErrors,
+    },
+    /// An input that cannot be used as given (unknown field, bad operator, bad cursor, ...);
+    /// rejected before any store was touched.
+    #[error("{model}: invalid {part}: {message}")]
+    InvalidInput {
+        /// The model the input was for.
+        model: &'static str,
+        /// Which part of the input: `filter`, `sort`, `cursor`, `patch`, ...
+        part: &'static str,
+        /// What is wrong, naming the offending field or operator.
+        message: String,
+    },
+    /// No row with this primary key (visible to this tenant).
+    #[error("{model} {id} not found")]
+    NotFound {
+        /// The model.
+        model: &'static str,
+        /// The primary key that was asked for.
+        id: i64,
+    },
+    /// Optimistic concurrency: the row changed since the caller read it.
+    #[error("{model} {id}: version conflict: expected version {expected}, the row is at version {actual}")]
+    Conflict {
+        /// The model.
+        model: &'static str,
+        /// The row's primary key.
+        id: i64,
+        /// The version the caller expected.
+        expected: i64,
+        /// The version the row has.
+        actual: i64,
+    },
+    /// A multi-tenant model was used without a tenant in the context.
+    #[error("{model} is multi-tenant: the execution context must name a tenant")]
+    MissingTenant {
+        /// The model.
+        model: &'static str,
+    },
+    /// A store failed; `transient` errors (connection lost, timeout) may succeed on retry.
+    #[error("{store} failed while {action}: {message}")]
+    Store {
+        /// Which store.
+        store: StoreKind,
+        /// What dataflow was doing, e.g. `inserting into products`.
+        action: String,
+        /// The store's own message.
+        message: String,
+        /// Whether a retry may succeed.
+        transient: bool,
+    },
+    /// Bad configuration: a URL that does not parse, an unknown option, ...
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether retrying the same call may succeed (a lost connection, a timeout).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Store { transient: true, .. })
+    }
+
+    /// An [`Error::InvalidInput`].
+    pub fn invalid(model: &'static str, part: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            model,
+            part,
+            message: message.into(),
+        }
+    }
+
+    /// Wraps a relational-store error with what was being done.
+    pub fn relational(action: impl Into<String>, err: sea_orm::DbErr) -> Self {
+        let transient = matches!(err, sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_)) || is_transient_sqlx(&err);
+        Error::Store {
+            store: StoreKind::Relational,
+            action: action.into(),
+            message: err.to_string(),
+            transient,
+        }
+    }
+
+    /// Wraps a cache error with what was being done.
+    pub fn cache(action: impl Into<String>, message: impl fmt::Display) -> Self {
+        Error::Store {
+            store: StoreKind::Cache,
+            action: action.into(),
+            message: message.to_string(),
+            transient: true,
+        }
+    }
+}
+
+fn is_transient_sqlx(err: &sea_orm::DbErr) -> bool {
+    use sea_orm::sqlx;
+    let sqlx_err = match err {
+        sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
+        | sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    matches!(
+        sqlx_err.as_ref(),
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
+    )
+}

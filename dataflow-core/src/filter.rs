@@ -1,0 +1,733 @@
+//! Filters, sorting and keyset cursors: a typed Rust builder, a JSON form, and their
+//! translation to SQL after every field name, operator and value is checked against the model.
+//!
+//! JSON form: `{"price": {"$gte": 10}, "active": true, "$or": [{...}, {...}], "$not": {...}}`.
+//! A bare value means `$eq`; several operators on one field are all required.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value as Json};
+
+use crate::error::{Error, FieldErrors};
+use crate::model::{FieldMeta, FieldType, ModelMeta};
+use crate::sql::Sql;
+use crate::values::{check_type, printable, to_sql, unknown_field_message};
+
+/// Deepest nesting of `$and`/`$or`/`$not` accepted, so hostile input cannot exhaust the stack.
+pub const MAX_FILTER_DEPTH: usize = 32;
+/// Most values accepted in one `$in`/`$nin` list.
+pub const MAX_IN_LIST: usize = 10_000;
+
+/// A comparison operator of the filter language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `$eq`: equal (`null` means IS NULL).
+    Eq,
+    /// `$ne`: not equal (NULLs count as different).
+    Ne,
+    /// `$gt`: greater than.
+    Gt,
+    /// `$gte`: greater than or equal.
+    Gte,
+    /// `$lt`: less than.
+    Lt,
+    /// `$lte`: less than or equal.
+    Lte,
+    /// `$in`: equal to one of a list.
+    In,
+    /// `$nin`: equal to none of a list.
+    Nin,
+    /// `$contains`: text contains the substring (case-sensitive).
+    Contains,
+    /// `$starts_with`: text starts with the prefix (case-sensitive).
+    StartsWith,
+    /// `$is_null`: `true` for NULL, `false` for NOT NULL.
+    IsNull,
+}
+
+impl Op {
+    const ALL: [Op; 11] = [
+        Op::Eq,
+        Op::Ne,
+        Op::Gt,
+        Op::Gte,
+        Op::Lt,
+        Op::Lte,
+        Op::In,
+        Op::Nin,
+        Op::Contains,
+        Op::StartsWith,
+        Op::IsNull,
+    ];
+
+    /// The operator's JSON name, e.g. `$gte`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Eq => "$eq",
+            Op::Ne => "$ne",
+            Op::Gt => "$gt",
+            Op::Gte => "$gte",
+            Op::Lt => "$lt",
+            Op::Lte => "$lte",
+            Op::In => "$in",
+            Op::Nin => "$nin",
+            Op::Contains => "$contains",
+            Op::StartsWith => "$starts_with",
+            Op::IsNull => "$is_null",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| op.name() == name)
+    }
+}
+
+/// A filter over a model's fields. Build it with [`Column`] methods and [`Filter::and`] /
+/// [`Filter::or`] / [`Filter::not`], or parse it from JSON. Field names are checked against
+/// the model when the filter is used, before any query is sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// Every sub-filter holds (`$and`; an empty list matches everything).
+    And(Vec<Filter>),
+    /// At least one sub-filter holds (`$or`; an empty list matches nothing).
+    Or(Vec<Filter>),
+    /// The sub-filter does not hold (`$not`).
+    Not(Box<Filter>),
+    /// `field op value`.
+    Compare {
+        /// The model field.
+        field: String,
+        /// The operator.
+        op: Op,
+        /// The operand: a value, a list for `$in`/`$nin`, a boolean for `$is_null`.
+        value: Json,
+    },
+}
+
+impl Filter {
+    /// Matches every row.
+    pub fn all() -> Self {
+        Filter::And(Vec::new())
+    }
+
+    /// `field op value` on a field named at run time.
+    pub fn compare(field: impl Into<String>, op: Op, value: impl Into<Json>) -> Self {
+        Filter::Compare {
+            field: field.into(),
+            op,
+            value: value.into(),
+        }
+    }
+
+    /// Both this and `other` hold.
+    pub fn and(self, other: Filter) -> Self {
+        match self {
+            Filter::And(mut items) => {
+                items.push(other);
+                Filter::And(items)
+            }
+            first => Filter::And(vec![first, other]),
+        }
+    }
+
+    /// This or `other` holds.
+    pub fn or(self, other: Filter) -> Self {
+        match self {
+            Filter::Or(mut items) => {
+                items.push(other);
+                Filter::Or(items)
+            }
+            first => Filter::Or(vec![first, other]),
+        }
+    }
+
+    /// This does not hold.
+    #[allow(clippy::should_implement_trait)]
+    pub fn not(self) -> Self {
+        Filter::Not(Box::new(self))
+    }
+
+    /// Parses the JSON form; unknown operators and malformed shapes are errors naming the path.
+    pub fn from_json(value: &Json) -> Result<Filter, String> {
+        parse(value, "$", 0)
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self) -> Json {
+        match self {
+            Filter::And(items) => serde_json::json!({ "$and": items.iter().map(Filter::to_json).collect::<Vec<_>>() }),
+            Filter::Or(items) => serde_json::json!({ "$or": items.iter().map(Filter::to_json).collect::<Vec<_>>() }),
+            Filter::Not(inner) => serde_json::json!({ "$not": inner.to_json() }),
+            Filter::Compare { field, op, value } => {
+                let mut ops = Map::new();
+                ops.insert(op.name().to_owned(), value.clone());
+                let mut obj = Map::new();
+                obj.insert(field.clone(), Json::Object(ops));
+                Json::Object(obj)
+            }
+        }
+    }
+
+    /// Checks the filter against `meta` and writes it as a SQL condition into `sql`.
+    /// Every problem is reported at once; on error the statement must be discarded.
+    pub fn write_sql(&self, meta: &'static ModelMeta, sql: &mut Sql) -> Result<(), Error> {
+        let mut errors = FieldErrors::default();
+        write_filter(self, meta, sql, &mut errors, 0);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid(meta.name, "filter", errors.to_string()))
+        }
+    }
+}
+
+fn parse(value: &Json, path: &str, depth: usize) -> Result<Filter, String> {
+    if depth > MAX_FILTER_DEPTH {
+        return Err(format!("{path}: filters nest deeper than {MAX_FILTER_DEPTH} levels"));
+    }
+    let Json::Object(obj) = value else {
+        return Err(format!("{path}: a filter must be a JSON object, got {value}"));
+    };
+    let mut parts = Vec::with_capacity(obj.len());
+    for (key, val) in obj {
+        let here = format!("{path}.{}", printable(key));
+        match key.as_str() {
+            "$and" | "$or" => {
+                let Json::Array(items) = val else {
+                    return Err(format!("{here}: must be an array of filters"));
+                };
+                let subs = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| parse(item, &format!("{here}[{i}]"), depth + 1))
+                    .collect::<Result<Vec<_>, _>>()?;
+                parts.push(if key == "$and" { Filter::And(subs) } else { Filter::Or(subs) });
+            }
+            "$not" => parts.push(Filter::Not(Box::new(parse(val, &here, depth + 1)?))),
+            k if k.starts_with('$') => {
+                return Err(format!(
+                    "{path}: unknown operator '{}' (use $and, $or, $not at this level)",
+                    printable(k)
+                ));
+            }
+            field => match val {
+                Json::Object(ops) if !ops.is_empty() && ops.keys().all(|k| k.starts_with('$')) => {
+                    for (op_name, operand) in ops {
+                        let op = Op::from_name(op_name).ok_or_else(|| {
+                            format!(
+                                "{here}: unknown operator '{}' (operators: {})",
+                                printable(op_name),
+                                Op::ALL.map(Op::name).join(" ")
+                            )
+                        })?;
+                        parts.push(Filter::Compare {
+                            field: field.to_owned(),
+                            op,
+                            value: operand.clone(),
+                        });
+                    }
+                }
+                Json::Object(_) => {
+                    return Err(format!(
+                        "{here}: expected a value or an object of operators such as {{\"$gte\": 1}}"
+                    ));
+                }
+                Json::Null => parts.push(Filter::Compare {
+                    field: field.to_owned(),
+                    op: Op::IsNull,
+                    value: Json::Bool(true),
+                }),
+                other => parts.push(Filter::Compare {
+                    field: field.to_owned(),
+                    op: Op::Eq,
+                    value: other.clone(),
+                }),
+            },
+        }
+    }
+    Ok(if parts.len() == 1 {
+        parts.pop().expect("one part")
+    } else {
+        Filter::And(parts)
+    })
+}
+
+fn write_filter(filter: &Filter, meta: &'static ModelMeta, sql: &mut Sql, errors: &mut FieldErrors, depth: usize) {
+    if depth > MAX_FILTER_DEPTH {
+        errors.push("$", format!("filters nest deeper than {MAX_FILTER_DEPTH} levels"));
+        return;
+    }
+    match filter {
+        Filter::And(items) | Filter::Or(items) if items.is_empty() => {
+            sql.push(if matches!(filter, Filter::And(_)) { "TRUE" } else { "FALSE" });
+        }
+        Filter::And(items) | Filter::Or(items) => {
+            let joiner = if matches!(filter, Filter::And(_)) { " AND " } else { " OR " };
+            sql.push("(");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    sql.push(joiner);
+                }
+                write_filter(item, meta, sql, errors, depth + 1);
+            }
+            sql.push(")");
+        }
+        Filter::Not(inner) => {
+            sql.push("NOT (");
+            write_filter(inner, meta, sql, errors, depth + 1);
+            sql.push(")");
+        }
+        Filter::Compare { field, op, value } => {
+            let Some(f) = meta.field(field) else {
+                errors.push(printable(field), unknown_field_message(meta, field));
+                return;
+            };
+            if let Err(msg) = write_compare(f, *op, value, sql) {
+                errors.push(f.name, format!("{}: {msg}", op.name()));
+            }
+        }
+    }
+}
+
+fn write_compare(f: &'static FieldMeta, op: Op, value: &Json, sql: &mut Sql) -> Result<(), String> {
+    let typed = |v: &Json| -> Result<Json, String> {
+        if v.is_null() {
+            return Err("the value must not be null (use $is_null)".into());
+        }
+        check_type(f, v).map_err(|m| format!("the value {m}"))
+    };
+    match op {
+        Op::IsNull => {
+            let Some(is_null) = value.as_bool() else {
+                return Err("expects true or false".into());
+            };
+            sql.ident(f.name).push(if is_null { " IS NULL" } else { " IS NOT NULL" });
+        }
+        Op::Eq if value.is_null() => {
+            sql.ident(f.name).push(" IS NULL");
+        }
+        Op::Ne if value.is_null() => {
+            sql.ident(f.name).push(" IS NOT NULL");
+        }
+        Op::Eq | Op::Ne | Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
+            if f.ty == FieldType::Json {
+                return Err("JSON fields can only be tested with $is_null".into());
+            }
+            if !matches!(op, Op::Eq | Op::Ne) && !f.ty.is_ordered() {
+                return Err(format!("{} values are not ordered", f.ty.describe()));
+            }
+            let v = typed(value)?;
+            let sym = match op {
+                Op::Eq => " = ",
+                Op::Ne if sql.is_postgres() => " IS DISTINCT FROM ",
+                Op::Ne => " IS NOT ",
+                Op::Gt => " > ",
+                Op::Gte => " >= ",
+                Op::Lt => " < ",
+                _ => " <= ",
+            };
+            sql.ident(f.name).push(sym).param(to_sql(f.ty, &v));
+        }
+        Op::In | Op::Nin => {
+            if f.ty == FieldType::Json {
+                return Err("JSON fields can only be tested with $is_null".into());
+            }
+            let Json::Array(items) = value else {
+                return Err("expects an array of values".into());
+            };
+            if items.len() > MAX_IN_LIST {
+                return Err(format!("accepts at most {MAX_IN_LIST} values, got {}", items.len()));
+            }
+            let values = items.iter().map(typed).collect::<Result<Vec<_>, _>>()?;
+            if values.is_empty() {
+                sql.push(if op == Op::In { "FALSE" } else { "TRUE" });
+                return Ok(());
+            }
+            sql.push("(").ident(f.name).push(if op == Op::In { " IN (" } else { " NOT IN (" });
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.param(to_sql(f.ty, v));
+            }
+            sql.push(")");
+            if op == Op::Nin && f.nullable {
+                sql.push(" OR ").ident(f.name).push(" IS NULL");
+            }
+            sql.push(")");
+        }
+        Op::Contains | Op::StartsWith => {
+            if f.ty != FieldType::Text {
+                return Err("applies to text fields only".into());
+            }
+            let Some(text) = value.as_str() else {
+                return Err("expects a string".into());
+            };
+            typed(value)?;
+            let mut pattern = String::with_capacity(text.len() + 2);
+            if op == Op::Contains {
+                pattern.push('%');
+            }
+            for c in text.chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+            pattern.push('%');
+            sql.ident(f.name)
+                .push(" LIKE ")
+                .param(sea_orm::Value::String(Some(pattern)))
+                .push(" ESCAPE '\\'");
+        }
+    }
+    Ok(())
+}
+
+impl Serialize for Filter {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Filter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Json::deserialize(deserializer)?;
+        Filter::from_json(&value).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Filter {
+    fn schema_name() -> Cow<'static, str> {
+        "Filter".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "description": "A filter: {\"field\": value} or {\"field\": {\"$op\": value}} with operators $eq $ne $gt $gte $lt $lte $in $nin $contains $starts_with $is_null, combined with $and, $or (arrays) and $not (a filter)."
+        })
+    }
+}
+
+/// A typed handle on one column of a model, emitted by the derive as an associated constant
+/// (`Product::PRICE`), so filters and sorts built in Rust name real fields with values of the
+/// field's type.
+pub struct Column<T> {
+    name: &'static str,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Column<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Column<T> {}
+
+impl<T> fmt::Debug for Column<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Column({})", self.name)
+    }
+}
+
+impl<T: Serialize> Column<T> {
+    /// A handle on the column `name`; the derive creates these.
+    pub const fn new(name: &'static str) -> Self {
+        Column { name, _type: PhantomData }
+    }
+
+    /// The column's field name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cmp(&self, op: Op, value: impl Into<T>) -> Filter {
+        Filter::Compare {
+            field: self.name.to_owned(),
+            op,
+            value: to_json(&value.into()),
+        }
+    }
+
+    /// `column = value`.
+    pub fn eq(&self, value: impl Into<T>) -> Filter {
+        self.cmp(Op::Eq, value)
+    }
+    /// `column <> value` (NULL counts as different).
+    pub fn ne(&self, value: impl Into<T>) -> Filter {
+        self.cmp(Op::Ne, value)
+    }
+    /// `column > value`.
+    pub fn gt(&self, value: impl Into<T>) -> Filter {
+        self.cmp(Op::Gt, value)
+    }
+    /// `column >= value`.
+    pub fn gte(&self, value: impl Into<T>) -> Filter {
+        self.cmp(Op::Gte, value)
+    }
+    /// `column < value`.
+    pub fn lt(&self, value: impl Into<T>) -> Filter {
+        self.cmp(Op::Lt, value)
+    }
+    /// `column <= value`.
+    pub fn lte(&self, value: impl Into<T>) -> Filter {
+        self.cmp(Op::Lte, value)
+    }
+    /// `column IN (values)`.
+    pub fn is_in<V: Into<T>>(&self, values: impl IntoIterator<Item = V>) -> Filter {
+        let list = values.into_iter().map(|v| to_json(&v.into())).collect();
+        Filter::Compare {
+            field: self.name.to_owned(),
+            op: Op::In,
+            value: Json::Array(list),
+        }
+    }
+    /// `column NOT IN (values)`.
+    pub fn not_in<V: Into<T>>(&self, values: impl IntoIterator<Item = V>) -> Filter {
+        let list = values.into_iter().map(|v| to_json(&v.into())).collect();
+        Filter::Compare {
+            field: self.name.to_owned(),
+            op: Op::Nin,
+            value: Json::Array(list),
+        }
+    }
+    /// `column IS NULL` (`true`) or `IS NOT NULL` (`false`).
+    pub fn is_null(&self, is_null: bool) -> Filter {
+        Filter::Compare {
+            field: self.name.to_owned(),
+            op: Op::IsNull,
+            value: Json::Bool(is_null),
+        }
+    }
+    /// Sort ascending by this column.
+    pub fn asc(&self) -> SortKey {
+        SortKey {
+            field: self.name.to_owned(),
+            descending: false,
+        }
+    }
+    /// Sort descending by this column.
+    pub fn desc(&self) -> SortKey {
+        SortKey {
+            field: self.name.to_owned(),
+            descending: true,
+        }
+    }
+}
+
+impl Column<String> {
+    /// Text contains `needle` (case-sensitive; `%` and `_` are literal).
+    pub fn contains(&self, needle: impl Into<String>) -> Filter {
+        Filter::Compare {
+            field: self.name.to_owned(),
+            op: Op::Contains,
+            value: Json::String(needle.into()),
+        }
+    }
+    /// Text starts with `prefix` (case-sensitive; `%` and `_` are literal).
+    pub fn starts_with(&self, prefix: impl Into<String>) -> Filter {
+        Filter::Compare {
+            field: self.name.to_owned(),
+            op: Op::StartsWith,
+            value: Json::String(prefix.into()),
+        }
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Json {
+    // Field types are plain scalars, strings, timestamps or JSON: serialisation cannot fail.
+    serde_json::to_value(value).unwrap_or(Json::Null)
+}
+
+/// One sort key. JSON: `"price"` (ascending), `"-price"` (descending) or
+/// `{"field": "price", "descending": true}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    /// The model field.
+    pub field: String,
+    /// Largest first.
+    pub descending: bool,
+}
+
+impl SortKey {
+    /// Parses `"price"` / `"-price"`.
+    pub fn parse(text: &str) -> SortKey {
+        match text.strip_prefix('-') {
+            Some(field) => SortKey {
+                field: field.to_owned(),
+                descending: true,
+            },
+            None => SortKey {
+                field: text.to_owned(),
+                descending: false,
+            },
+        }
+    }
+}
+
+impl Serialize for SortKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = if self.descending {
+            format!("-{}", self.field)
+        } else {
+            self.field.clone()
+        };
+        serializer.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for SortKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Object {
+                field: String,
+                #[serde(default)]
+                descending: bool,
+            },
+        }
+        Ok(match Form::deserialize(deserializer)? {
+            Form::Text(text) => SortKey::parse(&text),
+            Form::Object { field, descending } => SortKey { field, descending },
+        })
+    }
+}
+
+impl JsonSchema for SortKey {
+    fn schema_name() -> Cow<'static, str> {
+        "SortKey".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A field name to sort by, ascending; prefix with '-' for descending, or {\"field\": ..., \"descending\": true}.",
+            "anyOf": [
+                { "type": "string" },
+                { "type": "object", "properties": { "field": { "type": "string" }, "descending": { "type": "boolean" } }, "required": ["field"] }
+            ]
+        })
+    }
+}
+
+/// Sort keys checked against a model, with the primary key appended as the final tie-breaker
+/// so keyset pagination is total.
+#[derive(Debug, Clone)]
+pub struct CheckedSort {
+    /// `(field, descending)` in order; the last key is the primary key.
+    pub keys: Vec<(&'static FieldMeta, bool)>,
+}
+
+impl CheckedSort {
+    /// Checks sort keys: known, non-nullable, orderable fields, each at most once.
+    pub fn check(meta: &'static ModelMeta, sort: &[SortKey]) -> Result<CheckedSort, Error> {
+        let mut errors = FieldErrors::default();
+        let mut keys: Vec<(&'static FieldMeta, bool)> = Vec::with_capacity(sort.len() + 1);
+        for key in sort {
+            let Some(f) = meta.field(&key.field) else {
+                errors.push(printable(&key.field), unknown_field_message(meta, &key.field));
+                continue;
+            };
+            if f.ty == FieldType::Json {
+                errors.push(f.name, "JSON fields cannot be sorted on");
+            } else if f.nullable {
+                errors.push(
+                    f.name,
+                    "nullable fields cannot be sort keys (keyset pagination needs non-null values)",
+                );
+            } else if keys.iter().any(|(k, _)| k.name == f.name) {
+                errors.push(f.name, "appears twice in the sort");
+            } else {
+                keys.push((f, key.descending));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::invalid(meta.name, "sort", errors.to_string()));
+        }
+        if !keys.iter().any(|(f, _)| f.primary_key) {
+            let pk = meta.field(meta.primary_key).expect("the derive checks the primary key exists");
+            keys.push((pk, false));
+        }
+        Ok(CheckedSort { keys })
+    }
+
+    /// Writes `ORDER BY ...`.
+    pub fn write_order_by(&self, sql: &mut Sql) {
+        sql.push(" ORDER BY ");
+        for (i, (f, desc)) in self.keys.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.ident(f.name).push(if *desc { " DESC" } else { " ASC" });
+        }
+    }
+
+    fn signature(&self) -> String {
+        self.keys
+            .iter()
+            .map(|(f, d)| format!("{}{}", if *d { "-" } else { "" }, f.name))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The cursor that continues after a row whose sort-key values are `values`.
+    pub fn cursor_after(&self, values: Vec<Json>) -> String {
+        let body = serde_json::json!({ "s": self.signature(), "v": values });
+        URL_SAFE_NO_PAD.encode(body.to_string())
+    }
+
+    /// Decodes a cursor made by [`CheckedSort::cursor_after`] for this same sort and writes the
+    /// keyset condition "after that row".
+    pub fn write_after(&self, meta: &'static ModelMeta, cursor: &str, sql: &mut Sql) -> Result<(), Error> {
+        let bad = |why: &str| Error::invalid(meta.name, "cursor", why.to_owned());
+        let bytes = URL_SAFE_NO_PAD
+            .decode(cursor.trim())
+            .map_err(|_| bad("not a cursor returned by a List node"))?;
+        let body: Json = serde_json::from_slice(&bytes).map_err(|_| bad("not a cursor returned by a List node"))?;
+        if body.get("s").and_then(Json::as_str) != Some(self.signature().as_str()) {
+            return Err(bad("the cursor was made for a different sort order"));
+        }
+        let Some(Json::Array(values)) = body.get("v") else {
+            return Err(bad("not a cursor returned by a List node"));
+        };
+        if values.len() != self.keys.len() {
+            return Err(bad("not a cursor returned by a List node"));
+        }
+        let mut typed = Vec::with_capacity(values.len());
+        for ((f, _), v) in self.keys.iter().zip(values) {
+            typed.push(check_type(f, v).map_err(|m| bad(&format!("value for '{}' {m}", f.name)))?);
+        }
+        // (k1 > v1) OR (k1 = v1 AND k2 > v2) OR ... with < for descending keys.
+        sql.push("(");
+        for i in 0..self.keys.len() {
+            if i > 0 {
+                sql.push(" OR ");
+            }
+            sql.push("(");
+            for (j, ((f, desc), v)) in self.keys.iter().zip(&typed).enumerate().take(i + 1) {
+                if j > 0 {
+                    sql.push(" AND ");
+                }
+                let op = if j < i {
+                    " = "
+                } else if *desc {
+                    " < "
+                } else {
+                    " > "
+                };
+                sql.ident(f.name).push(op).param(to_sql(f.ty, v));
+            }
+            sql.push(")");
+        }
+        sql.push(")");
+        Ok(())
+    }
+}

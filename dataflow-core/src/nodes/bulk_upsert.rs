@@ -1,0 +1,364 @@
+//! BulkUpsert: many rows in batches inside one transaction. Every row is checked first;
+//! invalid rows are reported by index and the valid ones land.
+//!
+//! On PostgreSQL each batch is one statement whose rows travel as a single JSONB parameter
+//! (`jsonb_to_recordset`), so there is no bind-parameter limit and no per-row round trip.
+//! Rows without a primary key get one from the table's sequence up front, so every written row
+//! maps back to its input index.
+
+use std::collections::HashMap;
+
+use schemars::JsonSchema;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::error::{Error, FieldErrors, Result};
+use crate::model::{FieldMeta, Model, ModelMeta};
+use crate::node::Context;
+use crate::nodes::invalidate_cache;
+use crate::sql::Sql;
+use crate::values::{CheckedRecord, RecordMode, check_record, printable};
+
+/// Rows per statement when `batch_size` is not given.
+pub const DEFAULT_BATCH: usize = 5_000;
+/// Largest accepted `batch_size`.
+pub const MAX_BATCH: usize = 50_000;
+/// Most rows accepted by one call.
+pub const MAX_ROWS: usize = 1_000_000;
+
+/// Input of a BulkUpsert node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkUpsertInput {
+    /// The rows, as JSON objects of the model's fields. With the primary key as conflict key a
+    /// row may carry its `id` (update or insert with that id) or not (insert).
+    pub rows: Vec<Json>,
+    /// The field that identifies an existing row: the primary key (default) or a unique field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_key: Option<String>,
+    /// Rows per statement, 1 to 50,000 (default 5,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+}
+
+/// The problems with one input row, which was not written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RowError {
+    /// The row's position in `rows`, from 0.
+    pub index: usize,
+    /// What is wrong with it.
+    pub errors: FieldErrors,
+}
+
+/// Output of a BulkUpsert node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct BulkUpsertOutput {
+    /// Rows inserted.
+    pub inserted: u64,
+    /// Existing rows updated (soft-deleted ones are revived).
+    pub updated: u64,
+    /// The primary key of each input row, `null` for rejected rows; same order as `rows`.
+    pub ids: Vec<Option<i64>>,
+    /// Rejected rows, by index.
+    pub errors: Vec<RowError>,
+}
+
+enum ConflictKey {
+    PrimaryKey,
+    Unique(&'static FieldMeta),
+}
+
+/// Checks every row, then writes the valid ones in batches inside one transaction.
+pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<BulkUpsertOutput> {
+    let meta = M::meta();
+    let tenant = ctx.tenant_scope(meta)?;
+    let store = ctx.stores().relational();
+    if store.backend() != DbBackend::Postgres {
+        return Err(Error::Config("BulkUpsert needs PostgreSQL".into()));
+    }
+    let batch = input.batch_size.unwrap_or(DEFAULT_BATCH);
+    if !(1..=MAX_BATCH).contains(&batch) {
+        return Err(Error::invalid(
+            meta.name,
+            "batch_size",
+            format!("must be between 1 and {MAX_BATCH}, got {batch}"),
+        ));
+    }
+    if input.rows.len() > MAX_ROWS {
+        return Err(Error::invalid(
+            meta.name,
+            "rows",
+            format!("at most {MAX_ROWS} rows per call, got {}", input.rows.len()),
+        ));
+    }
+    let key = match input.conflict_key.as_deref() {
+        None => ConflictKey::PrimaryKey,
+        Some(name) if name == meta.primary_key => ConflictKey::PrimaryKey,
+        Some(name) => match meta.field(name) {
+            Some(f) if f.unique => ConflictKey::Unique(f),
+            Some(f) => {
+                let uniques: Vec<&str> = meta.unique_fields().map(|f| f.name).collect();
+                return Err(Error::invalid(
+                    meta.name,
+                    "conflict_key",
+                    format!(
+                        "'{}' is not unique; use '{}' or one of: {}",
+                        f.name,
+                        meta.primary_key,
+                        uniques.join(", ")
+                    ),
+                ));
+            }
+            None => {
+                return Err(Error::invalid(
+                    meta.name,
+                    "conflict_key",
+                    crate::values::unknown_field_message(meta, name),
+                ));
+            }
+        },
+    };
+
+    let mut out = BulkUpsertOutput {
+        ids: vec![None; input.rows.len()],
+        ..Default::default()
+    };
+    let mut valid: Vec<(usize, CheckedRecord)> = Vec::with_capacity(input.rows.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (index, row) in input.rows.iter().enumerate() {
+        match check_row(meta, &key, row) {
+            Ok(checked) => {
+                let key_value = match &key {
+                    ConflictKey::PrimaryKey => checked.get(meta.primary_key),
+                    ConflictKey::Unique(f) => checked.get(f.name),
+                };
+                if let Some(value) = key_value.filter(|v| !v.is_null())
+                    && let Some(first) = seen.insert(value.to_string(), index)
+                {
+                    seen.insert(value.to_string(), first);
+                    let name = match &key {
+                        ConflictKey::PrimaryKey => meta.primary_key,
+                        ConflictKey::Unique(f) => f.name,
+                    };
+                    let mut errors = FieldErrors::default();
+                    errors.push(name, format!("the same {name} as row {first}"));
+                    out.errors.push(RowError { index, errors });
+                    continue;
+                }
+                valid.push((index, checked));
+            }
+            Err(errors) => out.errors.push(RowError { index, errors }),
+        }
+    }
+    if valid.is_empty() {
+        return Ok(out);
+    }
+
+    let action = format!("bulk upserting into {}", meta.table);
+    let tx = store.connection().begin().await.map_err(|e| Error::relational(&action, e))?;
+    let mut written: Vec<(i64, i64)> = Vec::with_capacity(valid.len());
+    let mut explicit_ids = false;
+    if let ConflictKey::PrimaryKey = key {
+        explicit_ids = valid.iter().any(|(_, r)| r.get(meta.primary_key).is_some());
+        assign_ids(&tx, meta, &mut valid, &action).await?;
+    }
+    for chunk in valid.chunks(batch) {
+        let returned = write_batch(&tx, meta, tenant, &key, chunk, &action).await?;
+        // Map written rows back to their input index.
+        let mut by_key: HashMap<String, usize> = HashMap::with_capacity(chunk.len());
+        for (index, record) in chunk {
+            let k = match &key {
+                ConflictKey::PrimaryKey => record.get(meta.primary_key),
+                ConflictKey::Unique(f) => record.get(f.name),
+            };
+            by_key.insert(k.map(Json::to_string).unwrap_or_default(), *index);
+        }
+        for (id, version, k) in returned {
+            if let Some(index) = by_key.remove(&k) {
+                out.ids[index] = Some(id);
+            }
+            if version == 1 {
+                out.inserted += 1;
+            } else {
+                out.updated += 1;
+            }
+            written.push((id, version));
+        }
+        // Rows the statement skipped: with the primary key as conflict key and a tenant, an
+        // id that exists under another tenant is not touched.
+        for (_, index) in by_key {
+            let mut errors = FieldErrors::default();
+            errors.push(meta.primary_key, "a row with this id exists and belongs to another tenant");
+            out.errors.push(RowError { index, errors });
+        }
+    }
+    if explicit_ids {
+        let mut sql = Sql::new(DbBackend::Postgres);
+        sql.push("SELECT setval(pg_get_serial_sequence(")
+            .param(quoted(meta.table))
+            .push(", ")
+            .param(sea_orm::Value::String(Some(meta.primary_key.to_owned())));
+        sql.push("), GREATEST((SELECT MAX(")
+            .ident(meta.primary_key)
+            .push(") FROM ")
+            .ident(meta.table)
+            .push("), nextval(pg_get_serial_sequence(");
+        sql.param(quoted(meta.table))
+            .push(", ")
+            .param(sea_orm::Value::String(Some(meta.primary_key.to_owned())))
+            .push("))))");
+        tx.execute_raw(sql.build()).await.map_err(|e| Error::relational(&action, e))?;
+    }
+    tx.commit().await.map_err(|e| Error::relational(&action, e))?;
+    out.errors.sort_by_key(|e| e.index);
+
+    let updated: Vec<(i64, i64)> = written.into_iter().filter(|&(_, v)| v > 1).collect();
+    invalidate_cache(ctx, meta, tenant, &updated).await;
+    Ok(out)
+}
+
+fn check_row(meta: &'static ModelMeta, key: &ConflictKey, row: &Json) -> std::result::Result<CheckedRecord, FieldErrors> {
+    let Json::Object(object) = row else {
+        let mut errors = FieldErrors::default();
+        errors.push("$", "a row must be a JSON object");
+        return Err(errors);
+    };
+    match key {
+        ConflictKey::PrimaryKey => check_record(meta, object, RecordMode::CreateWithKey),
+        ConflictKey::Unique(f) => {
+            let mut checked = check_record(meta, object, RecordMode::Create);
+            if object.get(meta.primary_key).is_some_and(|v| !v.is_null()) {
+                let errors = checked.as_mut().err().map(std::mem::take).unwrap_or_default();
+                let mut errors = errors;
+                errors.push(
+                    meta.primary_key,
+                    format!("rows upserted on '{}' must not carry the primary key", printable(f.name)),
+                );
+                checked = Err(errors);
+            }
+            checked
+        }
+    }
+}
+
+fn quoted(table: &str) -> sea_orm::Value {
+    sea_orm::Value::String(Some(format!("\"{table}\"")))
+}
+
+/// Gives every row without a primary key the next value of the table's sequence.
+async fn assign_ids(tx: &DatabaseTransaction, meta: &'static ModelMeta, rows: &mut [(usize, CheckedRecord)], action: &str) -> Result<()> {
+    let pk = meta.field(meta.primary_key).expect("the derive checks the primary key exists");
+    let missing = rows.iter().filter(|(_, r)| r.get(pk.name).is_none()).count();
+    if missing == 0 {
+        return Ok(());
+    }
+    let mut sql = Sql::new(DbBackend::Postgres);
+    sql.push("SELECT nextval(pg_get_serial_sequence(")
+        .param(quoted(meta.table))
+        .push(", ");
+    sql.param(sea_orm::Value::String(Some(pk.name.to_owned())));
+    sql.push(")) AS \"id\" FROM generate_series(1, ")
+        .param(sea_orm::Value::BigInt(Some(missing as i64)))
+        .push(")");
+    let ids = tx.query_all_raw(sql.build()).await.map_err(|e| Error::relational(action, e))?;
+    let mut ids = ids.iter().map(|r| r.try_get::<i64>("", "id"));
+    for (_, record) in rows.iter_mut().filter(|(_, r)| r.get(pk.name).is_none()) {
+        let id = ids
+            .next()
+            .ok_or_else(|| Error::relational(action, sea_orm::DbErr::RecordNotInserted))?
+            .map_err(|e| Error::relational(action, e))?;
+        record.values.insert(0, (pk, Json::from(id)));
+    }
+    Ok(())
+}
+
+/// Writes one batch; returns `(id, version, conflict-key value as JSON text)` per written row.
+async fn write_batch(
+    tx: &DatabaseTransaction,
+    meta: &'static ModelMeta,
+    tenant: Option<&str>,
+    key: &ConflictKey,
+    chunk: &[(usize, CheckedRecord)],
+    action: &str,
+) -> Result<Vec<(i64, i64, String)>> {
+    let columns: Vec<&'static FieldMeta> = meta
+        .fields
+        .iter()
+        .filter(|f| !f.primary_key || matches!(key, ConflictKey::PrimaryKey))
+        .collect();
+    let payload: Vec<Json> = chunk
+        .iter()
+        .map(|(_, record)| {
+            Json::Object(
+                record
+                    .values
+                    .iter()
+                    .map(|(f, v)| (f.name.to_owned(), v.clone()))
+                    .collect::<Map<_, _>>(),
+            )
+        })
+        .collect();
+
+    let mut sql = Sql::new(DbBackend::Postgres);
+    sql.push("INSERT INTO ")
+        .ident(meta.table)
+        .push(" AS \"t\" (")
+        .ident_list(columns.iter().map(|f| f.name));
+    if tenant.is_some() {
+        sql.push(", \"tenant_id\"");
+    }
+    sql.push(") SELECT ").ident_list(columns.iter().map(|f| f.name));
+    if let Some(t) = tenant {
+        sql.push(", ").param(sea_orm::Value::String(Some(t.to_owned())));
+    }
+    sql.push(" FROM jsonb_to_recordset(")
+        .param(sea_orm::Value::Json(Some(Box::new(Json::Array(payload)))))
+        .push("::jsonb) AS \"x\"(");
+    for (i, f) in columns.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        let ty = sql.column_type(f.ty);
+        sql.ident(f.name).push(" ").push(ty);
+    }
+    sql.push(") ON CONFLICT (");
+    let key_field: &'static FieldMeta = match key {
+        ConflictKey::PrimaryKey => meta.field(meta.primary_key).expect("primary key exists"),
+        ConflictKey::Unique(f) => {
+            if tenant.is_some() {
+                sql.push("\"tenant_id\", ");
+            }
+            f
+        }
+    };
+    sql.ident(key_field.name).push(") DO UPDATE SET ");
+    for f in columns.iter().filter(|f| !f.primary_key) {
+        sql.ident(f.name).push(" = EXCLUDED.").ident(f.name).push(", ");
+    }
+    sql.push("\"version\" = \"t\".\"version\" + 1, \"updated_at\" = CURRENT_TIMESTAMP");
+    if meta.soft_delete {
+        sql.push(", \"deleted_at\" = NULL");
+    }
+    if tenant.is_some() {
+        sql.push(" WHERE \"t\".\"tenant_id\" = EXCLUDED.\"tenant_id\"");
+    }
+    sql.push(" RETURNING \"t\".").ident(meta.primary_key).push(", \"t\".\"version\"");
+    if let ConflictKey::Unique(f) = key {
+        sql.push(", \"t\".").ident(f.name).push(" AS \"conflict_key\"");
+    }
+
+    let rows = tx.query_all_raw(sql.build()).await.map_err(|e| Error::relational(action, e))?;
+    rows.iter()
+        .map(|r| {
+            let id: i64 = r.try_get("", meta.primary_key)?;
+            let version: i64 = r.try_get("", "version")?;
+            let k = match key {
+                ConflictKey::PrimaryKey => Json::from(id).to_string(),
+                ConflictKey::Unique(f) => crate::nodes::column_json(r, "conflict_key", f.ty)?.to_string(),
+            };
+            Ok((id, version, k))
+        })
+        .collect::<std::result::Result<_, sea_orm::DbErr>>()
+        .map_err(|e| Error::relational(action, e))
+}

@@ -1,0 +1,68 @@
+//! Create: validate one record, insert it, return the stored row.
+
+use schemars::JsonSchema;
+use sea_orm::ConnectionTrait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::node::Context;
+use crate::nodes::{decode_record, to_object};
+use crate::record::Record;
+use crate::values::{RecordMode, check_record, to_sql};
+
+/// Input of a Create node.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(bound = "M: Model", deny_unknown_fields)]
+#[schemars(bound = "M: Model")]
+pub struct CreateInput<M: Model> {
+    /// The new row's fields (every field but the primary key).
+    pub record: M::New,
+}
+
+/// Output of a Create node.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(bound = "M: Model")]
+#[schemars(bound = "M: Model")]
+pub struct CreateOutput<M: Model> {
+    /// The row as stored, with its generated primary key, version 1 and timestamps.
+    pub record: Record<M>,
+}
+
+/// Validates and inserts one row.
+pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<CreateOutput<M>> {
+    let meta = M::meta();
+    let tenant = ctx.tenant_scope(meta)?;
+    let object = to_object(meta.name, &input.record)?;
+    let checked = check_record(meta, &object, RecordMode::Create).map_err(|errors| Error::Validation { model: meta.name, errors })?;
+
+    let store = ctx.stores().relational();
+    let mut sql = store.sql();
+    sql.push("INSERT INTO ").ident(meta.table).push(" (");
+    sql.ident_list(checked.values.iter().map(|(f, _)| f.name));
+    if tenant.is_some() {
+        sql.push(", \"tenant_id\"");
+    }
+    sql.push(") VALUES (");
+    for (i, (f, v)) in checked.values.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.param(to_sql(f.ty, v));
+    }
+    if let Some(t) = tenant {
+        sql.push(", ").param(sea_orm::Value::String(Some(t.to_owned())));
+    }
+    sql.push(") RETURNING ").record_columns(meta);
+
+    let action = format!("inserting into {}", meta.table);
+    let row = store
+        .connection()
+        .query_one_raw(sql.build())
+        .await
+        .map_err(|e| Error::relational(&action, e))?
+        .ok_or_else(|| Error::relational(&action, sea_orm::DbErr::RecordNotInserted))?;
+    Ok(CreateOutput {
+        record: decode_record(&row, &action)?,
+    })
+}

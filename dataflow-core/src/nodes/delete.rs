@@ -1,0 +1,81 @@
+//! Delete: by id or filter; soft (marking `deleted_at`) for models that ask for it.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::model::Model;
+use crate::node::Context;
+use crate::nodes::{fetch_versions, invalidate_cache, write_filter, write_scope};
+
+/// Input of a Delete node: exactly one of `id` or `filter`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteInput {
+    /// Delete the row with this primary key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// Delete every row this filter matches; `{}` matches all rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
+    /// Remove rows for good even when the model soft-deletes (soft-deleted rows included).
+    #[serde(default)]
+    pub hard: bool,
+}
+
+/// Output of a Delete node.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeleteOutput {
+    /// How many rows were deleted (0 when none matched).
+    pub deleted: u64,
+    /// Their primary keys.
+    pub ids: Vec<i64>,
+    /// Whether the rows were soft-deleted (still stored, hidden from reads).
+    pub soft: bool,
+}
+
+/// Deletes by id or filter.
+pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOutput> {
+    let meta = M::meta();
+    let tenant = ctx.tenant_scope(meta)?;
+    let soft = meta.soft_delete && !input.hard;
+    let store = ctx.stores().relational();
+    let mut sql = store.sql();
+    if soft {
+        let now = sql.now();
+        sql.push("UPDATE ").ident(meta.table).push(" SET \"deleted_at\" = ").push(now);
+        sql.push(", \"updated_at\" = ")
+            .push(now)
+            .push(", \"version\" = \"version\" + 1 WHERE ");
+    } else {
+        sql.push("DELETE FROM ").ident(meta.table).push(" WHERE ");
+    }
+    write_scope(&mut sql, meta, tenant, !soft);
+    match (input.id, &input.filter) {
+        (Some(id), None) => {
+            sql.push(" AND ")
+                .ident(meta.primary_key)
+                .push(" = ")
+                .param(sea_orm::Value::BigInt(Some(id)));
+        }
+        (None, Some(filter)) => write_filter(&mut sql, meta, Some(filter))?,
+        (Some(_), Some(_)) => return Err(Error::invalid(meta.name, "input", "give either id or filter, not both")),
+        (None, None) => return Err(Error::invalid(meta.name, "input", "give id or filter to say which rows to delete")),
+    }
+    sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
+    let action = format!("deleting from {}", meta.table);
+    let mut written = fetch_versions(store.connection(), sql.build(), meta.primary_key, &action).await?;
+    if !soft {
+        // A removed row's tombstone must outrank the version it had.
+        for (_, version) in &mut written {
+            *version += 1;
+        }
+    }
+    invalidate_cache(ctx, meta, tenant, &written).await;
+    Ok(DeleteOutput {
+        deleted: written.len() as u64,
+        ids: written.iter().map(|(id, _)| *id).collect(),
+        soft,
+    })
+}

@@ -1,0 +1,216 @@
+//! Update: patch one row by id (optionally requiring its version) or every row a filter matches.
+
+use schemars::JsonSchema;
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::model::Model;
+use crate::node::Context;
+use crate::nodes::{decode_record, fetch_versions, invalidate_cache, to_object, write_filter, write_scope};
+use crate::record::Record;
+use crate::sql::Sql;
+use crate::values::{CheckedRecord, RecordMode, check_record, to_sql};
+
+/// Input of an Update node: exactly one of `id` or `filter`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInput {
+    /// Update the row with this primary key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// With `id`: fail with a conflict unless the row is at this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<i64>,
+    /// Update every (non-deleted) row this filter matches; `{}` matches all rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
+    /// The fields to set and their new values.
+    pub patch: Map<String, Json>,
+}
+
+/// One field an update changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FieldChange {
+    /// The field.
+    pub field: String,
+    /// Its value before.
+    pub old: Json,
+    /// Its value after.
+    pub new: Json,
+}
+
+/// Output of an Update node.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(bound = "M: Model")]
+#[schemars(bound = "M: Model")]
+pub struct UpdateOutput<M: Model> {
+    /// How many rows were written (0 when an update by id changed nothing).
+    pub updated: u64,
+    /// Primary keys of the rows written.
+    pub ids: Vec<i64>,
+    /// By id: the row after the update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Record<M>>,
+    /// By id: each field whose value changed, before and after.
+    #[serde(default)]
+    pub changes: Vec<FieldChange>,
+}
+
+/// Applies a patch by id or by filter.
+pub async fn run<M: Model>(ctx: &Context, input: UpdateInput) -> Result<UpdateOutput<M>> {
+    let meta = M::meta();
+    let tenant = ctx.tenant_scope(meta)?;
+    if input.patch.is_empty() {
+        return Err(Error::invalid(
+            meta.name,
+            "patch",
+            "the patch is empty: name at least one field to set",
+        ));
+    }
+    let patch = check_record(meta, &input.patch, RecordMode::Patch).map_err(|errors| Error::Validation { model: meta.name, errors })?;
+    match (input.id, input.filter) {
+        (Some(id), None) => by_id::<M>(ctx, tenant, id, input.expected_version, patch).await,
+        (None, Some(filter)) if input.expected_version.is_none() => by_filter::<M>(ctx, tenant, &filter, patch).await,
+        (None, Some(_)) => Err(Error::invalid(
+            meta.name,
+            "input",
+            "expected_version applies to an update by id only",
+        )),
+        (Some(_), Some(_)) => Err(Error::invalid(meta.name, "input", "give either id or filter, not both")),
+        (None, None) => Err(Error::invalid(meta.name, "input", "give id or filter to say which rows to update")),
+    }
+}
+
+fn write_set(sql: &mut Sql, patch: &CheckedRecord) {
+    sql.push(" SET ");
+    for (f, v) in &patch.values {
+        sql.ident(f.name).push(" = ").param(to_sql(f.ty, v)).push(", ");
+    }
+    let now = sql.now();
+    sql.push("\"version\" = \"version\" + 1, \"updated_at\" = ").push(now);
+}
+
+async fn by_id<M: Model>(
+    ctx: &Context,
+    tenant: Option<&str>,
+    id: i64,
+    expected: Option<i64>,
+    patch: CheckedRecord,
+) -> Result<UpdateOutput<M>> {
+    let meta = M::meta();
+    let store = ctx.stores().relational();
+    let action = format!("updating {} {id}", meta.name);
+    let tx = store.connection().begin().await.map_err(|e| Error::relational(&action, e))?;
+
+    let mut sql = store.sql();
+    sql.push("SELECT ")
+        .record_columns(meta)
+        .push(" FROM ")
+        .ident(meta.table)
+        .push(" WHERE ");
+    write_scope(&mut sql, meta, tenant, false);
+    sql.push(" AND ")
+        .ident(meta.primary_key)
+        .push(" = ")
+        .param(sea_orm::Value::BigInt(Some(id)));
+    if sql.is_postgres() {
+        sql.push(" FOR UPDATE");
+    }
+    let before = tx.query_one_raw(sql.build()).await.map_err(|e| Error::relational(&action, e))?;
+    let before: Record<M> = match before {
+        Some(row) => decode_record(&row, &action)?,
+        None => return Err(Error::NotFound { model: meta.name, id }),
+    };
+    if let Some(expected) = expected.filter(|&v| v != before.version) {
+        return Err(Error::Conflict {
+            model: meta.name,
+            id,
+            expected,
+            actual: before.version,
+        });
+    }
+
+    let old = to_object(meta.name, &before.data)?;
+    let changes: Vec<FieldChange> = patch
+        .values
+        .iter()
+        .filter(|(f, new)| old.get(f.name).is_none_or(|o| !same_value(o, new)))
+        .map(|(f, new)| FieldChange {
+            field: f.name.to_owned(),
+            old: old.get(f.name).cloned().unwrap_or(Json::Null),
+            new: new.clone(),
+        })
+        .collect();
+    if changes.is_empty() {
+        tx.commit().await.map_err(|e| Error::relational(&action, e))?;
+        return Ok(UpdateOutput {
+            updated: 0,
+            ids: Vec::new(),
+            record: Some(before),
+            changes,
+        });
+    }
+    let changed = CheckedRecord {
+        values: patch
+            .values
+            .into_iter()
+            .filter(|(f, _)| changes.iter().any(|c| c.field == f.name))
+            .collect(),
+    };
+
+    let mut sql = store.sql();
+    sql.push("UPDATE ").ident(meta.table);
+    write_set(&mut sql, &changed);
+    sql.push(" WHERE ")
+        .ident(meta.primary_key)
+        .push(" = ")
+        .param(sea_orm::Value::BigInt(Some(id)));
+    sql.push(" RETURNING ").record_columns(meta);
+    let row = tx
+        .query_one_raw(sql.build())
+        .await
+        .map_err(|e| Error::relational(&action, e))?
+        .ok_or(Error::NotFound { model: meta.name, id })?;
+    let after: Record<M> = decode_record(&row, &action)?;
+    tx.commit().await.map_err(|e| Error::relational(&action, e))?;
+
+    invalidate_cache(ctx, meta, tenant, &[(id, after.version)]).await;
+    Ok(UpdateOutput {
+        updated: 1,
+        ids: vec![id],
+        record: Some(after),
+        changes,
+    })
+}
+
+async fn by_filter<M: Model>(ctx: &Context, tenant: Option<&str>, filter: &Filter, patch: CheckedRecord) -> Result<UpdateOutput<M>> {
+    let meta = M::meta();
+    let store = ctx.stores().relational();
+    let mut sql = store.sql();
+    sql.push("UPDATE ").ident(meta.table);
+    write_set(&mut sql, &patch);
+    sql.push(" WHERE ");
+    write_scope(&mut sql, meta, tenant, false);
+    write_filter(&mut sql, meta, Some(filter))?;
+    sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
+    let action = format!("updating {} by filter", meta.table);
+    let written = fetch_versions(store.connection(), sql.build(), meta.primary_key, &action).await?;
+    invalidate_cache(ctx, meta, tenant, &written).await;
+    Ok(UpdateOutput {
+        updated: written.len() as u64,
+        ids: written.iter().map(|(id, _)| *id).collect(),
+        record: None,
+        changes: Vec::new(),
+    })
+}
+
+/// Equality of canonical values; numbers compare numerically (1 and 1.0 are the same).
+fn same_value(a: &Json, b: &Json) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}

@@ -1,0 +1,154 @@
+//! The read-through cache: a trait and its Redis backend.
+//!
+//! Entries carry the row's version. A write replaces an entry by a *tombstone* holding the
+//! row's new version, and a reader may only fill a key with a version at least that new. So a
+//! reader that fetched a row just before a write committed cannot put the stale row back
+//! after the write's invalidation: the classic read-through race is closed, not just narrowed.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::error::{Error, Result};
+use crate::store::relational::redact_url;
+
+/// A key-value cache of serialized rows with versioned invalidation.
+#[async_trait]
+pub trait CacheStore: Send + Sync {
+    /// The backend's name, e.g. `redis`.
+    fn backend(&self) -> &'static str;
+
+    /// The cached payload under `key`, or `None` when absent or invalidated.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Stores `payload` (the row at `version`) under `key` for `ttl`, unless the key already
+    /// holds the same or a newer version, or a tombstone newer than `version`.
+    async fn fill(&self, key: &str, version: i64, payload: &[u8], ttl: Duration) -> Result<()>;
+
+    /// Invalidates rows after a committed write: each `(key, new_version)` becomes a tombstone
+    /// that blocks fills of older versions for `ttl`.
+    async fn invalidate(&self, keys: &[(String, i64)], ttl: Duration) -> Result<()>;
+
+    /// A round trip to the server; returns its latency.
+    async fn ping(&self) -> Result<Duration>;
+}
+
+/// Redis, through one multiplexed, self-reconnecting connection.
+pub struct RedisCache {
+    manager: ConnectionManager,
+    timeout: Duration,
+    fill_script: redis::Script,
+    invalidate_script: redis::Script,
+}
+
+/// `KEYS[1]` key, `ARGV` version, payload, ttl in ms. Values are `"{version}|{payload}"`,
+/// tombstones `"!{version}"`.
+const FILL: &str = r"
+local cur = redis.call('GET', KEYS[1])
+local v = tonumber(ARGV[1])
+if cur then
+  if string.sub(cur, 1, 1) == '!' then
+    if v < tonumber(string.sub(cur, 2)) then return 0 end
+  else
+    local sep = string.find(cur, '|', 1, true)
+    if sep and v <= tonumber(string.sub(cur, 1, sep - 1)) then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// `KEYS` keys, `ARGV[1]` ttl in ms, `ARGV[i+1]` the new version of `KEYS[i]`.
+const INVALIDATE: &str = r"
+for i, key in ipairs(KEYS) do
+  local v = tonumber(ARGV[i + 1])
+  local cur = redis.call('GET', key)
+  if cur and string.sub(cur, 1, 1) == '!' and tonumber(string.sub(cur, 2)) > v then
+    v = tonumber(string.sub(cur, 2))
+  end
+  redis.call('SET', key, '!' .. v, 'PX', ARGV[1])
+end
+return #KEYS
+";
+
+impl RedisCache {
+    /// A cache at `url` (`redis://host:port/db`). Connects lazily, so a Redis that is down now
+    /// does not stop the application; every call gives up after `timeout`.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| Error::Config(format!("redis url '{}': {e}", redact_url(url))))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = client
+            .get_connection_manager_lazy(config)
+            .map_err(|e| Error::Config(format!("redis url '{}': {e}", redact_url(url))))?;
+        Ok(RedisCache {
+            manager,
+            timeout,
+            fill_script: redis::Script::new(FILL),
+            invalidate_script: redis::Script::new(INVALIDATE),
+        })
+    }
+
+    async fn bounded<T>(&self, action: &str, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Error::cache(action, e)),
+            Err(_) => Err(Error::cache(action, format!("no answer within {:?}", self.timeout))),
+        }
+    }
+}
+
+#[async_trait]
+impl CacheStore for RedisCache {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut con = self.manager.clone();
+        let raw: Option<Vec<u8>> = self
+            .bounded("reading a cached row", redis::cmd("GET").arg(key).query_async(&mut con))
+            .await?;
+        Ok(raw.and_then(|raw| {
+            if raw.first() == Some(&b'!') {
+                return None;
+            }
+            let sep = raw.iter().position(|&b| b == b'|')?;
+            Some(raw[sep + 1..].to_vec())
+        }))
+    }
+
+    async fn fill(&self, key: &str, version: i64, payload: &[u8], ttl: Duration) -> Result<()> {
+        let mut con = self.manager.clone();
+        let mut call = self.fill_script.key(key);
+        call.arg(version).arg(payload).arg(ttl.as_millis().max(1) as u64);
+        self.bounded("filling the cache", call.invoke_async::<i64>(&mut con))
+            .await
+            .map(|_| ())
+    }
+
+    async fn invalidate(&self, keys: &[(String, i64)], ttl: Duration) -> Result<()> {
+        // Bounded batches keep each script call short.
+        for chunk in keys.chunks(1000) {
+            let mut con = self.manager.clone();
+            let mut call = self.invalidate_script.prepare_invoke();
+            call.arg(ttl.as_millis().max(1) as u64);
+            for (key, version) in chunk {
+                call.key(key).arg(*version);
+            }
+            self.bounded("invalidating cached rows", call.invoke_async::<i64>(&mut con)).await?;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<Duration> {
+        let mut con = self.manager.clone();
+        let start = Instant::now();
+        let _: String = self.bounded("pinging", redis::cmd("PING").query_async(&mut con)).await?;
+        Ok(start.elapsed())
+    }
+}

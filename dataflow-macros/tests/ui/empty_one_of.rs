@@ -1,0 +1,13 @@
+use dataflow_core::Model;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Serialize, Deserialize, JsonSchema, Model)]
+struct Thing {
+    #[dataflow(primary_key)]
+    id: i64,
+    #[dataflow(one_of())]
+    currency: String,
+}
+
+fn main() {}

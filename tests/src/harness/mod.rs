@@ -1,0 +1,404 @@
+//! The live-service harness: PostgreSQL, Redis, Chroma and a Bolt graph server for the tests
+//! of one test binary, from the first provider that applies:
+//!
+//! 1. **external** — every `DATAFLOW_TEST_{POSTGRES,REDIS,CHROMA,NEO4J}_URL` is set;
+//! 2. **local processes** — otherwise: throwaway servers from local binaries (installed by
+//!    `scripts/install-services`) on free loopback ports.
+//!
+//! Each server starts on first use, so a binary that needs only PostgreSQL starts only that.
+//! A server that cannot start panics with its own log: a store is never skipped.
+
+/// Prints a harness line on the process's real stderr: the test runner captures `eprintln!`,
+/// but which servers a run used must show in every run's output.
+macro_rules! announce {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+mod local;
+pub mod probe;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dataflow_core::sea_orm::{ConnectionTrait, Database};
+use tokio::sync::OnceCell;
+
+use local::LocalServer;
+
+/// Where the servers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Servers named by `DATAFLOW_TEST_*_URL` variables.
+    External,
+    /// Servers started by the harness as local processes.
+    LocalProcesses,
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Provider::External => "external",
+            Provider::LocalProcesses => "local-processes",
+        })
+    }
+}
+
+/// One of the four servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// PostgreSQL.
+    Postgres,
+    /// Redis.
+    Redis,
+    /// Chroma.
+    Chroma,
+    /// A Bolt/Cypher graph server (ArcadeDB locally, Neo4j when external).
+    Bolt,
+}
+
+impl ServiceKind {
+    /// A short lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Postgres => "postgres",
+            ServiceKind::Redis => "redis",
+            ServiceKind::Chroma => "chroma",
+            ServiceKind::Bolt => "bolt",
+        }
+    }
+}
+
+/// How to reach the Bolt graph server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoltEndpoint {
+    /// `bolt://127.0.0.1:PORT` (or the external URL).
+    pub uri: String,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Database name.
+    pub database: String,
+}
+
+const ENV_POSTGRES: &str = "DATAFLOW_TEST_POSTGRES_URL";
+const ENV_REDIS: &str = "DATAFLOW_TEST_REDIS_URL";
+const ENV_CHROMA: &str = "DATAFLOW_TEST_CHROMA_URL";
+const ENV_NEO4J: &str = "DATAFLOW_TEST_NEO4J_URL";
+const ARCADE_PASSWORD: &str = "dataflow-tests";
+const ARCADE_DATABASE: &str = "dataflow";
+
+/// The servers of this test binary.
+pub struct Services {
+    provider: Provider,
+    postgres: OnceCell<Endpoint>,
+    redis: OnceCell<Endpoint>,
+    chroma: OnceCell<Endpoint>,
+    bolt: OnceCell<Endpoint>,
+    names: AtomicU64,
+}
+
+/// A started (or external) server and its URL.
+struct Endpoint {
+    url: String,
+    local: Option<Arc<Mutex<LocalServer>>>,
+}
+
+static SERVICES: OnceCell<Services> = OnceCell::const_new();
+
+impl Services {
+    /// The server set of this test binary, created on first call.
+    pub async fn global() -> &'static Services {
+        SERVICES
+            .get_or_init(|| async {
+                let all = [ENV_POSTGRES, ENV_REDIS, ENV_CHROMA, ENV_NEO4J];
+                let set = all.iter().filter(|v| std::env::var(v).is_ok_and(|s| !s.is_empty())).count();
+                let provider = if set == all.len() {
+                    Provider::External
+                } else {
+                    if set > 0 {
+                        announce!("dataflow-tests harness: only {set} of {} DATAFLOW_TEST_*_URL variables are set; starting local servers instead", all.len());
+                    }
+                    Provider::LocalProcesses
+                };
+                announce!("dataflow-tests harness: provider={provider}");
+                Services {
+                    provider,
+                    postgres: OnceCell::new(),
+                    redis: OnceCell::new(),
+                    chroma: OnceCell::new(),
+                    bolt: OnceCell::new(),
+                    names: AtomicU64::new(0),
+                }
+            })
+            .await
+    }
+
+    /// Where the servers come from.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    fn cell(&self, kind: ServiceKind) -> &OnceCell<Endpoint> {
+        match kind {
+            ServiceKind::Postgres => &self.postgres,
+            ServiceKind::Redis => &self.redis,
+            ServiceKind::Chroma => &self.chroma,
+            ServiceKind::Bolt => &self.bolt,
+        }
+    }
+
+    async fn endpoint(&self, kind: ServiceKind) -> &Endpoint {
+        self.cell(kind)
+            .get_or_init(|| async move {
+                match self.provider {
+                    Provider::External => {
+                        let var = match kind {
+                            ServiceKind::Postgres => ENV_POSTGRES,
+                            ServiceKind::Redis => ENV_REDIS,
+                            ServiceKind::Chroma => ENV_CHROMA,
+                            ServiceKind::Bolt => ENV_NEO4J,
+                        };
+                        Endpoint {
+                            url: std::env::var(var).expect("checked when the provider was chosen"),
+                            local: None,
+                        }
+                    }
+                    Provider::LocalProcesses => tokio::task::spawn_blocking(move || start_local(kind))
+                        .await
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+                }
+            })
+            .await
+    }
+
+    /// PostgreSQL's URL (database `postgres`, user `postgres`, trust authentication on loopback).
+    pub async fn postgres_url(&self) -> String {
+        self.endpoint(ServiceKind::Postgres).await.url.clone()
+    }
+
+    /// Redis's URL.
+    pub async fn redis_url(&self) -> String {
+        self.endpoint(ServiceKind::Redis).await.url.clone()
+    }
+
+    /// Chroma's base URL.
+    pub async fn chroma_url(&self) -> String {
+        self.endpoint(ServiceKind::Chroma).await.url.clone()
+    }
+
+    /// The Bolt graph server.
+    pub async fn bolt(&self) -> BoltEndpoint {
+        let url = self.endpoint(ServiceKind::Bolt).await.url.clone();
+        match self.provider {
+            Provider::External => BoltEndpoint {
+                uri: url,
+                user: std::env::var("DATAFLOW_TEST_NEO4J_USER").unwrap_or_else(|_| "neo4j".into()),
+                password: std::env::var("DATAFLOW_TEST_NEO4J_PASSWORD").unwrap_or_default(),
+                database: std::env::var("DATAFLOW_TEST_NEO4J_DATABASE").unwrap_or_else(|_| "neo4j".into()),
+            },
+            Provider::LocalProcesses => BoltEndpoint {
+                uri: url,
+                user: "root".into(),
+                password: ARCADE_PASSWORD.into(),
+                database: ARCADE_DATABASE.into(),
+            },
+        }
+    }
+
+    /// Stops a running server; its port and data stay for [`Services::start`].
+    pub async fn stop(&self, kind: ServiceKind) {
+        let server = self.local(kind).await;
+        tokio::task::spawn_blocking(move || server.lock().unwrap_or_else(|e| e.into_inner()).stop())
+            .await
+            .expect("stopping a server");
+    }
+
+    /// Starts a stopped server again on the same port with the same data.
+    pub async fn start(&self, kind: ServiceKind) {
+        let server = self.local(kind).await;
+        tokio::task::spawn_blocking(move || server.lock().unwrap_or_else(|e| e.into_inner()).start())
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    }
+
+    async fn local(&self, kind: ServiceKind) -> Arc<Mutex<LocalServer>> {
+        assert_eq!(
+            self.provider,
+            Provider::LocalProcesses,
+            "the {} provider cannot stop or start servers",
+            self.provider
+        );
+        self.endpoint(kind).await.local.clone().expect("local servers are recorded")
+    }
+
+    /// Creates a fresh PostgreSQL schema named after `hint` and returns its name.
+    pub async fn fresh_pg_schema(&self, hint: &str) -> String {
+        // A connection of its own: each #[tokio::test] has its own runtime, and a pool made in
+        // one runtime dies with it.
+        let url = self.postgres_url().await;
+        let admin = Database::connect(url.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("connecting to PostgreSQL at {url}: {e}"));
+        let schema = self.unique_name(hint);
+        admin
+            .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
+            .await
+            .unwrap_or_else(|e| panic!("creating schema {schema}: {e}"));
+        let _ = admin.close().await;
+        schema
+    }
+
+    /// A name unique in this test run: lowercase `[a-z0-9_]`, at most 63 bytes.
+    pub fn unique_name(&self, hint: &str) -> String {
+        let clean: String = hint
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .take(40)
+            .collect();
+        let n = self.names.fetch_add(1, Ordering::Relaxed);
+        format!("t_{clean}_{}_{n}", std::process::id())
+    }
+}
+
+/// The repository's `.services` directory (or `DATAFLOW_SERVICES_DIR`).
+fn services_dir() -> PathBuf {
+    std::env::var_os("DATAFLOW_SERVICES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(".services"))
+}
+
+fn venv_file(relative: &str) -> PathBuf {
+    let path = services_dir().join("venv").join(relative);
+    assert!(path.exists(), "{} is missing: run scripts/install-services", path.display());
+    path
+}
+
+/// ArcadeDB's install inside the virtualenv's site-packages.
+fn arcadedb_dir() -> PathBuf {
+    let lib = venv_file("lib");
+    std::fs::read_dir(&lib)
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages").join("arcadedb_embedded"))
+        .find(|p| p.join("jars").is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "arcadedb-embedded is not installed under {}: run scripts/install-services",
+                lib.display()
+            )
+        })
+}
+
+fn start_local(kind: ServiceKind) -> Endpoint {
+    let dir = local::server_dir(kind);
+    let port = probe::free_port();
+    let (mut server, url) = match kind {
+        ServiceKind::Postgres => {
+            let user = local::service_user();
+            let data = local::initdb(&dir, user.as_deref());
+            let bin = local::postgres_bin_dir().expect("checked by initdb");
+            let args = [
+                "-D",
+                &data.display().to_string(),
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-k",
+                &dir.display().to_string(),
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=128MB",
+            ]
+            .map(String::from)
+            .to_vec();
+            let server = LocalServer::new(kind, port, None, dir, bin.join("postgres"), args, user, "INT");
+            (server, format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+        }
+        ServiceKind::Redis => {
+            let program = which("redis-server").unwrap_or_else(|| panic!("redis-server is not on PATH: run scripts/install-services"));
+            let args = [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &dir.display().to_string(),
+            ]
+            .map(String::from)
+            .to_vec();
+            (
+                LocalServer::new(kind, port, None, dir, program, args, None, "TERM"),
+                format!("redis://127.0.0.1:{port}/"),
+            )
+        }
+        ServiceKind::Chroma => {
+            let program = venv_file("bin/chroma");
+            let args = [
+                "run",
+                "--path",
+                &dir.join("data").display().to_string(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ]
+            .map(String::from)
+            .to_vec();
+            (
+                LocalServer::new(kind, port, None, dir, program, args, None, "TERM"),
+                format!("http://127.0.0.1:{port}"),
+            )
+        }
+        ServiceKind::Bolt => {
+            let arcade = arcadedb_dir();
+            let http_port = probe::free_port();
+            let args = vec![
+                "-cp".into(),
+                format!("{}/*", arcade.join("jars").display()),
+                format!("-Darcadedb.server.rootPath={}", dir.display()),
+                format!("-Darcadedb.server.databaseDirectory={}", dir.join("databases").display()),
+                format!("-Darcadedb.server.rootPassword={ARCADE_PASSWORD}"),
+                "-Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin".into(),
+                format!("-Darcadedb.bolt.port={port}"),
+                "-Darcadedb.bolt.host=127.0.0.1".into(),
+                "-Darcadedb.server.httpIncomingHost=127.0.0.1".into(),
+                format!("-Darcadedb.server.httpIncomingPort={http_port}"),
+                format!("-Darcadedb.server.defaultDatabases={ARCADE_DATABASE}[root]"),
+                "-Xmx512m".into(),
+                "com.arcadedb.server.ArcadeDBServer".into(),
+            ];
+            let java = arcade.join("jre").join("bin").join("java");
+            (
+                LocalServer::new(kind, port, Some(http_port), dir, java, args, None, "TERM"),
+                format!("bolt://127.0.0.1:{port}"),
+            )
+        }
+    };
+    server.start();
+    Endpoint {
+        url,
+        local: Some(Arc::new(Mutex::new(server))),
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join(program))
+        .find(|p| p.is_file())
+}

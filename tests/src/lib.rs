@@ -1,0 +1,7 @@
+//! dataflow-tests: the live-service harness that integration tests and benchmarks run
+//! against, and per-test fixtures on top of it.
+
+pub mod fixture;
+pub mod harness;
+
+pub use harness::{BoltEndpoint, Provider, ServiceKind, Services};

@@ -1,0 +1,5 @@
+//! dataflow-workflows: the shipped declarative workflows and the `dataflow` command-line tool.
+//!
+//! Both arrive with the runtime's issue; this crate holds their place in the workspace.
+
+pub use dataflow_models;

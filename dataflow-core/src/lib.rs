@@ -18,6 +18,8 @@
 //! let created = ProductCreateNode.run(&ctx, ProductCreateInput { record: NewProduct { name: "Drill".into(), price: 99.0 } }).await?;
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod error;
 pub mod filter;

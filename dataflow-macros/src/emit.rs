@@ -212,7 +212,6 @@ fn columns(model: &ModelDesc) -> TokenStream {
         }
     });
     quote! {
-        #[allow(missing_docs)]
         impl #ident {
             #(#consts)*
         }

@@ -2,6 +2,8 @@
 //! ([`attr`]), describe the model ([`describe`]), emit its code ([`emit`]). Every attribute
 //! mistake is reported at once, each underlined where it was written.
 
+#![warn(missing_docs)]
+
 mod attr;
 mod ctxt;
 mod describe;

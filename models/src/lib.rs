@@ -2,6 +2,8 @@
 //! codes, suppliers and safety rules, and the customers, projects, quotes and recommendations
 //! built on it. Each `#[derive(Model)]` yields nine typed workflow nodes.
 
+#![warn(missing_docs)]
+
 mod catalogue;
 mod classification;
 mod compliance;

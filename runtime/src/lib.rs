@@ -4,4 +4,6 @@
 //! The runtime arrives with its own issue; until then nodes run directly through
 //! [`dataflow_core::Node::run`].
 
+#![warn(missing_docs)]
+
 pub use dataflow_core;

@@ -1,6 +1,8 @@
 //! dataflow-tests: the live-service harness that integration tests and benchmarks run
 //! against, and per-test fixtures on top of it.
 
+#![warn(missing_docs)]
+
 pub mod fixture;
 pub mod harness;
 

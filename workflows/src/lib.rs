@@ -2,4 +2,6 @@
 //!
 //! Both arrive with the runtime's issue; this crate holds their place in the workspace.
 
+#![warn(missing_docs)]
+
 pub use dataflow_models;

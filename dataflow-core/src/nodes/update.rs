@@ -207,10 +207,28 @@ async fn by_filter<M: Model>(ctx: &Context, tenant: Option<&str>, filter: &Filte
     })
 }
 
-/// Equality of canonical values; numbers compare numerically (1 and 1.0 are the same).
+/// Equality of stored and patched values: numbers numerically (1 and 1.0 are the same),
+/// timestamps as instants (`...:00Z` and `...:00.000000Z` are the same).
 fn same_value(a: &Json, b: &Json) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => x.as_f64() == y.as_f64(),
+        (Json::String(x), Json::String(y)) if x != y => {
+            matches!((chrono::DateTime::parse_from_rfc3339(x), chrono::DateTime::parse_from_rfc3339(y)), (Ok(p), Ok(q)) if p == q)
+        }
         _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_value;
+    use serde_json::json;
+
+    #[test]
+    fn equal_numbers_and_instants_are_not_changes() {
+        assert!(same_value(&json!(1), &json!(1.0)));
+        assert!(same_value(&json!("2022-01-15T08:30:00Z"), &json!("2022-01-15T08:30:00.000000Z")));
+        assert!(!same_value(&json!("2022-01-15T08:30:00Z"), &json!("2022-01-15T08:30:01Z")));
+        assert!(!same_value(&json!("a"), &json!("b")));
     }
 }

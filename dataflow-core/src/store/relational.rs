@@ -22,10 +22,12 @@ impl RelationalStore {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             DbBackend::Postgres
         } else if url.starts_with("sqlite:") {
-            DbBackend::Sqlite
+            return Err(Error::Config(
+                "SQLite is not supported yet: the embedded backend (SQLite plus in-process graph, vector and cache) is planned; use a postgres:// URL".into(),
+            ));
         } else {
             return Err(Error::Config(format!(
-                "database_url must start with postgres://, postgresql:// or sqlite:, got '{}'",
+                "database_url must start with postgres:// or postgresql://, got '{}'",
                 redact_url(url)
             )));
         };

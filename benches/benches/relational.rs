@@ -1,6 +1,6 @@
 //! Relational node latency and throughput against live PostgreSQL and Redis (local processes
-//! started by the test harness): Create, Read (cache miss, cache hit), List, BulkUpsert, and a
-//! raw sqlx COPY of the same rows as the ceiling for BulkUpsert.
+//! started by the test harness): Create, Read (cache miss, cache hit), List, BulkUpsert, and raw
+//! sqlx as the ceiling for each write: a single-row INSERT for Create, COPY for BulkUpsert.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -50,6 +50,36 @@ fn benches(c: &mut Criterion) {
             let record: NewProduct = serde_json::from_value(product(i)).expect("valid");
             let ctx = &ctx;
             async move { ProductCreateNode.run(ctx, CreateInput { record }).await.expect("create") }
+        })
+    });
+
+    // The ceiling for Create: the same single-row INSERT ... RETURNING through sqlx directly.
+    let raw_pool = fx.db().get_postgres_connection_pool().clone();
+    group.bench_function("raw_sqlx_insert", |b| {
+        b.to_async(&rt).iter(|| {
+            let i = seq.fetch_add(1, Ordering::Relaxed);
+            let pool = raw_pool.clone();
+            async move {
+                dataflow_core::sea_orm::sqlx::query(
+                    "INSERT INTO products (sku, name, description, price, currency, stock, weight_kg, active, category_id, manufacturer_id, supplier_id, attributes) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
+                )
+                .bind(format!("R-{i:08}"))
+                .bind("Bench product")
+                .bind("Cordless drill driver, 18 V, two batteries")
+                .bind(10.99f64)
+                .bind("EUR")
+                .bind(5i64)
+                .bind(1.5f64)
+                .bind(true)
+                .bind(3i64)
+                .bind(1i64)
+                .bind(2i64)
+                .bind(json!({"voltage": 18}))
+                .fetch_one(&pool)
+                .await
+                .expect("raw insert")
+            }
         })
     });
 

@@ -65,4 +65,7 @@ pub struct Classification {
     /// How the classification was made.
     #[dataflow(indexed, one_of("manual", "vote", "import"))]
     pub method: String,
+    /// Why these codes, e.g. which similar products voted for them.
+    #[dataflow(embed, len(max = 4000))]
+    pub rationale: Option<String>,
 }

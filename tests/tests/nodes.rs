@@ -381,7 +381,7 @@ async fn product_nodes() {
 #[tokio::test]
 async fn classification_nodes() {
     let case = Case {
-        sample: |i| json!({"product_id": i as i64, "unspsc_id": 1, "etim_id": null, "confidence": 0.9, "method": "vote"}),
+        sample: |i| json!({"product_id": i as i64, "unspsc_id": 1, "etim_id": null, "confidence": 0.9, "method": "vote", "rationale": "4 of 5 similar drills are 27112700"}),
         patch: json!({"confidence": 0.95, "etim_id": 3}),
         tenant: None,
     };

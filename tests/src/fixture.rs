@@ -88,3 +88,12 @@ impl Fixture {
         redis::cmd("GET").arg(key).query_async(&mut con).await.expect("redis GET")
     }
 }
+
+/// A valid `Product` row as JSON; `i` makes the SKU unique and varies price (`i % 100 + 0.5`),
+/// stock (`i`), `active` (even `i`) and category (`i % 5 + 1`).
+pub fn sample_product(i: usize) -> serde_json::Value {
+    serde_json::json!({"sku": format!("SKU-{i:05}"), "name": format!("Product {i}"), "description": "A sturdy tool",
+           "price": (i % 100) as f64 + 0.5, "currency": "EUR", "stock": i as i64, "weight_kg": null,
+           "active": i.is_multiple_of(2), "category_id": (i % 5) as i64 + 1, "manufacturer_id": null, "supplier_id": null,
+           "attributes": {}})
+}

@@ -11,15 +11,8 @@ use dataflow_core::nodes::read::{CacheOutcome, ReadInput};
 use dataflow_core::nodes::update::UpdateInput;
 use dataflow_core::{Error, Filter, Model, Node, SortKey};
 use dataflow_models::*;
-use dataflow_tests::fixture::Fixture;
+use dataflow_tests::fixture::{Fixture, sample_product as product};
 use serde_json::{Value as Json, json};
-
-fn product(i: usize) -> Json {
-    json!({"sku": format!("SKU-{i:05}"), "name": format!("Product {i}"), "description": "A sturdy tool",
-           "price": (i % 100) as f64 + 0.5, "currency": "EUR", "stock": i as i64, "weight_kg": null,
-           "active": i.is_multiple_of(2), "category_id": (i % 5) as i64 + 1, "manufacturer_id": null, "supplier_id": null,
-           "attributes": {}})
-}
 
 fn new_product(i: usize) -> NewProduct {
     serde_json::from_value(product(i)).expect("a valid product")

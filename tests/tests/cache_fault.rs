@@ -5,17 +5,13 @@ use dataflow_core::Node;
 use dataflow_core::nodes::create::CreateInput;
 use dataflow_core::nodes::read::{CacheOutcome, ReadInput};
 use dataflow_models::{NewProduct, ProductCreateNode, ProductReadNode};
-use dataflow_tests::fixture::Fixture;
+use dataflow_tests::fixture::{Fixture, sample_product};
 use dataflow_tests::{ServiceKind, Services};
-use serde_json::json;
 
 #[tokio::test]
 async fn read_answers_from_postgres_while_redis_is_stopped() {
     let fx = Fixture::new("redis_down").await;
-    let record: NewProduct = serde_json::from_value(json!({"sku": "SKU-1", "name": "Drill", "description": "", "price": 10.0,
-        "currency": "EUR", "stock": 1, "weight_kg": null, "active": true, "category_id": 1, "manufacturer_id": null,
-        "supplier_id": null, "attributes": {}}))
-    .unwrap();
+    let record: NewProduct = serde_json::from_value(sample_product(1)).unwrap();
     let id = ProductCreateNode.run(&fx.ctx, CreateInput { record }).await.unwrap().record.id();
     assert_eq!(
         ProductReadNode
@@ -45,7 +41,7 @@ async fn read_answers_from_postgres_while_redis_is_stopped() {
         .await
         .expect("read with Redis down");
     assert_eq!(read.cache, CacheOutcome::Unavailable);
-    assert_eq!(read.record.unwrap().data.sku, "SKU-1");
+    assert_eq!(read.record.unwrap().data.sku, "SKU-00001");
 
     services.start(ServiceKind::Redis).await;
     // The same process recovers without a restart once Redis is back.

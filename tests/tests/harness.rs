@@ -4,15 +4,6 @@ use dataflow_core::sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use dataflow_tests::Services;
 use dataflow_tests::harness::probe;
 
-fn port_of(url: &str) -> u16 {
-    url.trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("a port in the URL")
-}
-
 #[tokio::test]
 async fn every_server_answers() {
     let services = Services::global().await;
@@ -31,10 +22,10 @@ async fn every_server_answers() {
     assert_eq!(pong, "PONG");
 
     let chroma = services.chroma_url().await;
-    assert_eq!(probe::http_status(port_of(&chroma), "/api/v2/heartbeat"), Some(200));
+    assert_eq!(probe::http_status(probe::port_of(&chroma), "/api/v2/heartbeat"), Some(200));
 
     let bolt = services.bolt().await;
-    let (major, _) = probe::bolt_handshake(port_of(&bolt.uri)).expect("the graph server speaks Bolt");
+    let (major, _) = probe::bolt_handshake(probe::port_of(&bolt.uri)).expect("the graph server speaks Bolt");
     assert_eq!(major, 4);
     assert!(!bolt.password.is_empty() && !bolt.database.is_empty());
 }

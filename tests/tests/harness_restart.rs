@@ -5,15 +5,6 @@ use dataflow_core::sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use dataflow_tests::harness::probe;
 use dataflow_tests::{Provider, ServiceKind, Services};
 
-fn port_of(url: &str) -> u16 {
-    url.trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("a port in the URL")
-}
-
 #[tokio::test]
 async fn postgres_stops_and_starts_again_with_its_data() {
     let services = Services::global().await;
@@ -23,7 +14,7 @@ async fn postgres_stops_and_starts_again_with_its_data() {
     let schema = services.fresh_pg_schema("restart").await;
     let url = services.postgres_url().await;
     services.stop(ServiceKind::Postgres).await;
-    assert!(!probe::tcp_open(port_of(&url)), "the port is closed while stopped");
+    assert!(!probe::tcp_open(probe::port_of(&url)), "the port is closed while stopped");
     services.start(ServiceKind::Postgres).await;
     let db = Database::connect(url.as_str()).await.expect("PostgreSQL is back");
     let found = db

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::filter::{CheckedSort, Filter, SortKey};
 use crate::model::Model;
 use crate::node::Context;
-use crate::nodes::{fetch_records, to_object, write_filter, write_scope};
+use crate::nodes::{fetch_records, to_object, write_filter, write_scope, write_select_records};
 use crate::record::Record;
 
 /// Rows per page when `limit` is not given.
@@ -71,12 +71,7 @@ pub async fn run<M: Model>(ctx: &Context, input: ListInput) -> Result<ListOutput
     let store = ctx.stores().relational();
 
     let mut sql = store.sql();
-    sql.push("SELECT ")
-        .record_columns(meta)
-        .push(" FROM ")
-        .ident(meta.table)
-        .push(" WHERE ");
-    write_scope(&mut sql, meta, tenant, input.include_deleted);
+    write_select_records(&mut sql, meta, tenant, input.include_deleted);
     write_filter(&mut sql, meta, input.filter.as_ref())?;
     if let Some(cursor) = &input.after {
         sql.push(" AND ");

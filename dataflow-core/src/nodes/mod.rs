@@ -39,6 +39,25 @@ pub(crate) fn write_scope(sql: &mut Sql, meta: &ModelMeta, tenant: Option<&str>,
     }
 }
 
+/// Writes `SELECT <record columns> FROM <table> WHERE <scope>`; callers append `AND ...`.
+pub(crate) fn write_select_records(sql: &mut Sql, meta: &ModelMeta, tenant: Option<&str>, include_deleted: bool) {
+    sql.push("SELECT ")
+        .record_columns(meta)
+        .push(" FROM ")
+        .ident(meta.table)
+        .push(" WHERE ");
+    write_scope(sql, meta, tenant, include_deleted);
+}
+
+/// The statement selecting one record by primary key within the tenant's scope.
+pub(crate) fn select_by_id(sql: &mut Sql, meta: &ModelMeta, tenant: Option<&str>, id: i64, include_deleted: bool) {
+    write_select_records(sql, meta, tenant, include_deleted);
+    sql.push(" AND ")
+        .ident(meta.primary_key)
+        .push(" = ")
+        .param(sea_orm::Value::BigInt(Some(id)));
+}
+
 /// Writes ` AND (filter)` when a filter is given.
 pub(crate) fn write_filter(sql: &mut Sql, meta: &'static ModelMeta, filter: Option<&Filter>) -> Result<()> {
     if let Some(filter) = filter {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::node::Context;
-use crate::nodes::{cache_ttl, decode_record, write_scope};
+use crate::nodes::{cache_ttl, decode_record, select_by_id};
 use crate::record::Record;
 
 /// Input of a Read node.
@@ -91,16 +91,7 @@ async fn fetch<M: Model>(ctx: &Context, tenant: Option<&str>, id: i64, include_d
     let meta = M::meta();
     let store = ctx.stores().relational();
     let mut sql = store.sql();
-    sql.push("SELECT ")
-        .record_columns(meta)
-        .push(" FROM ")
-        .ident(meta.table)
-        .push(" WHERE ");
-    write_scope(&mut sql, meta, tenant, include_deleted);
-    sql.push(" AND ")
-        .ident(meta.primary_key)
-        .push(" = ")
-        .param(sea_orm::Value::BigInt(Some(id)));
+    select_by_id(&mut sql, meta, tenant, id, include_deleted);
     let action = format!("reading {} {id}", meta.name);
     let row = store
         .connection()

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::model::Model;
 use crate::node::Context;
-use crate::nodes::{decode_record, fetch_versions, invalidate_cache, to_object, write_filter, write_scope};
+use crate::nodes::{decode_record, fetch_versions, invalidate_cache, select_by_id, to_object, write_filter, write_scope};
 use crate::record::Record;
 use crate::sql::Sql;
 use crate::values::{CheckedRecord, RecordMode, check_record, to_sql};
@@ -106,16 +106,7 @@ async fn by_id<M: Model>(
     let tx = store.connection().begin().await.map_err(|e| Error::relational(&action, e))?;
 
     let mut sql = store.sql();
-    sql.push("SELECT ")
-        .record_columns(meta)
-        .push(" FROM ")
-        .ident(meta.table)
-        .push(" WHERE ");
-    write_scope(&mut sql, meta, tenant, false);
-    sql.push(" AND ")
-        .ident(meta.primary_key)
-        .push(" = ")
-        .param(sea_orm::Value::BigInt(Some(id)));
+    select_by_id(&mut sql, meta, tenant, id, false);
     if sql.is_postgres() {
         sql.push(" FOR UPDATE");
     }

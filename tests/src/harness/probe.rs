@@ -58,3 +58,13 @@ pub fn bolt_handshake(port: u16) -> Option<(u8, u8)> {
     stream.read_exact(&mut agreed).ok()?;
     (agreed != [0; 4]).then_some((agreed[3], agreed[2]))
 }
+
+/// The port of a `scheme://host:port[/path]` URL.
+pub fn port_of(url: &str) -> u16 {
+    let authority = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or_default();
+    authority
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}

@@ -9,9 +9,6 @@ use sea_orm::{DbErr, QueryResult};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Columns that dataflow maintains on every table; a model may not declare fields with these names.
-pub const SYSTEM_COLUMNS: &[&str] = &["version", "created_at", "updated_at", "deleted_at", "tenant_id"];
-
 /// A struct that `#[derive(Model)]` turned into a table, nine nodes and their metadata.
 ///
 /// Implemented by the derive; implementing it by hand is possible but the metadata must then
@@ -158,11 +155,6 @@ impl ModelMeta {
     /// Field names, for "known fields are ..." in error messages.
     pub fn field_names(&self) -> Vec<&'static str> {
         self.fields.iter().map(|f| f.name).collect()
-    }
-
-    /// The fields a caller writes: all but the primary key.
-    pub fn writable_fields(&self) -> impl Iterator<Item = &'static FieldMeta> + '_ {
-        self.fields.iter().filter(|f| !f.primary_key)
     }
 
     /// The relation called `name`, if declared.

@@ -7,7 +7,6 @@ use proc_macro2::TokenStream;
 use quote::ToTokens;
 
 /// An error collector that must be checked before it is dropped.
-#[derive(Default)]
 pub struct Ctxt {
     errors: RefCell<Option<Vec<syn::Error>>>,
 }

@@ -127,6 +127,9 @@ impl LocalServer {
             cmd.args(["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--"]);
         }
         cmd.arg(&self.program).args(&self.args);
+        // Servers that write files relative to their working directory (ArcadeDB's `log/`)
+        // write them into the server's own temporary directory.
+        cmd.current_dir(&self.dir);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         self.watchdog = Some(
             cmd.spawn()

@@ -1,9 +1,12 @@
 //! Connection settings for the stores.
 
+use std::fmt;
 use std::time::Duration;
 
+use crate::store::relational::redact_url;
+
 /// Where the stores are and how to talk to them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// `postgres://...` or `sqlite://...` URL of the relational store.
     pub database_url: String,
@@ -17,10 +20,66 @@ pub struct Config {
     pub cache_prefix: String,
     /// How long a cache call may take before the node carries on without the cache.
     pub cache_timeout: Duration,
+    /// `http://host:port` of a Chroma server; `None` disables vectors and Search.
+    pub chroma_url: Option<String>,
+    /// Prefix of every vector collection's name (`{prefix}{table}`).
+    pub vector_prefix: String,
+    /// The Bolt graph server; `None` disables the graph and the Graph nodes' traversals.
+    pub graph: Option<GraphConfig>,
+    /// Prefix of every graph label (`{namespace}{Model}`), so several applications (or tests)
+    /// can share one graph database. Empty by default.
+    pub graph_namespace: String,
+    /// How long one call to the vector or graph store may take.
+    pub projection_timeout: Duration,
+    /// Failed attempts after which an outbox record is moved to the dead letters.
+    pub outbox_max_attempts: u32,
+}
+
+/// How to reach a Bolt graph server.
+#[derive(Clone)]
+pub struct GraphConfig {
+    /// `bolt://host:port` or `neo4j://host:port`.
+    pub url: String,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Database name (the server's default when `None`).
+    pub database: Option<String>,
+}
+
+impl fmt::Debug for GraphConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphConfig")
+            .field("url", &redact_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &"***")
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_schema", &self.database_schema)
+            .field("max_connections", &self.max_connections)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("cache_prefix", &self.cache_prefix)
+            .field("cache_timeout", &self.cache_timeout)
+            .field("chroma_url", &self.chroma_url.as_deref().map(redact_url))
+            .field("vector_prefix", &self.vector_prefix)
+            .field("graph", &self.graph)
+            .field("graph_namespace", &self.graph_namespace)
+            .field("projection_timeout", &self.projection_timeout)
+            .field("outbox_max_attempts", &self.outbox_max_attempts)
+            .finish()
+    }
 }
 
 impl Config {
-    /// Settings for a relational store at `database_url`, no cache.
+    /// Settings for a relational store at `database_url`, no cache, no vectors, no graph.
     pub fn new(database_url: impl Into<String>) -> Self {
         Config {
             database_url: database_url.into(),
@@ -29,6 +88,12 @@ impl Config {
             redis_url: None,
             cache_prefix: "dataflow".into(),
             cache_timeout: Duration::from_millis(250),
+            chroma_url: None,
+            vector_prefix: "dataflow_".into(),
+            graph: None,
+            graph_namespace: String::new(),
+            projection_timeout: Duration::from_secs(5),
+            outbox_max_attempts: 10,
         }
     }
 
@@ -47,6 +112,30 @@ impl Config {
     /// Prefixes every cache key with `prefix`.
     pub fn with_cache_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.cache_prefix = prefix.into();
+        self
+    }
+
+    /// Keeps embeddings in the Chroma server at `url`.
+    pub fn with_chroma(mut self, url: impl Into<String>) -> Self {
+        self.chroma_url = Some(url.into());
+        self
+    }
+
+    /// Names vector collections `{prefix}{table}`.
+    pub fn with_vector_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.vector_prefix = prefix.into();
+        self
+    }
+
+    /// Keeps the graph in the Bolt server described by `graph`.
+    pub fn with_graph(mut self, graph: GraphConfig) -> Self {
+        self.graph = Some(graph);
+        self
+    }
+
+    /// Labels graph nodes `{namespace}{Model}`.
+    pub fn with_graph_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.graph_namespace = namespace.into();
         self
     }
 }

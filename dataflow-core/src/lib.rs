@@ -21,24 +21,30 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod filter;
 pub mod model;
 pub mod node;
 pub mod nodes;
+pub mod outbox;
+pub mod projection;
 pub mod record;
 pub mod sql;
 pub mod store;
 pub mod values;
 
-pub use config::Config;
+pub use config::{Config, GraphConfig};
 pub use dataflow_macros::Model;
+pub use embed::{Embedder, HashingEmbedder};
 pub use error::{Error, FieldError, FieldErrors, Result, StoreKind};
 pub use filter::{Column, Filter, Op, SortKey};
 pub use model::{FieldMeta, FieldType, Model, ModelMeta, RelationMeta, Rule};
 pub use node::{Context, Node, NodeDescriptor, NodeKind};
+pub use outbox::{OutboxRecord, SyncReport};
+pub use projection::ProjectionSet;
 pub use record::Record;
-pub use store::{CacheStore, RedisCache, RelationalStore, Stores};
+pub use store::{CacheStore, GraphStore, RedisCache, RelationalStore, Stores, VectorStore};
 
 /// Crates the derive's generated code names; re-exported so a model crate needs only
 /// `dataflow-core` (plus serde and schemars for its own derives).

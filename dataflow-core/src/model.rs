@@ -144,6 +144,8 @@ pub struct RelationMeta {
     pub field: &'static str,
     /// The target model's Rust name.
     pub target: &'static str,
+    /// The target model's metadata.
+    pub target_meta: fn() -> &'static ModelMeta,
 }
 
 impl ModelMeta {
@@ -160,6 +162,16 @@ impl ModelMeta {
     /// The relation called `name`, if declared.
     pub fn relation(&self, name: &str) -> Option<&'static RelationMeta> {
         self.relations.iter().find(|r| r.name == name)
+    }
+
+    /// The relation declared on the foreign-key field `field`, if any.
+    pub fn relation_on(&self, field: &str) -> Option<&'static RelationMeta> {
+        self.relations.iter().find(|r| r.field == field)
+    }
+
+    /// Whether any field is marked `embed` (the model has a vector collection).
+    pub fn has_embed_fields(&self) -> bool {
+        self.fields.iter().any(|f| f.embed)
     }
 
     /// Fields with a unique index: possible conflict keys for upserts.

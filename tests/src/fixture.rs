@@ -1,9 +1,13 @@
 //! Per-test stores on the harness's live servers: a fresh PostgreSQL schema with every model
-//! migrated, a Redis key prefix of its own, and ways to read the stores back directly
-//! (plain SQL, raw Redis) rather than through the nodes under test.
+//! migrated, a Redis key prefix, a Chroma collection prefix and a graph label namespace of its
+//! own, and ways to read the stores back directly (plain SQL, raw Redis, Chroma's HTTP API,
+//! plain Cypher over Bolt) rather than through the code under test.
+
+use std::sync::Arc;
 
 use dataflow_core::sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, Value};
-use dataflow_core::{Config, Context, Stores};
+use dataflow_core::{Config, Context, GraphConfig, Stores};
+use serde_json::{Map, Value as Json, json};
 
 use crate::harness::Services;
 
@@ -17,38 +21,140 @@ pub struct Fixture {
     pub cache_prefix: String,
     /// The Redis server's URL.
     pub redis_url: String,
+    /// With projections: the Chroma server's URL and this test's collection prefix.
+    pub chroma: Option<(String, String)>,
+    /// With projections: a Bolt connection of the test's own and its label namespace.
+    pub graph: Option<(Arc<neo4rs::Graph>, String)>,
+}
+
+/// Which stores a fixture connects.
+#[derive(Clone, Copy)]
+struct Wanted {
+    tables: bool,
+    projections: bool,
 }
 
 impl Fixture {
-    /// Stores on a fresh schema with every shipped model migrated, cached in Redis.
+    /// PostgreSQL (a fresh schema with every shipped model migrated) and Redis.
     pub async fn new(hint: &str) -> Fixture {
-        let fixture = Fixture::without_tables(hint).await;
-        fixture
-            .ctx
-            .stores()
-            .migrate(&dataflow_models::all_models())
-            .await
-            .expect("migrating the shipped models");
-        fixture
+        Fixture::build(
+            hint,
+            Wanted {
+                tables: true,
+                projections: false,
+            },
+            |c| c,
+        )
+        .await
+    }
+
+    /// All four stores: PostgreSQL, Redis, Chroma and the Bolt graph server, every shipped
+    /// model migrated.
+    pub async fn with_projections(hint: &str) -> Fixture {
+        Fixture::build(
+            hint,
+            Wanted {
+                tables: true,
+                projections: true,
+            },
+            |c| c,
+        )
+        .await
+    }
+
+    /// All four stores, with the configuration adjusted by `adjust` before connecting.
+    pub async fn with_projections_config(hint: &str, adjust: impl FnOnce(Config) -> Config) -> Fixture {
+        Fixture::build(
+            hint,
+            Wanted {
+                tables: true,
+                projections: true,
+            },
+            adjust,
+        )
+        .await
     }
 
     /// Stores on a fresh, empty schema: any query that reached PostgreSQL would fail with
     /// "relation does not exist", which proves input was rejected before a query was sent.
     pub async fn without_tables(hint: &str) -> Fixture {
+        Fixture::build(
+            hint,
+            Wanted {
+                tables: false,
+                projections: false,
+            },
+            |c| c,
+        )
+        .await
+    }
+
+    /// All four stores over a fresh, empty schema (see [`Fixture::without_tables`]).
+    pub async fn with_projections_without_tables(hint: &str) -> Fixture {
+        Fixture::build(
+            hint,
+            Wanted {
+                tables: false,
+                projections: true,
+            },
+            |c| c,
+        )
+        .await
+    }
+
+    async fn build(hint: &str, wanted: Wanted, adjust: impl FnOnce(Config) -> Config) -> Fixture {
         let services = Services::global().await;
         let schema = services.fresh_pg_schema(hint).await;
         let cache_prefix = services.unique_name(hint);
         let redis_url = services.redis_url().await;
-        let config = Config::new(services.postgres_url().await)
+        let mut config = Config::new(services.postgres_url().await)
             .with_schema(schema.clone())
             .with_redis(redis_url.clone())
             .with_cache_prefix(cache_prefix.clone());
+        let mut chroma = None;
+        let mut graph = None;
+        if wanted.projections {
+            let chroma_url = services.chroma_url().await;
+            let vector_prefix = format!("{cache_prefix}_");
+            let bolt = services.bolt().await;
+            let namespace = format!("{cache_prefix}_");
+            config = config
+                .with_chroma(chroma_url.clone())
+                .with_vector_prefix(vector_prefix.clone())
+                .with_graph(GraphConfig {
+                    url: bolt.uri.clone(),
+                    user: bolt.user.clone(),
+                    password: bolt.password.clone(),
+                    database: Some(bolt.database.clone()),
+                })
+                .with_graph_namespace(namespace.clone());
+            let direct = neo4rs::ConfigBuilder::default()
+                .uri(bolt.uri.as_str())
+                .user(bolt.user.as_str())
+                .password(bolt.password.as_str())
+                .db(bolt.database.as_str())
+                .max_connections(4)
+                .build()
+                .expect("a Bolt configuration");
+            let direct = neo4rs::Graph::connect(direct).await.expect("connecting to the Bolt server");
+            chroma = Some((chroma_url, vector_prefix));
+            graph = Some((Arc::new(direct), namespace));
+        }
+        let config = adjust(config);
         let stores = Stores::connect(&config).await.expect("connecting the stores");
+        if wanted.tables {
+            stores
+                .migrate(&dataflow_models::all_models())
+                .await
+                .expect("migrating the shipped models");
+        }
         Fixture {
             ctx: Context::new(stores),
             schema,
             cache_prefix,
             redis_url,
+            chroma,
+            graph,
         }
     }
 
@@ -86,6 +192,88 @@ impl Fixture {
         let client = redis::Client::open(self.redis_url.as_str()).expect("redis url");
         let mut con = client.get_multiplexed_async_connection().await.expect("connecting to redis");
         redis::cmd("GET").arg(key).query_async(&mut con).await.expect("redis GET")
+    }
+}
+
+impl Fixture {
+    /// Every document of `table`'s collection as Chroma's own API returns it:
+    /// `id → (document, metadata)`. Empty when the collection does not exist.
+    pub async fn chroma_documents(&self, table: &str) -> std::collections::BTreeMap<String, (String, Map<String, Json>)> {
+        let (url, prefix) = self.chroma.as_ref().expect("a fixture with projections");
+        let scope = format!("{url}/api/v2/tenants/default_tenant/databases/default_database/collections");
+        let http = reqwest::Client::new();
+        let found = http
+            .get(format!("{scope}/{prefix}{table}"))
+            .send()
+            .await
+            .expect("asking Chroma for a collection");
+        let mut out = std::collections::BTreeMap::new();
+        if found.status() == reqwest::StatusCode::NOT_FOUND {
+            return out;
+        }
+        let collection: Json = found.json().await.expect("a collection");
+        let id = collection["id"].as_str().expect("a collection id");
+        let got: Json = http
+            .post(format!("{scope}/{id}/get"))
+            .json(&json!({"include": ["documents", "metadatas"], "limit": 100000}))
+            .send()
+            .await
+            .expect("reading documents from Chroma")
+            .json()
+            .await
+            .expect("Chroma's answer");
+        let ids = got["ids"].as_array().cloned().unwrap_or_default();
+        for (i, doc_id) in ids.iter().enumerate() {
+            let document = got["documents"][i].as_str().unwrap_or_default().to_owned();
+            let metadata = got["metadatas"][i].as_object().cloned().unwrap_or_default();
+            out.insert(doc_id.as_str().unwrap_or_default().to_owned(), (document, metadata));
+        }
+        out
+    }
+
+    /// Runs plain Cypher on the graph server and returns every row as JSON objects of the
+    /// returned columns. `{ns}` in the text is replaced by the test's label namespace.
+    pub async fn cypher(&self, text: &str, params: Vec<(&str, neo4rs::BoltType)>) -> Vec<Map<String, Json>> {
+        let (graph, namespace) = self.graph.as_ref().expect("a fixture with projections");
+        let text = text.replace("{ns}", namespace);
+        let mut query = neo4rs::query(&text);
+        for (k, v) in params {
+            query = query.param(k, v);
+        }
+        let mut stream = graph.execute(query).await.unwrap_or_else(|e| panic!("cypher {text}: {e}"));
+        let mut rows = Vec::new();
+        while let Some(row) = stream.next().await.unwrap_or_else(|e| panic!("cypher {text}: {e}")) {
+            rows.push(row.to().unwrap_or_else(|e| panic!("decoding a row of {text}: {e}")));
+        }
+        rows
+    }
+
+    /// The node `(:{ns}{label} {id})` as stored: its properties and its outgoing edges as
+    /// `(relation, target label without namespace, target id)`, sorted.
+    pub async fn graph_node(&self, label: &str, id: i64) -> Option<(Map<String, Json>, Vec<(String, String, i64)>)> {
+        let namespace = self.graph.as_ref().expect("a fixture with projections").1.clone();
+        let rows = self
+            .cypher(
+                &format!("MATCH (n:`{{ns}}{label}` {{id: $id}}) OPTIONAL MATCH (n)-[r]->(t) RETURN properties(n) AS props, collect([type(r), labels(t)[0], t.id]) AS edges"),
+                vec![("id", id.into())],
+            )
+            .await;
+        let row = rows.into_iter().next()?;
+        let props = row["props"].as_object().cloned().unwrap_or_default();
+        let mut edges: Vec<(String, String, i64)> = row["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                Some((
+                    e[0].as_str()?.to_owned(),
+                    e[1].as_str()?.trim_start_matches(namespace.as_str()).to_owned(),
+                    e[2].as_i64()?,
+                ))
+            })
+            .collect();
+        edges.sort();
+        Some((props, edges))
     }
 }
 

@@ -13,10 +13,11 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait}
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
-use crate::error::{Error, FieldErrors, Result};
+use crate::error::{Error, FieldErrors, Result, StoreKind};
 use crate::model::{FieldMeta, Model, ModelMeta};
 use crate::node::Context;
-use crate::nodes::invalidate_cache;
+use crate::nodes::commit_and_project;
+use crate::projection::{ProjectionSet, RowState};
 use crate::sql::Sql;
 use crate::values::{CheckedRecord, RecordMode, check_record, printable};
 
@@ -62,6 +63,10 @@ pub struct BulkUpsertOutput {
     pub ids: Vec<Option<i64>>,
     /// Rejected rows, by index.
     pub errors: Vec<RowError>,
+    /// Projections (cache, vector, graph) that could not be applied yet for some of the
+    /// written rows; `sync` applies them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<StoreKind>,
 }
 
 enum ConflictKey {
@@ -157,43 +162,50 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
 
     let action = format!("bulk upserting into {}", meta.table);
     let tx = store.connection().begin().await.map_err(|e| Error::relational(&action, e))?;
-    let mut written: Vec<(i64, i64)> = Vec::with_capacity(valid.len());
+    let mut states: Vec<RowState> = Vec::with_capacity(valid.len());
     let mut explicit_ids = false;
     if let ConflictKey::PrimaryKey = key {
         explicit_ids = valid.iter().any(|(_, r)| r.get(meta.primary_key).is_some());
         assign_ids(&tx, meta, &mut valid, &action).await?;
     }
-    let mut remaining = valid;
-    while !remaining.is_empty() {
-        let rest = remaining.split_off(batch.min(remaining.len()));
-        let chunk = std::mem::replace(&mut remaining, rest);
+    for chunk in valid.chunks(batch) {
         // Map written rows back to their input index by their conflict key.
         let mut by_key: HashMap<String, usize> = HashMap::with_capacity(chunk.len());
-        for (index, record) in &chunk {
+        for (position, (_, record)) in chunk.iter().enumerate() {
             let k = match &key {
                 ConflictKey::PrimaryKey => record.get(meta.primary_key),
                 ConflictKey::Unique(f) => record.get(f.name),
             };
-            by_key.insert(k.map(Json::to_string).unwrap_or_default(), *index);
+            by_key.insert(k.map(Json::to_string).unwrap_or_default(), position);
         }
         let returned = write_batch(&tx, meta, tenant, &key, chunk, &action).await?;
         for (id, version, k) in returned {
-            if let Some(index) = by_key.remove(&k) {
-                out.ids[index] = Some(id);
-            }
+            let Some(position) = by_key.remove(&k) else { continue };
+            let (index, record) = &chunk[position];
+            out.ids[*index] = Some(id);
             if version == 1 {
                 out.inserted += 1;
             } else {
                 out.updated += 1;
             }
-            written.push((id, version));
+            let mut fields: Map<String, Json> = record.values.iter().map(|(f, v)| (f.name.to_owned(), v.clone())).collect();
+            fields.insert(meta.primary_key.to_owned(), Json::from(id));
+            states.push(RowState {
+                id,
+                tenant: tenant.map(str::to_owned),
+                version,
+                fields: Some(fields),
+            });
         }
         // Rows the statement skipped: with the primary key as conflict key and a tenant, an
         // id that exists under another tenant is not touched.
-        for (_, index) in by_key {
+        for (_, position) in by_key {
             let mut errors = FieldErrors::default();
             errors.push(meta.primary_key, "a row with this id exists and belongs to another tenant");
-            out.errors.push(RowError { index, errors });
+            out.errors.push(RowError {
+                index: chunk[position].0,
+                errors,
+            });
         }
     }
     if explicit_ids {
@@ -213,11 +225,9 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
             .push("))))");
         tx.execute_raw(sql.build()).await.map_err(|e| Error::relational(&action, e))?;
     }
-    tx.commit().await.map_err(|e| Error::relational(&action, e))?;
     out.errors.sort_by_key(|e| e.index);
-
-    let updated: Vec<(i64, i64)> = written.into_iter().filter(|&(_, v)| v > 1).collect();
-    invalidate_cache(ctx, meta, tenant, &updated).await;
+    let set = ProjectionSet::for_model(ctx.stores(), meta);
+    out.pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
     Ok(out)
 }
 
@@ -283,7 +293,7 @@ async fn write_batch(
     meta: &'static ModelMeta,
     tenant: Option<&str>,
     key: &ConflictKey,
-    chunk: Vec<(usize, CheckedRecord)>,
+    chunk: &[(usize, CheckedRecord)],
     action: &str,
 ) -> Result<Vec<(i64, i64, String)>> {
     let columns: Vec<&'static FieldMeta> = meta
@@ -292,13 +302,13 @@ async fn write_batch(
         .filter(|f| !f.primary_key || matches!(key, ConflictKey::PrimaryKey))
         .collect();
     let payload: Vec<Json> = chunk
-        .into_iter()
+        .iter()
         .map(|(_, record)| {
             Json::Object(
                 record
                     .values
-                    .into_iter()
-                    .map(|(f, v)| (f.name.to_owned(), v))
+                    .iter()
+                    .map(|(f, v)| (f.name.to_owned(), v.clone()))
                     .collect::<Map<_, _>>(),
             )
         })

@@ -1,13 +1,14 @@
 //! Create: validate one record, insert it, return the stored row.
 
 use schemars::JsonSchema;
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreKind};
 use crate::model::Model;
 use crate::node::Context;
-use crate::nodes::{decode_record, to_object};
+use crate::nodes::{commit_and_project, decode_record, row_state, to_object};
+use crate::projection::ProjectionSet;
 use crate::record::Record;
 use crate::values::{RecordMode, check_record, to_sql};
 
@@ -27,9 +28,12 @@ pub struct CreateInput<M: Model> {
 pub struct CreateOutput<M: Model> {
     /// The row as stored, with its generated primary key, version 1 and timestamps.
     pub record: Record<M>,
+    /// Projections (vector, graph) that could not be applied yet; `sync` applies them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<StoreKind>,
 }
 
-/// Validates and inserts one row.
+/// Validates and inserts one row with its outbox record, then applies its projections.
 pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<CreateOutput<M>> {
     let meta = M::meta();
     let tenant = ctx.tenant_scope(meta)?;
@@ -56,13 +60,31 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
     sql.push(") RETURNING ").record_columns(meta);
 
     let action = format!("inserting into {}", meta.table);
-    let row = store
-        .connection()
+    // A new row has no cache entry to invalidate: only the vector and graph projections apply.
+    let set = ProjectionSet {
+        cache: false,
+        ..ProjectionSet::for_model(ctx.stores(), meta)
+    };
+    if set.is_empty() {
+        let row = store
+            .connection()
+            .query_one_raw(sql.build())
+            .await
+            .map_err(|e| Error::relational(&action, e))?
+            .ok_or_else(|| Error::relational(&action, sea_orm::DbErr::RecordNotInserted))?;
+        return Ok(CreateOutput {
+            record: decode_record(&row, &action)?,
+            pending: Vec::new(),
+        });
+    }
+    let tx = store.connection().begin().await.map_err(|e| Error::relational(&action, e))?;
+    let row = tx
         .query_one_raw(sql.build())
         .await
         .map_err(|e| Error::relational(&action, e))?
         .ok_or_else(|| Error::relational(&action, sea_orm::DbErr::RecordNotInserted))?;
-    Ok(CreateOutput {
-        record: decode_record(&row, &action)?,
-    })
+    let record: Record<M> = decode_record(&row, &action)?;
+    let state = row_state(&record, tenant)?;
+    let pending = commit_and_project(ctx, tx, meta, tenant, vec![state], set, &action).await?;
+    Ok(CreateOutput { record, pending })
 }

@@ -1,13 +1,15 @@
 //! Delete: by id or filter; soft (marking `deleted_at`) for models that ask for it.
 
 use schemars::JsonSchema;
+use sea_orm::TransactionTrait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreKind};
 use crate::filter::Filter;
 use crate::model::Model;
 use crate::node::Context;
-use crate::nodes::{fetch_versions, invalidate_cache, write_filter, write_scope};
+use crate::nodes::{commit_and_project, fetch_versions, write_filter, write_scope};
+use crate::projection::{ProjectionSet, RowState};
 
 /// Input of a Delete node: exactly one of `id` or `filter`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -33,6 +35,9 @@ pub struct DeleteOutput {
     pub ids: Vec<i64>,
     /// Whether the rows were soft-deleted (still stored, hidden from reads).
     pub soft: bool,
+    /// Projections (cache, vector, graph) that could not be applied yet; `sync` applies them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<StoreKind>,
 }
 
 /// Deletes by id or filter.
@@ -65,17 +70,24 @@ pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOu
     }
     sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
     let action = format!("deleting from {}", meta.table);
-    let mut written = fetch_versions(store.connection(), sql.build(), meta.primary_key, &action).await?;
-    if !soft {
-        // A removed row's tombstone must outrank the version it had.
-        for (_, version) in &mut written {
-            *version += 1;
-        }
-    }
-    invalidate_cache(ctx, meta, tenant, &written).await;
+    let tx = store.connection().begin().await.map_err(|e| Error::relational(&action, e))?;
+    let written = fetch_versions(&tx, sql.build(), meta.primary_key, &action).await?;
+    let states: Vec<RowState> = written
+        .iter()
+        .map(|&(id, version)| RowState {
+            id,
+            tenant: tenant.map(str::to_owned),
+            // A removed row's cache tombstone must outrank the version it had.
+            version: if soft { version } else { version + 1 },
+            fields: None,
+        })
+        .collect();
+    let set = ProjectionSet::for_model(ctx.stores(), meta);
+    let pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
     Ok(DeleteOutput {
         deleted: written.len() as u64,
         ids: written.iter().map(|(id, _)| *id).collect(),
         soft,
+        pending,
     })
 }

@@ -7,20 +7,25 @@ pub mod aggregate;
 pub mod bulk_upsert;
 pub mod create;
 pub mod delete;
+pub mod graph;
 pub mod list;
 pub mod read;
+pub mod search;
 pub mod update;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, QueryResult, Statement};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult, Statement};
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::model::{FieldType, Model, ModelMeta};
 use crate::node::Context;
+use crate::outbox;
+use crate::projection::{ProjectionSet, RowState};
 use crate::record::Record;
 use crate::sql::Sql;
 use crate::values::timestamp_to_json;
@@ -58,6 +63,60 @@ pub(crate) fn select_by_id(sql: &mut Sql, meta: &ModelMeta, tenant: Option<&str>
         .param(sea_orm::Value::BigInt(Some(id)));
 }
 
+/// The visible rows (tenant scope, not soft-deleted) among `ids`, by primary key.
+pub(crate) async fn select_by_ids<M: Model>(ctx: &Context, tenant: Option<&str>, ids: &[i64]) -> Result<HashMap<i64, Record<M>>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let meta = M::meta();
+    let store = ctx.stores().relational();
+    let mut sql = store.sql();
+    write_select_records(&mut sql, meta, tenant, false);
+    sql.push(" AND ").ident(meta.primary_key).in_ids(ids);
+    let records = fetch_records::<M>(store.connection(), sql.build(), &format!("reading {} rows", meta.table)).await?;
+    Ok(records.into_iter().map(|r| (r.id(), r)).collect())
+}
+
+/// The visible rows (tenant scope, not soft-deleted) among `ids` of any model, as JSON objects
+/// shaped like a serialized [`Record`]: fields, `version`, `created_at`, `updated_at`.
+pub(crate) async fn select_json_by_ids(
+    ctx: &Context,
+    meta: &'static ModelMeta,
+    tenant: Option<&str>,
+    ids: &[i64],
+) -> Result<HashMap<i64, Json>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let store = ctx.stores().relational();
+    let mut sql = store.sql();
+    write_select_records(&mut sql, meta, tenant, false);
+    sql.push(" AND ").ident(meta.primary_key).in_ids(ids);
+    let action = format!("reading {} rows", meta.table);
+    let rows = store
+        .connection()
+        .query_all_raw(sql.build())
+        .await
+        .map_err(|e| Error::relational(&action, e))?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let decode = || -> std::result::Result<(i64, Json), sea_orm::DbErr> {
+            let mut object = Map::new();
+            for f in meta.fields {
+                object.insert(f.name.to_owned(), column_json(&row, f.name, f.ty)?);
+            }
+            object.insert("version".into(), column_json(&row, "version", FieldType::Integer)?);
+            for column in ["created_at", "updated_at"] {
+                object.insert(column.into(), column_json(&row, column, FieldType::Timestamp)?);
+            }
+            Ok((row.try_get("", meta.primary_key)?, Json::Object(object)))
+        };
+        let (id, object) = decode().map_err(|e| Error::relational(&action, e))?;
+        out.insert(id, object);
+    }
+    Ok(out)
+}
+
 /// Writes ` AND (filter)` when a filter is given.
 pub(crate) fn write_filter(sql: &mut Sql, meta: &'static ModelMeta, filter: Option<&Filter>) -> Result<()> {
     if let Some(filter) = filter {
@@ -92,21 +151,35 @@ pub(crate) fn cache_ttl(meta: &ModelMeta) -> Duration {
     Duration::from_secs(meta.cache_ttl_secs.max(1))
 }
 
-/// Invalidates the cached rows `(id, new_version)` after a committed write. Returns whether the
-/// cache confirmed it (always true without a cache). A failure is logged; the write stands.
-pub(crate) async fn invalidate_cache(ctx: &Context, meta: &ModelMeta, tenant: Option<&str>, rows: &[(i64, i64)]) -> bool {
-    let Some(cache) = ctx.stores().cache() else { return true };
-    if rows.is_empty() {
-        return true;
-    }
-    let keys: Vec<(String, i64)> = rows.iter().map(|&(id, v)| (ctx.stores().cache_key(meta, tenant, id), v)).collect();
-    match cache.invalidate(&keys, cache_ttl(meta)).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(model = meta.name, rows = rows.len(), error = %e, "cache invalidation failed");
-            false
-        }
-    }
+/// The projection state of a stored record: present unless soft-deleted.
+pub(crate) fn row_state<M: Model>(record: &Record<M>, tenant: Option<&str>) -> Result<RowState> {
+    let fields = match record.deleted_at {
+        Some(_) => None,
+        None => Some(to_object(M::meta().name, &record.data)?),
+    };
+    Ok(RowState {
+        id: record.id(),
+        tenant: tenant.map(str::to_owned),
+        version: record.version,
+        fields,
+    })
+}
+
+/// Writes one outbox record per row in the write's transaction, commits it, then applies the
+/// projections; returns the projections left pending.
+pub(crate) async fn commit_and_project(
+    ctx: &Context,
+    tx: DatabaseTransaction,
+    meta: &'static ModelMeta,
+    tenant: Option<&str>,
+    rows: Vec<RowState>,
+    set: ProjectionSet,
+    action: &str,
+) -> Result<Vec<crate::error::StoreKind>> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let outbox_ids = outbox::enqueue(&tx, ctx.stores(), meta, tenant, &ids, set).await?;
+    tx.commit().await.map_err(|e| Error::relational(action, e))?;
+    Ok(outbox::settle(ctx.stores(), meta, &outbox_ids, rows, set).await)
 }
 
 /// Reads one column of a dynamic result (aggregates) as JSON.

@@ -31,7 +31,8 @@ pub enum CacheOutcome {
     Miss,
     /// The cache was not asked (none configured, or deleted rows requested).
     Bypass,
-    /// The cache failed or timed out: read from the relational store.
+    /// The cache failed, timed out, or may be stale after a failed invalidation: read from
+    /// the relational store.
     Unavailable,
 }
 
@@ -59,6 +60,14 @@ pub async fn run<M: Model>(ctx: &Context, input: ReadInput) -> Result<ReadOutput
             cache: CacheOutcome::Bypass,
         });
     };
+    if !ctx.stores().cache_trusted().await {
+        // An invalidation failed earlier and is not applied yet: the cache may be stale.
+        let record = fetch::<M>(ctx, tenant, input.id, false).await?;
+        return Ok(ReadOutput {
+            record,
+            cache: CacheOutcome::Unavailable,
+        });
+    }
     let key = ctx.stores().cache_key(meta, tenant, input.id);
     let outcome = match cache.get(&key).await {
         Ok(Some(bytes)) => match serde_json::from_slice::<Record<M>>(&bytes) {

@@ -5,11 +5,12 @@ use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreKind};
 use crate::filter::Filter;
 use crate::model::Model;
 use crate::node::Context;
-use crate::nodes::{decode_record, fetch_versions, invalidate_cache, select_by_id, to_object, write_filter, write_scope};
+use crate::nodes::{commit_and_project, decode_record, fetch_records, row_state, select_by_id, to_object, write_filter, write_scope};
+use crate::projection::ProjectionSet;
 use crate::record::Record;
 use crate::sql::Sql;
 use crate::values::{CheckedRecord, RecordMode, check_record, to_sql};
@@ -57,6 +58,9 @@ pub struct UpdateOutput<M: Model> {
     /// By id: each field whose value changed, before and after.
     #[serde(default)]
     pub changes: Vec<FieldChange>,
+    /// Projections (cache, vector, graph) that could not be applied yet; `sync` applies them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<StoreKind>,
 }
 
 /// Applies a patch by id or by filter.
@@ -142,6 +146,7 @@ async fn by_id<M: Model>(
             ids: Vec::new(),
             record: Some(before),
             changes,
+            pending: Vec::new(),
         });
     }
     let changed = CheckedRecord {
@@ -166,14 +171,15 @@ async fn by_id<M: Model>(
         .map_err(|e| Error::relational(&action, e))?
         .ok_or(Error::NotFound { model: meta.name, id })?;
     let after: Record<M> = decode_record(&row, &action)?;
-    tx.commit().await.map_err(|e| Error::relational(&action, e))?;
-
-    invalidate_cache(ctx, meta, tenant, &[(id, after.version)]).await;
+    let set = ProjectionSet::for_model(ctx.stores(), meta);
+    let state = row_state(&after, tenant)?;
+    let pending = commit_and_project(ctx, tx, meta, tenant, vec![state], set, &action).await?;
     Ok(UpdateOutput {
         updated: 1,
         ids: vec![id],
         record: Some(after),
         changes,
+        pending,
     })
 }
 
@@ -186,15 +192,19 @@ async fn by_filter<M: Model>(ctx: &Context, tenant: Option<&str>, filter: &Filte
     sql.push(" WHERE ");
     write_scope(&mut sql, meta, tenant, false);
     write_filter(&mut sql, meta, Some(filter))?;
-    sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
+    sql.push(" RETURNING ").record_columns(meta);
     let action = format!("updating {} by filter", meta.table);
-    let written = fetch_versions(store.connection(), sql.build(), meta.primary_key, &action).await?;
-    invalidate_cache(ctx, meta, tenant, &written).await;
+    let tx = store.connection().begin().await.map_err(|e| Error::relational(&action, e))?;
+    let written = fetch_records::<M>(&tx, sql.build(), &action).await?;
+    let states = written.iter().map(|r| row_state(r, tenant)).collect::<Result<Vec<_>>>()?;
+    let set = ProjectionSet::for_model(ctx.stores(), meta);
+    let pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
     Ok(UpdateOutput {
         updated: written.len() as u64,
-        ids: written.iter().map(|(id, _)| *id).collect(),
+        ids: written.iter().map(Record::id).collect(),
         record: None,
         changes: Vec::new(),
+        pending,
     })
 }
 

@@ -1,16 +1,24 @@
 //! The stores behind the nodes, and the handle that holds them.
 
 pub mod cache;
+pub mod graph;
 pub mod relational;
+pub mod vector;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::embed::{Embedder, HashingEmbedder};
+use crate::error::{Error, Result, StoreKind};
 use crate::model::ModelMeta;
 
 pub use cache::{CacheStore, RedisCache};
+pub use graph::{BoltGraph, GraphStore};
 pub use relational::RelationalStore;
+pub use vector::{ChromaStore, VectorStore};
 
 /// The connected stores; cheap to clone and shared by every node of a run.
 #[derive(Clone)]
@@ -22,28 +30,71 @@ struct Inner {
     relational: RelationalStore,
     cache: Option<Arc<dyn CacheStore>>,
     cache_prefix: String,
+    vector: Option<Arc<dyn VectorStore>>,
+    graph: Option<Arc<dyn GraphStore>>,
+    embedder: Arc<dyn Embedder>,
+    models: RwLock<BTreeMap<&'static str, &'static ModelMeta>>,
+    outbox_max_attempts: u32,
+    cache_repair: CacheRepair,
 }
 
+/// Set when a cache invalidation failed in this process: until the pending invalidations are
+/// applied, reads do not trust the cache (it may hold rows older than PostgreSQL's).
+#[derive(Default)]
+struct CacheRepair {
+    needed: AtomicBool,
+    last_attempt: Mutex<Option<Instant>>,
+}
+
+/// How often a process retries applying pending cache invalidations while the cache is down.
+const CACHE_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Stores {
-    /// Connects to the stores named in `config`. A cache that is down does not fail this: reads
-    /// fall back to the relational store until it answers.
+    /// Connects to the stores named in `config`. Stores other than the relational one may be
+    /// down at this point: reads fall back to PostgreSQL while the cache is down, and writes
+    /// leave their vector and graph projections pending until those stores answer.
     pub async fn connect(config: &Config) -> Result<Stores> {
         let relational = RelationalStore::connect(config).await?;
         let cache: Option<Arc<dyn CacheStore>> = match &config.redis_url {
             Some(url) => Some(Arc::new(RedisCache::new(url, config.cache_timeout)?)),
             None => None,
         };
-        Ok(Stores::from_parts(relational, cache, config.cache_prefix.clone()))
+        let vector: Option<Arc<dyn VectorStore>> = match &config.chroma_url {
+            Some(url) => Some(Arc::new(ChromaStore::new(url, &config.vector_prefix, config.projection_timeout)?)),
+            None => None,
+        };
+        let graph: Option<Arc<dyn GraphStore>> = match &config.graph {
+            Some(g) => Some(Arc::new(
+                BoltGraph::connect(
+                    &g.url,
+                    &g.user,
+                    &g.password,
+                    g.database.as_deref(),
+                    &config.graph_namespace,
+                    config.projection_timeout,
+                )
+                .await?,
+            )),
+            None => None,
+        };
+        Ok(Stores::builder(relational)
+            .cache(cache, config.cache_prefix.clone())
+            .vector(vector)
+            .graph(graph)
+            .outbox_max_attempts(config.outbox_max_attempts)
+            .build())
     }
 
-    /// Assembles stores from already-connected backends.
-    pub fn from_parts(relational: RelationalStore, cache: Option<Arc<dyn CacheStore>>, cache_prefix: String) -> Stores {
-        Stores {
-            inner: Arc::new(Inner {
-                relational,
-                cache,
-                cache_prefix,
-            }),
+    /// Assembles stores from already-connected backends, starting with the relational store.
+    pub fn builder(relational: RelationalStore) -> StoresBuilder {
+        StoresBuilder {
+            relational,
+            cache: None,
+            cache_prefix: "dataflow".into(),
+            vector: None,
+            graph: None,
+            embedder: Arc::new(HashingEmbedder::default()),
+            outbox_max_attempts: 10,
         }
     }
 
@@ -57,6 +108,44 @@ impl Stores {
         self.inner.cache.as_deref()
     }
 
+    /// The vector store, if one is configured.
+    pub fn vector(&self) -> Option<&dyn VectorStore> {
+        self.inner.vector.as_deref()
+    }
+
+    /// The graph store, if one is configured.
+    pub fn graph(&self) -> Option<&dyn GraphStore> {
+        self.inner.graph.as_deref()
+    }
+
+    /// The vector store, or an error saying a node of `model` needs one.
+    pub fn require_vector(&self, model: &'static str) -> Result<&dyn VectorStore> {
+        self.vector().ok_or_else(|| {
+            Error::Config(format!(
+                "{model}: searching needs a vector store; set chroma_url (Config::with_chroma)"
+            ))
+        })
+    }
+
+    /// The graph store, or an error saying a node of `model` needs one.
+    pub fn require_graph(&self, model: &'static str) -> Result<&dyn GraphStore> {
+        self.graph().ok_or_else(|| {
+            Error::Config(format!(
+                "{model}: traversals need a graph store; set the graph server (Config::with_graph)"
+            ))
+        })
+    }
+
+    /// The embedder that turns text into vectors.
+    pub fn embedder(&self) -> &dyn Embedder {
+        self.inner.embedder.as_ref()
+    }
+
+    /// The embedder, shared, for work moved to another thread.
+    pub(crate) fn shared_embedder(&self) -> Arc<dyn Embedder> {
+        self.inner.embedder.clone()
+    }
+
     /// The cache key of one row: `{prefix}:{table}:{id}` plus `:{tenant}` for multi-tenant models.
     /// The tenant comes last so that the integer id keeps keys unambiguous.
     pub fn cache_key(&self, meta: &ModelMeta, tenant: Option<&str>, id: i64) -> String {
@@ -66,8 +155,143 @@ impl Stores {
         }
     }
 
-    /// Creates or extends the tables of `models` (see [`RelationalStore::migrate`]).
+    /// Makes models known to these stores: `sync` applies outbox records of registered models
+    /// only, and traversals hydrate and follow relations of registered models. [`Stores::migrate`]
+    /// registers the models it migrates; nodes register their own model when they run.
+    pub fn register_models(&self, models: &[&'static ModelMeta]) {
+        let mut map = self.inner.models.write().unwrap_or_else(|e| e.into_inner());
+        for meta in models {
+            map.insert(meta.name, meta);
+        }
+    }
+
+    /// The registered model called `name`.
+    pub fn model(&self, name: &str) -> Option<&'static ModelMeta> {
+        self.inner.models.read().unwrap_or_else(|e| e.into_inner()).get(name).copied()
+    }
+
+    /// Every registered model, by name.
+    pub fn models(&self) -> Vec<&'static ModelMeta> {
+        self.inner
+            .models
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .copied()
+            .collect()
+    }
+
+    /// Failed attempts after which an outbox record becomes a dead letter.
+    pub fn outbox_max_attempts(&self) -> u32 {
+        self.inner.outbox_max_attempts
+    }
+
+    /// Creates or extends the tables of `models` and the outbox table, the graph indexes of
+    /// their labels, and registers them (see [`RelationalStore::migrate`]). A graph server that
+    /// cannot be reached fails the migration, naming it.
     pub async fn migrate(&self, models: &[&'static ModelMeta]) -> Result<()> {
-        self.inner.relational.migrate(models).await
+        self.register_models(models);
+        self.inner.relational.migrate(models).await?;
+        crate::outbox::create_table(&self.inner.relational).await?;
+        if let Some(graph) = self.graph() {
+            let labels: Vec<&'static str> = models.iter().map(|m| m.name).collect();
+            graph.prepare(&labels).await?;
+        }
+        Ok(())
+    }
+
+    /// Records that a cache invalidation failed: reads stop trusting the cache until the
+    /// pending invalidations are applied.
+    pub(crate) fn cache_needs_repair(&self) {
+        self.inner.cache_repair.needed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether reads may use the cache. When an invalidation failed earlier, first tries (at
+    /// most once per second) to apply the pending ones; until that succeeds, the cache is not
+    /// used.
+    pub(crate) async fn cache_trusted(&self) -> bool {
+        let repair = &self.inner.cache_repair;
+        if !repair.needed.load(Ordering::SeqCst) {
+            return true;
+        }
+        {
+            let mut last = repair.last_attempt.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < CACHE_REPAIR_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        match self.sync_projection(StoreKind::Cache).await {
+            Ok(report) if report.failed == 0 => {
+                repair.needed.store(false, Ordering::SeqCst);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "applying pending cache invalidations failed");
+                false
+            }
+        }
+    }
+}
+
+/// Builds [`Stores`] from connected backends; see [`Stores::builder`].
+pub struct StoresBuilder {
+    relational: RelationalStore,
+    cache: Option<Arc<dyn CacheStore>>,
+    cache_prefix: String,
+    vector: Option<Arc<dyn VectorStore>>,
+    graph: Option<Arc<dyn GraphStore>>,
+    embedder: Arc<dyn Embedder>,
+    outbox_max_attempts: u32,
+}
+
+impl StoresBuilder {
+    /// The read-through cache and the prefix of its keys.
+    pub fn cache(mut self, cache: Option<Arc<dyn CacheStore>>, prefix: String) -> Self {
+        self.cache = cache;
+        self.cache_prefix = prefix;
+        self
+    }
+
+    /// The vector store.
+    pub fn vector(mut self, vector: Option<Arc<dyn VectorStore>>) -> Self {
+        self.vector = vector;
+        self
+    }
+
+    /// The graph store.
+    pub fn graph(mut self, graph: Option<Arc<dyn GraphStore>>) -> Self {
+        self.graph = graph;
+        self
+    }
+
+    /// The embedder (default: [`HashingEmbedder`] with 384 dimensions).
+    pub fn embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = embedder;
+        self
+    }
+
+    /// Failed attempts after which an outbox record becomes a dead letter (at least 1).
+    pub fn outbox_max_attempts(mut self, attempts: u32) -> Self {
+        self.outbox_max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The stores.
+    pub fn build(self) -> Stores {
+        Stores {
+            inner: Arc::new(Inner {
+                relational: self.relational,
+                cache: self.cache,
+                cache_prefix: self.cache_prefix,
+                vector: self.vector,
+                graph: self.graph,
+                embedder: self.embedder,
+                models: RwLock::new(BTreeMap::new()),
+                outbox_max_attempts: self.outbox_max_attempts,
+                cache_repair: CacheRepair::default(),
+            }),
+        }
     }
 }

@@ -1,0 +1,523 @@
+//! Projections: what the cache, the vector collection and the graph hold for a row, and how
+//! they are brought in line with PostgreSQL.
+//!
+//! A projection is computed from the row's *current state* alone (present with these fields
+//! at this version, or absent), so applying it twice changes nothing and applying an older
+//! record after a newer one still converges. Two writers of one row may still apply their
+//! states in the opposite order of their commits; [`apply_verified`] therefore re-reads the
+//! row's version after applying and re-applies when it moved on, so the last write to land in
+//! a projection is always the row's latest committed state.
+
+use std::collections::HashMap;
+
+use sea_orm::ConnectionTrait;
+use serde_json::{Map, Value as Json};
+
+use crate::error::{Error, Result, StoreKind};
+use crate::model::{FieldType, ModelMeta};
+use crate::nodes::{cache_ttl, column_json};
+use crate::store::Stores;
+use crate::store::graph::{GraphNode, GraphRelation};
+use crate::store::vector::{TENANT_KEY, VERSION_KEY, VectorDoc, metadata_fields};
+use crate::values::timestamp_to_json;
+
+/// Version given to the cache tombstone of a row that is gone and whose last version is not
+/// known (a hard delete found by `sync`): it outranks every version the row could have had.
+pub(crate) const GONE_VERSION: i64 = i64::MAX / 2;
+
+/// How many times a row that keeps changing under a projection is re-read and re-applied
+/// before it is left to `sync`.
+const VERIFY_ROUNDS: usize = 3;
+
+/// A row as the projections see it.
+#[derive(Debug, Clone)]
+pub(crate) struct RowState {
+    /// The primary key.
+    pub id: i64,
+    /// The row's tenant (multi-tenant models).
+    pub tenant: Option<String>,
+    /// The row's version; for an absent row, the version its cache tombstone gets.
+    pub version: i64,
+    /// The model's fields as canonical JSON; `None` when the row is absent or soft-deleted.
+    pub fields: Option<Map<String, Json>>,
+}
+
+/// Which projections a write must keep in step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProjectionSet {
+    /// Cached rows are invalidated.
+    pub cache: bool,
+    /// The vector collection holds the row's document.
+    pub vector: bool,
+    /// The graph holds the row's node and edges.
+    pub graph: bool,
+}
+
+impl ProjectionSet {
+    /// The projections of `meta`'s rows with these stores: the cache and graph when
+    /// configured, vectors when configured and the model has `embed` fields.
+    pub fn for_model(stores: &Stores, meta: &ModelMeta) -> Self {
+        ProjectionSet {
+            cache: stores.cache().is_some(),
+            vector: stores.vector().is_some() && meta.has_embed_fields(),
+            graph: stores.graph().is_some(),
+        }
+    }
+
+    /// No projection.
+    pub fn is_empty(self) -> bool {
+        !(self.cache || self.vector || self.graph)
+    }
+
+    /// The stores of these projections.
+    pub fn kinds(self) -> Vec<StoreKind> {
+        let mut kinds = Vec::with_capacity(3);
+        if self.cache {
+            kinds.push(StoreKind::Cache);
+        }
+        if self.vector {
+            kinds.push(StoreKind::Vector);
+        }
+        if self.graph {
+            kinds.push(StoreKind::Graph);
+        }
+        kinds
+    }
+
+    /// Just the projection on `kind` (nothing for the relational store).
+    pub fn only(kind: StoreKind) -> Self {
+        ProjectionSet {
+            cache: kind == StoreKind::Cache,
+            vector: kind == StoreKind::Vector,
+            graph: kind == StoreKind::Graph,
+        }
+    }
+
+    /// The projections in `self` but not in `other`.
+    pub fn minus(self, other: ProjectionSet) -> Self {
+        ProjectionSet {
+            cache: self.cache && !other.cache,
+            vector: self.vector && !other.vector,
+            graph: self.graph && !other.graph,
+        }
+    }
+
+    /// The projections in either.
+    pub fn or(self, other: ProjectionSet) -> Self {
+        ProjectionSet {
+            cache: self.cache || other.cache,
+            vector: self.vector || other.vector,
+            graph: self.graph || other.graph,
+        }
+    }
+
+    /// The projections in both.
+    pub fn and(self, other: ProjectionSet) -> Self {
+        ProjectionSet {
+            cache: self.cache && other.cache,
+            vector: self.vector && other.vector,
+            graph: self.graph && other.graph,
+        }
+    }
+}
+
+/// What applying projections achieved.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    /// The projections now in step.
+    pub done: ProjectionSet,
+    /// The projections that failed, with why.
+    pub failed: Vec<(StoreKind, Error)>,
+}
+
+impl Applied {
+    /// The failed projections as a set.
+    pub fn failed_set(&self) -> ProjectionSet {
+        self.failed
+            .iter()
+            .fold(ProjectionSet::default(), |set, (kind, _)| set.or(ProjectionSet::only(*kind)))
+    }
+
+    /// One line naming each failure.
+    pub fn error_summary(&self) -> String {
+        self.failed.iter().map(|(_, e)| e.to_string()).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// The document text of a row: its `embed` fields, in field order, joined by newlines.
+pub(crate) fn document(meta: &ModelMeta, fields: &Map<String, Json>) -> String {
+    meta.fields
+        .iter()
+        .filter(|f| f.embed)
+        .filter_map(|f| fields.get(f.name).and_then(Json::as_str))
+        .filter(|s| !s.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Makes a field value canonical for a projection (timestamps in one RFC 3339 form).
+fn canonical(ty: FieldType, value: &Json) -> Json {
+    match (ty, value) {
+        (FieldType::Timestamp, Json::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| Json::from(timestamp_to_json(t.with_timezone(&chrono::Utc))))
+            .unwrap_or_else(|_| value.clone()),
+        _ => value.clone(),
+    }
+}
+
+/// The metadata a row's vector document carries: the primary key, indexed scalar fields that
+/// are not null, the tenant and the version.
+pub(crate) fn vector_metadata(meta: &'static ModelMeta, row: &RowState, fields: &Map<String, Json>) -> Map<String, Json> {
+    let mut md = Map::new();
+    for f in metadata_fields(meta) {
+        match fields.get(f.name) {
+            Some(v) if !v.is_null() => {
+                md.insert(f.name.to_owned(), canonical(f.ty, v));
+            }
+            _ => {}
+        }
+    }
+    md.insert(meta.primary_key.to_owned(), Json::from(row.id));
+    if let Some(t) = &row.tenant {
+        md.insert(TENANT_KEY.to_owned(), Json::from(t.clone()));
+    }
+    md.insert(VERSION_KEY.to_owned(), Json::from(row.version));
+    md
+}
+
+/// The relations of `meta` as the graph needs them.
+pub(crate) fn graph_relations(meta: &'static ModelMeta) -> Vec<GraphRelation> {
+    meta.relations
+        .iter()
+        .map(|r| {
+            let target = (r.target_meta)();
+            GraphRelation {
+                name: r.name,
+                target: target.name,
+                target_tenant: target.multi_tenant,
+            }
+        })
+        .collect()
+}
+
+/// The node of a row: the primary key, indexed scalar fields that are not foreign keys (null
+/// ones remove the property), tenant and version; one edge target per relation.
+pub(crate) fn graph_node(meta: &'static ModelMeta, row: &RowState, fields: &Map<String, Json>) -> GraphNode {
+    let mut props = Map::new();
+    for f in metadata_fields(meta).filter(|f| !f.primary_key && meta.relation_on(f.name).is_none()) {
+        props.insert(
+            f.name.to_owned(),
+            fields.get(f.name).map(|v| canonical(f.ty, v)).unwrap_or(Json::Null),
+        );
+    }
+    props.insert(TENANT_KEY.to_owned(), row.tenant.clone().map(Json::from).unwrap_or(Json::Null));
+    props.insert(VERSION_KEY.to_owned(), Json::from(row.version));
+    let edges = meta
+        .relations
+        .iter()
+        .map(|r| (r.name, fields.get(r.field).and_then(Json::as_i64)))
+        .collect();
+    GraphNode { id: row.id, props, edges }
+}
+
+/// Applies the projections in `set` for `rows`, each store concurrently.
+pub(crate) async fn apply(stores: &Stores, meta: &'static ModelMeta, rows: &[RowState], set: ProjectionSet) -> Applied {
+    let cache = async {
+        if !set.cache {
+            return None;
+        }
+        let cache = stores.cache()?;
+        let keys: Vec<(String, i64)> = rows
+            .iter()
+            // A row just inserted (present at version 1) has no older entry to replace.
+            .filter(|r| !(r.fields.is_some() && r.version == 1))
+            .map(|r| (stores.cache_key(meta, r.tenant.as_deref(), r.id), r.version))
+            .collect();
+        if keys.is_empty() {
+            return Some(Ok(()));
+        }
+        Some(cache.invalidate(&keys, cache_ttl(meta)).await)
+    };
+    let vector = async {
+        if !set.vector {
+            return None;
+        }
+        let store = stores.vector()?;
+        Some(apply_vector(stores, store, meta, rows).await)
+    };
+    let graph = async {
+        if !set.graph {
+            return None;
+        }
+        let store = stores.graph()?;
+        let mut present = Vec::new();
+        let mut absent = Vec::new();
+        for row in rows {
+            match &row.fields {
+                Some(fields) => present.push(graph_node(meta, row, fields)),
+                None => absent.push(row.id),
+            }
+        }
+        let result = async {
+            if !present.is_empty() {
+                store.upsert_nodes(meta.name, &graph_relations(meta), &present).await?;
+            }
+            if !absent.is_empty() {
+                store.delete_nodes(meta.name, &absent).await?;
+            }
+            Ok::<(), Error>(())
+        };
+        Some(result.await)
+    };
+    let (cache, vector, graph) = tokio::join!(cache, vector, graph);
+    let mut applied = Applied::default();
+    for (kind, outcome) in [(StoreKind::Cache, cache), (StoreKind::Vector, vector), (StoreKind::Graph, graph)] {
+        match outcome {
+            None => {}
+            Some(Ok(())) => match kind {
+                StoreKind::Cache => applied.done.cache = true,
+                StoreKind::Vector => applied.done.vector = true,
+                StoreKind::Graph => applied.done.graph = true,
+                StoreKind::Relational => {}
+            },
+            Some(Err(e)) => applied.failed.push((kind, e)),
+        }
+    }
+    applied
+}
+
+async fn apply_vector(stores: &Stores, store: &dyn crate::store::VectorStore, meta: &'static ModelMeta, rows: &[RowState]) -> Result<()> {
+    let mut texts = Vec::new();
+    let mut keep = Vec::new();
+    let mut remove = Vec::new();
+    for row in rows {
+        match &row.fields {
+            Some(fields) => {
+                let text = document(meta, fields);
+                if text.is_empty() {
+                    // Nothing to embed: the row has no place in the collection.
+                    remove.push(row.id.to_string());
+                } else {
+                    texts.push(text);
+                    keep.push((row, fields));
+                }
+            }
+            None => remove.push(row.id.to_string()),
+        }
+    }
+    if !keep.is_empty() {
+        let vectors = embed_all(stores, &texts).await?;
+        let docs: Vec<VectorDoc> = keep
+            .iter()
+            .zip(vectors)
+            .zip(texts.iter())
+            .map(|(((row, fields), embedding), text)| VectorDoc {
+                id: row.id.to_string(),
+                embedding,
+                document: text.clone(),
+                metadata: vector_metadata(meta, row, fields),
+            })
+            .collect();
+        store.upsert(meta.table, docs).await?;
+    }
+    if !remove.is_empty() {
+        store.delete(meta.table, &remove).await?;
+    }
+    Ok(())
+}
+
+/// Rows embedded on the async worker itself; larger batches move to a blocking thread.
+const INLINE_EMBED: usize = 64;
+
+/// The embedding of every text, in order.
+async fn embed_all(stores: &Stores, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+    if texts.len() <= INLINE_EMBED {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        return Ok(stores.embedder().embed(&refs));
+    }
+    // Thousands of rows are milliseconds of CPU work: keep them off the async workers.
+    let embedder = stores.shared_embedder();
+    let texts = texts.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        embedder.embed(&refs)
+    })
+    .await
+    .map_err(|e| Error::Config(format!("embedding failed: {e}")))
+}
+
+/// Applies projections, then checks that no row moved on while they were applied; rows that
+/// did are re-read and re-applied. A projection whose rows keep moving is reported failed, so
+/// its outbox record stays for `sync`.
+pub(crate) async fn apply_verified(stores: &Stores, meta: &'static ModelMeta, rows: Vec<RowState>, set: ProjectionSet) -> Applied {
+    let mut applied = apply(stores, meta, &rows, set).await;
+    // The cache needs no check: tombstones keep the highest version whatever the order.
+    let checked = applied.done.and(ProjectionSet {
+        cache: false,
+        vector: true,
+        graph: true,
+    });
+    if checked.is_empty() {
+        return applied;
+    }
+    let mut expected = rows;
+    for round in 0..=VERIFY_ROUNDS {
+        let ids: Vec<i64> = expected.iter().map(|r| r.id).collect();
+        let current = match current_versions(stores, meta, &ids).await {
+            Ok(current) => current,
+            Err(e) => {
+                // Cannot tell whether the projections are current: leave them for sync.
+                for kind in checked.kinds() {
+                    applied.failed.push((
+                        kind,
+                        Error::Store {
+                            store: kind,
+                            action: format!("checking that the {} projection of {} is current", kind, meta.name),
+                            message: e.to_string(),
+                            transient: true,
+                        },
+                    ));
+                }
+                applied.done = applied.done.minus(checked);
+                return applied;
+            }
+        };
+        let stale: Vec<i64> = expected
+            .iter()
+            .filter(|r| match current.get(&r.id) {
+                Some(&(version, present)) => present != r.fields.is_some() || (present && version != r.version),
+                None => r.fields.is_some(),
+            })
+            .map(|r| r.id)
+            .collect();
+        if stale.is_empty() {
+            return applied;
+        }
+        if round == VERIFY_ROUNDS {
+            break;
+        }
+        expected = match read_states(stores, meta, &stale).await {
+            Ok(fresh) => fresh,
+            Err(_) => break,
+        };
+        let again = apply(stores, meta, &expected, checked).await;
+        if !again.failed.is_empty() {
+            applied.done = applied.done.minus(again.failed_set());
+            applied.failed.extend(again.failed);
+            return applied;
+        }
+    }
+    for kind in checked.kinds() {
+        applied.failed.push((
+            kind,
+            Error::Store {
+                store: kind,
+                action: format!("projecting {}", meta.name),
+                message: "rows kept changing while their projection was applied; left for sync".into(),
+                transient: true,
+            },
+        ));
+    }
+    applied.done = applied.done.minus(checked);
+    applied
+}
+
+/// `id → (version, present)` of the rows that exist (present: not soft-deleted).
+async fn current_versions(stores: &Stores, meta: &'static ModelMeta, ids: &[i64]) -> Result<HashMap<i64, (i64, bool)>> {
+    let store = stores.relational();
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(10_000) {
+        let mut sql = store.sql();
+        sql.push("SELECT ").ident(meta.primary_key).push(" AS \"id\", \"version\"");
+        if meta.soft_delete {
+            sql.push(", \"deleted_at\" IS NULL AS \"live\"");
+        }
+        sql.push(" FROM ")
+            .ident(meta.table)
+            .push(" WHERE ")
+            .ident(meta.primary_key)
+            .in_ids(chunk);
+        let action = format!("checking versions of {}", meta.table);
+        let rows = store
+            .connection()
+            .query_all_raw(sql.build())
+            .await
+            .map_err(|e| Error::relational(&action, e))?;
+        for row in rows {
+            let id: i64 = row.try_get("", "id").map_err(|e| Error::relational(&action, e))?;
+            let version: i64 = row.try_get("", "version").map_err(|e| Error::relational(&action, e))?;
+            let live = if meta.soft_delete {
+                row.try_get::<bool>("", "live").map_err(|e| Error::relational(&action, e))?
+            } else {
+                true
+            };
+            out.insert(id, (version, live));
+        }
+    }
+    Ok(out)
+}
+
+/// The current state of rows by primary key, read from the relational store whatever their
+/// tenant; rows that do not exist come back absent with [`GONE_VERSION`].
+pub(crate) async fn read_states(stores: &Stores, meta: &'static ModelMeta, ids: &[i64]) -> Result<Vec<RowState>> {
+    let store = stores.relational();
+    let mut found: HashMap<i64, RowState> = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(10_000) {
+        let mut sql = store.sql();
+        sql.push("SELECT ").record_columns(meta);
+        if meta.multi_tenant {
+            sql.push(", \"tenant_id\"");
+        }
+        sql.push(" FROM ")
+            .ident(meta.table)
+            .push(" WHERE ")
+            .ident(meta.primary_key)
+            .in_ids(chunk);
+        let action = format!("reading {} rows to project", meta.table);
+        let rows = store
+            .connection()
+            .query_all_raw(sql.build())
+            .await
+            .map_err(|e| Error::relational(&action, e))?;
+        for row in rows {
+            let decode = || -> std::result::Result<RowState, sea_orm::DbErr> {
+                let id: i64 = row.try_get("", meta.primary_key)?;
+                let version: i64 = row.try_get("", "version")?;
+                let tenant: Option<String> = if meta.multi_tenant {
+                    Some(row.try_get("", "tenant_id")?)
+                } else {
+                    None
+                };
+                let deleted = meta.soft_delete && row.try_get::<Option<chrono::DateTime<chrono::Utc>>>("", "deleted_at")?.is_some();
+                let fields = if deleted {
+                    None
+                } else {
+                    let mut map = Map::new();
+                    for f in meta.fields {
+                        map.insert(f.name.to_owned(), column_json(&row, f.name, f.ty)?);
+                    }
+                    Some(map)
+                };
+                Ok(RowState {
+                    id,
+                    tenant,
+                    version,
+                    fields,
+                })
+            };
+            let state = decode().map_err(|e| Error::relational(&action, e))?;
+            found.insert(state.id, state);
+        }
+    }
+    Ok(ids
+        .iter()
+        .map(|&id| {
+            found.remove(&id).unwrap_or(RowState {
+                id,
+                tenant: None,
+                version: GONE_VERSION,
+                fields: None,
+            })
+        })
+        .collect())
+}

@@ -1,0 +1,375 @@
+//! A Bolt server (Neo4j 4.4/5.x, or another server that speaks Bolt 4 and openCypher) through
+//! `neo4rs`.
+//!
+//! Every value travels as a query parameter. Labels and relation types come from model
+//! metadata (typed `&'static str`) behind a namespace prefix checked at construction, and are
+//! backtick-quoted. The depth of a variable-length pattern cannot be a Cypher parameter; it is
+//! written from a `u32` checked against [`MAX_DEPTH`].
+//!
+//! # Where servers differ
+//!
+//! The Cypher written here is one subset that Neo4j and ArcadeDB (26.x, the server the tests
+//! run) both accept: `MERGE`, `UNWIND`, `FOREACH`, `OPTIONAL MATCH`, variable-length patterns,
+//! `shortestPath`, list comprehensions and `CREATE INDEX IF NOT EXISTS`. They differ in how
+//! concurrent writers meet:
+//!
+//! - **ArcadeDB** is optimistic: two transactions that add edges to the same node (two products
+//!   created at once in one category) make one of them fail with
+//!   `Neo.TransientError.Transaction.DeadlockDetected` ("modified by a concurrent
+//!   transaction"). Neo4j takes locks and waits instead. Writes here are therefore retried on
+//!   transient errors ([`WRITE_ATTEMPTS`]), which both servers mark as safe to retry; the test
+//!   `concurrent_creates_in_one_category_all_reach_the_graph` shows it.
+//! - **ArcadeDB** slows down on very large `UNWIND` batches (1,000 rows of `MERGE` took 6×
+//!   longer per row than 100 rows here), so batches are kept at [`BATCH_ROWS`].
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use neo4rs::{BoltType, ConfigBuilder, Graph, Query};
+use serde_json::{Map, Value as Json};
+
+use super::{Direction, GraphNode, GraphPath, GraphRelation, GraphStore, MAX_DEPTH, Neighbor, NeighborQuery, PathQuery, StoredNode};
+use crate::error::{Error, Result, StoreKind};
+use crate::store::relational::redact_url;
+
+/// Rows per `UNWIND` statement.
+pub const BATCH_ROWS: usize = 200;
+/// Attempts of one write when the server reports a transient error.
+pub const WRITE_ATTEMPTS: u32 = 6;
+
+/// A Bolt graph server; labels are written `{namespace}{Model}`.
+pub struct BoltGraph {
+    graph: Graph,
+    namespace: String,
+    timeout: Duration,
+}
+
+impl BoltGraph {
+    /// A client for the Bolt server at `uri` (`bolt://host:port` or `neo4j://...`). Connections
+    /// are opened on first use, so a server that is down now does not stop the application;
+    /// every call gives up after `timeout`. The namespace must be `[A-Za-z0-9_]*` (empty is
+    /// fine) and prefixes every label, so several applications or tests can share a database.
+    pub async fn connect(
+        uri: &str,
+        user: &str,
+        password: &str,
+        database: Option<&str>,
+        namespace: &str,
+        timeout: Duration,
+    ) -> Result<Self> {
+        if !(uri.starts_with("bolt://") || uri.starts_with("neo4j://") || uri.starts_with("bolt+s://") || uri.starts_with("neo4j+s://")) {
+            return Err(Error::Config(format!(
+                "graph_url must start with bolt:// or neo4j://, got '{}'",
+                redact_url(uri)
+            )));
+        }
+        if namespace.len() > 64 || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(Error::Config(format!(
+                "graph_namespace must be at most 64 of [A-Za-z0-9_], got {namespace:?}"
+            )));
+        }
+        let mut config = ConfigBuilder::default()
+            .uri(uri)
+            .user(user)
+            .password(password)
+            .max_connections(16)
+            .fetch_size(1000);
+        if let Some(db) = database {
+            config = config.db(db);
+        }
+        let config = config
+            .build()
+            .map_err(|e| Error::Config(format!("graph server '{}': {e}", redact_url(uri))))?;
+        let graph = Graph::connect(config)
+            .await
+            .map_err(|e| Error::Config(format!("graph server '{}': {e}", redact_url(uri))))?;
+        Ok(BoltGraph {
+            graph,
+            namespace: namespace.to_owned(),
+            timeout,
+        })
+    }
+
+    /// `` `{namespace}{label}` ``.
+    fn label(&self, label: &str) -> String {
+        format!("`{}{}`", self.namespace, label.replace('`', ""))
+    }
+
+    /// A label as stored, without the namespace; `None` for labels outside it.
+    fn strip<'a>(&self, stored: &'a str) -> Option<&'a str> {
+        stored.strip_prefix(self.namespace.as_str())
+    }
+
+    /// Runs `query` in its own transaction and returns every row; retries transient errors
+    /// (writes only: `attempts` is 1 for reads).
+    async fn run(&self, action: &str, query: Query, attempts: u32) -> Result<Vec<neo4rs::Row>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let once = async {
+                let mut txn = self.graph.start_txn().await?;
+                let mut stream = txn.execute(query.clone()).await?;
+                let mut rows = Vec::new();
+                while let Some(row) = stream.next(txn.handle()).await? {
+                    rows.push(row);
+                }
+                txn.commit().await?;
+                Ok::<_, neo4rs::Error>(rows)
+            };
+            let error = match tokio::time::timeout(self.timeout, once).await {
+                Ok(Ok(rows)) => return Ok(rows),
+                Ok(Err(e)) => e,
+                Err(_) => return Err(graph_error(action, format!("no answer within {:?}", self.timeout), true)),
+            };
+            let transient = is_transient(&error);
+            if transient && attempt < attempts {
+                // Jittered exponential backoff: 5, 10, 20, ... ms, ±50 %.
+                let base = 5u64 << (attempt - 1).min(6);
+                let jitter = (Instant::now().elapsed().subsec_nanos() as u64 + u64::from(attempt) * 7919) % base.max(1);
+                tokio::time::sleep(Duration::from_millis(base / 2 + jitter)).await;
+                continue;
+            }
+            return Err(graph_error(action, error.to_string(), transient));
+        }
+    }
+
+    /// `(x.tenant_id IS NULL OR x.tenant_id = $tenant)` for every node on path `p`.
+    fn tenant_guard(tenant: Option<&str>, nodes: &str) -> String {
+        match tenant {
+            Some(_) => format!("all(x IN {nodes} WHERE x.tenant_id IS NULL OR x.tenant_id = $tenant)"),
+            None => format!("all(x IN {nodes} WHERE x.tenant_id IS NULL)"),
+        }
+    }
+
+    fn pattern(relation: Option<&'static str>, direction: Direction, min: u32, max: u32) -> String {
+        let rel = relation.map(|r| format!(":`{}`", r.replace('`', ""))).unwrap_or_default();
+        let hops = format!("*{min}..{}", max.clamp(1, MAX_DEPTH));
+        match direction {
+            Direction::Out => format!("-[{rel}{hops}]->"),
+            Direction::In => format!("<-[{rel}{hops}]-"),
+            Direction::Both => format!("-[{rel}{hops}]-"),
+        }
+    }
+}
+
+#[async_trait]
+impl GraphStore for BoltGraph {
+    fn backend(&self) -> &'static str {
+        "bolt"
+    }
+
+    async fn prepare(&self, labels: &[&'static str]) -> Result<()> {
+        for label in labels {
+            let text = format!("CREATE INDEX IF NOT EXISTS FOR (n:{}) ON (n.id)", self.label(label));
+            self.run("creating an index", Query::new(text), WRITE_ATTEMPTS).await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_nodes(&self, label: &'static str, relations: &[GraphRelation], nodes: &[GraphNode]) -> Result<()> {
+        // One statement per batch: set the properties, drop edges that point elsewhere, then
+        // MERGE each relation's edge (FOREACH over a zero- or one-element list).
+        let mut text = format!(
+            "UNWIND $rows AS row MERGE (n:{} {{id: row.id}}) SET n += row.props WITH n, row",
+            self.label(label)
+        );
+        if !relations.is_empty() {
+            text.push_str(
+                " OPTIONAL MATCH (n)-[old]->(t) WHERE type(old) IN $relations \
+                 AND (row.edges[type(old)] IS NULL OR t.id <> row.edges[type(old)]) \
+                 DELETE old WITH DISTINCT n, row",
+            );
+            for r in relations {
+                let name = r.name.replace('`', "");
+                let on_create = if r.target_tenant {
+                    " ON CREATE SET t.tenant_id = row.props.tenant_id"
+                } else {
+                    ""
+                };
+                text.push_str(&format!(
+                    " FOREACH (target IN CASE WHEN row.edges.`{name}` IS NULL THEN [] ELSE [row.edges.`{name}`] END | \
+                     MERGE (t:{target} {{id: target}}){on_create} MERGE (n)-[:`{name}`]->(t))",
+                    target = self.label(r.target),
+                ));
+            }
+        }
+        text.push_str(" RETURN count(n) AS written");
+        let relation_names: Vec<BoltType> = relations.iter().map(|r| BoltType::from(r.name)).collect();
+        for chunk in nodes.chunks(BATCH_ROWS) {
+            let rows: Vec<BoltType> = chunk
+                .iter()
+                .map(|node| {
+                    let mut row = Map::new();
+                    row.insert("id".into(), Json::from(node.id));
+                    row.insert("props".into(), Json::Object(node.props.clone()));
+                    let edges: Map<String, Json> = node
+                        .edges
+                        .iter()
+                        .map(|(rel, target)| ((*rel).to_owned(), target.map(Json::from).unwrap_or(Json::Null)))
+                        .collect();
+                    row.insert("edges".into(), Json::Object(edges));
+                    to_bolt(&Json::Object(row))
+                })
+                .collect();
+            let query = Query::new(text.clone())
+                .param("rows", rows)
+                .param("relations", relation_names.clone());
+            self.run("writing nodes", query, WRITE_ATTEMPTS).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_nodes(&self, label: &'static str, ids: &[i64]) -> Result<()> {
+        let text = format!("UNWIND $ids AS id MATCH (n:{} {{id: id}}) DETACH DELETE n", self.label(label));
+        for chunk in ids.chunks(BATCH_ROWS) {
+            let query = Query::new(text.clone()).param("ids", chunk.to_vec());
+            self.run("deleting nodes", query, WRITE_ATTEMPTS).await?;
+        }
+        Ok(())
+    }
+
+    async fn neighbors(&self, q: &NeighborQuery<'_>) -> Result<Vec<Neighbor>> {
+        let text = format!(
+            "MATCH (a:{label} {{id: $id}}) WHERE {start} \
+             MATCH p = (a){pattern}(b) WHERE b <> a AND {path} \
+             RETURN labels(b)[0] AS label, b.id AS id, min(length(p)) AS depth \
+             ORDER BY depth, label, id LIMIT $limit",
+            label = self.label(q.label),
+            start = Self::tenant_guard(q.tenant, "[a]"),
+            pattern = Self::pattern(q.relation, q.direction, 1, q.depth),
+            path = Self::tenant_guard(q.tenant, "nodes(p)"),
+        );
+        let query = Query::new(text)
+            .param("id", q.id)
+            .param("tenant", tenant_param(q.tenant))
+            .param("limit", q.limit as i64);
+        let rows = self.run("finding neighbours", query, 1).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let stored: String = row.get("label").map_err(|e| decode_error("finding neighbours", e))?;
+            let Some(label) = self.strip(&stored) else { continue };
+            out.push(Neighbor {
+                label: label.to_owned(),
+                id: row.get("id").map_err(|e| decode_error("finding neighbours", e))?,
+                depth: row.get::<i64>("depth").map_err(|e| decode_error("finding neighbours", e))? as u32,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn shortest_path(&self, q: &PathQuery<'_>) -> Result<Option<GraphPath>> {
+        let rel = q.relation.map(|r| format!(":`{}`", r.replace('`', ""))).unwrap_or_default();
+        let text = format!(
+            "MATCH (a:{from} {{id: $from}}), (b:{to} {{id: $to}}) \
+             MATCH p = shortestPath((a)-[{rel}*..{depth}]-(b)) WHERE {guard} \
+             RETURN [x IN nodes(p) | labels(x)[0]] AS labels, [x IN nodes(p) | x.id] AS ids, \
+             [r IN relationships(p) | type(r)] AS relations LIMIT 1",
+            from = self.label(q.from.0),
+            to = self.label(q.to.0),
+            depth = q.max_depth.clamp(1, MAX_DEPTH),
+            guard = Self::tenant_guard(q.tenant, "nodes(p)"),
+        );
+        let query = Query::new(text)
+            .param("from", q.from.1)
+            .param("to", q.to.1)
+            .param("tenant", tenant_param(q.tenant));
+        let rows = self.run("finding a path", query, 1).await?;
+        let Some(row) = rows.into_iter().next() else { return Ok(None) };
+        let labels: Vec<String> = row.get("labels").map_err(|e| decode_error("finding a path", e))?;
+        let ids: Vec<i64> = row.get("ids").map_err(|e| decode_error("finding a path", e))?;
+        let relations: Vec<String> = row.get("relations").map_err(|e| decode_error("finding a path", e))?;
+        let nodes = labels
+            .iter()
+            .zip(ids)
+            .map(|(l, id)| (self.strip(l).unwrap_or(l).to_owned(), id))
+            .collect();
+        Ok(Some(GraphPath { nodes, relations }))
+    }
+
+    async fn node(&self, label: &'static str, id: i64) -> Result<Option<StoredNode>> {
+        let text = format!(
+            "MATCH (n:{} {{id: $id}}) OPTIONAL MATCH (n)-[r]->(t) \
+             RETURN properties(n) AS props, collect([type(r), labels(t)[0], t.id]) AS edges",
+            self.label(label)
+        );
+        let rows = self.run("reading a node", Query::new(text).param("id", id), 1).await?;
+        let Some(row) = rows.into_iter().next() else { return Ok(None) };
+        let props: Map<String, Json> = row.get("props").map_err(|e| decode_error("reading a node", e))?;
+        let raw: Vec<Vec<Json>> = row.get("edges").map_err(|e| decode_error("reading a node", e))?;
+        let mut edges: Vec<(String, String, i64)> = raw
+            .into_iter()
+            .filter_map(|e| {
+                let rel = e.first()?.as_str()?.to_owned();
+                let target = e.get(1)?.as_str()?;
+                let target = self.strip(target).unwrap_or(target).to_owned();
+                Some((rel, target, e.get(2)?.as_i64()?))
+            })
+            .collect();
+        edges.sort();
+        Ok(Some(StoredNode { props, edges }))
+    }
+
+    async fn count(&self, label: &'static str) -> Result<u64> {
+        let text = format!("MATCH (n:{}) RETURN count(n) AS n", self.label(label));
+        let rows = self.run("counting nodes", Query::new(text), 1).await?;
+        let n: i64 = match rows.first() {
+            Some(row) => row.get("n").map_err(|e| decode_error("counting nodes", e))?,
+            None => 0,
+        };
+        Ok(n as u64)
+    }
+
+    async fn ping(&self) -> Result<Duration> {
+        let start = Instant::now();
+        self.run("pinging", Query::new("RETURN 1 AS one".into()), 1).await?;
+        Ok(start.elapsed())
+    }
+}
+
+fn tenant_param(tenant: Option<&str>) -> BoltType {
+    match tenant {
+        Some(t) => BoltType::from(t),
+        None => BoltType::Null(neo4rs::BoltNull),
+    }
+}
+
+/// A JSON value as a Bolt parameter.
+pub fn to_bolt(value: &Json) -> BoltType {
+    match value {
+        Json::Null => BoltType::Null(neo4rs::BoltNull),
+        Json::Bool(b) => BoltType::from(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => BoltType::from(i),
+            None => BoltType::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => BoltType::from(s.as_str()),
+        Json::Array(items) => BoltType::List(neo4rs::BoltList {
+            value: items.iter().map(to_bolt).collect(),
+        }),
+        Json::Object(map) => BoltType::Map(neo4rs::BoltMap {
+            value: map.iter().map(|(k, v)| (neo4rs::BoltString::new(k), to_bolt(v))).collect(),
+        }),
+    }
+}
+
+/// Lost connections, timeouts and errors the server classes as transient.
+fn is_transient(e: &neo4rs::Error) -> bool {
+    match e {
+        neo4rs::Error::IOError { .. } | neo4rs::Error::ConnectionError => true,
+        neo4rs::Error::Neo4j(e) => e.code().starts_with("Neo.TransientError"),
+        _ => false,
+    }
+}
+
+fn graph_error(action: &str, message: impl Into<String>, transient: bool) -> Error {
+    Error::Store {
+        store: StoreKind::Graph,
+        action: action.to_owned(),
+        message: message.into(),
+        transient,
+    }
+}
+
+fn decode_error(action: &str, e: impl std::fmt::Display) -> Error {
+    graph_error(action, format!("unexpected answer: {e}"), false)
+}

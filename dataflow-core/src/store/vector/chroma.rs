@@ -1,0 +1,403 @@
+//! Chroma (server 1.x) over its HTTP API v2, through a small client of our own: the handful of
+//! endpoints the vector store needs, with timeouts, and collection ids cached per process.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value as Json, json};
+
+use super::{MetaFilter, VectorDoc, VectorHit, VectorStore};
+use crate::error::{Error, Result, StoreKind};
+use crate::store::relational::redact_url;
+
+/// Documents per upsert request (Chroma accepts up to its `max_batch_size`, 5,461 on 1.5).
+const UPSERT_BATCH: usize = 1000;
+
+/// A Chroma server: one collection per model, named `{prefix}{table}`, cosine space.
+pub struct ChromaStore {
+    http: reqwest::Client,
+    /// `{url}/api/v2`.
+    api: String,
+    /// `{api}/tenants/{tenant}/databases/{database}`.
+    scope: String,
+    prefix: String,
+    /// Collection ids by logical name, filled on first use.
+    ids: RwLock<HashMap<&'static str, String>>,
+}
+
+#[derive(Deserialize)]
+struct CollectionInfo {
+    id: String,
+}
+
+/// Metadata as Chroma returns it: one optional map per document.
+type Metadatas = Vec<Option<Map<String, Json>>>;
+
+/// Query answers come as one list per query vector; we send one.
+#[derive(Deserialize)]
+struct QueryResponse {
+    ids: Vec<Vec<String>>,
+    distances: Option<Vec<Vec<Option<f32>>>>,
+    metadatas: Option<Vec<Metadatas>>,
+}
+
+#[derive(Deserialize)]
+struct GetResponse {
+    ids: Vec<String>,
+    embeddings: Option<Vec<Vec<f32>>>,
+    documents: Option<Vec<Option<String>>>,
+    metadatas: Option<Metadatas>,
+}
+
+/// Why a request failed: the collection is gone (refresh its id), or anything else.
+enum Failure {
+    NotFound,
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+impl ChromaStore {
+    /// A client for the Chroma server at `url` (`http://host:port`), in the default tenant
+    /// and database, whose collections are named `{prefix}{table}`. Nothing is sent until the
+    /// first call, so a server that is down now does not stop the application.
+    ///
+    /// The prefix must be 1 to 64 of `[A-Za-z0-9_.-]`, starting with a letter or digit.
+    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self> {
+        let trimmed = url.trim_end_matches('/');
+        if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
+            return Err(Error::Config(format!(
+                "chroma_url must start with http:// or https://, got '{}'",
+                redact_url(url)
+            )));
+        }
+        let prefix_ok = !prefix.is_empty()
+            && prefix.len() <= 64
+            && prefix.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !prefix_ok {
+            return Err(Error::Config(format!(
+                "vector_prefix must be 1 to 64 of [A-Za-z0-9_.-] starting with a letter or digit, got {prefix:?}"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::Config(format!("building the Chroma client: {e}")))?;
+        let api = format!("{trimmed}/api/v2");
+        let scope = format!("{api}/tenants/default_tenant/databases/default_database");
+        Ok(ChromaStore {
+            http,
+            api,
+            scope,
+            prefix: prefix.to_owned(),
+            ids: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The Chroma name of a logical collection.
+    pub fn collection_name(&self, collection: &str) -> String {
+        format!("{}{}", self.prefix, collection)
+    }
+
+    async fn send(&self, method: Method, url: &str, body: Option<&Json>, action: &str) -> std::result::Result<Json, Failure> {
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| Failure::Other(request_error(action, &e)))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| Failure::Other(request_error(action, &e)))?;
+        if status.is_success() {
+            return serde_json::from_str(&text)
+                .or_else(|_| if text.trim().is_empty() { Ok(Json::Null) } else { Err(()) })
+                .map_err(|_| Failure::Other(vector_error(action, format!("unreadable answer: {}", excerpt(&text)), false)));
+        }
+        let message = serde_json::from_str::<Json>(&text)
+            .ok()
+            .and_then(|j| j.get("message").and_then(Json::as_str).map(str::to_owned))
+            .unwrap_or_else(|| excerpt(&text));
+        if status == StatusCode::NOT_FOUND || message.contains("does not exist") {
+            return Err(Failure::NotFound);
+        }
+        Err(Failure::Other(vector_error(
+            action,
+            format!("HTTP {status}: {message}"),
+            status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
+        )))
+    }
+
+    /// The id of a collection: cached, else fetched (created when `create`). `None` when it
+    /// does not exist and was not to be created.
+    async fn collection_id(&self, collection: &'static str, create: bool) -> Result<Option<String>> {
+        if let Some(id) = self.ids.read().unwrap_or_else(|e| e.into_inner()).get(collection) {
+            return Ok(Some(id.clone()));
+        }
+        let name = self.collection_name(collection);
+        let found = if create {
+            let body = json!({"name": name, "metadata": {"hnsw:space": "cosine"}, "get_or_create": true});
+            self.send(
+                Method::POST,
+                &format!("{}/collections", self.scope),
+                Some(&body),
+                "creating a collection",
+            )
+            .await
+        } else {
+            self.send(
+                Method::GET,
+                &format!("{}/collections/{name}", self.scope),
+                None,
+                "finding a collection",
+            )
+            .await
+        };
+        let info = match found {
+            Ok(info) => info,
+            Err(Failure::NotFound) => return Ok(None),
+            Err(Failure::Other(e)) => return Err(e),
+        };
+        let info: CollectionInfo =
+            serde_json::from_value(info).map_err(|e| vector_error("reading a collection", format!("unexpected answer: {e}"), false))?;
+        self.ids
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(collection, info.id.clone());
+        Ok(Some(info.id))
+    }
+
+    fn forget(&self, collection: &'static str) {
+        self.ids.write().unwrap_or_else(|e| e.into_inner()).remove(collection);
+    }
+
+    /// Calls `{scope}/collections/{id}/{endpoint}`; when the cached id went stale (the
+    /// collection was dropped and made again elsewhere), refreshes it once. `Ok(None)` when
+    /// the collection does not exist and `create` is false.
+    async fn call(
+        &self,
+        collection: &'static str,
+        create: bool,
+        method: Method,
+        endpoint: &str,
+        body: Option<&Json>,
+        action: &str,
+    ) -> Result<Option<Json>> {
+        for _ in 0..2 {
+            let Some(id) = self.collection_id(collection, create).await? else {
+                return Ok(None);
+            };
+            let url = format!("{}/collections/{id}/{endpoint}", self.scope);
+            match self.send(method.clone(), &url, body, action).await {
+                Ok(v) => return Ok(Some(v)),
+                Err(Failure::NotFound) => self.forget(collection),
+                Err(Failure::Other(e)) => return Err(e),
+            }
+        }
+        if create {
+            Err(vector_error(action, "the collection disappeared while it was being written", true))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+#[async_trait]
+impl VectorStore for ChromaStore {
+    fn backend(&self) -> &'static str {
+        "chroma"
+    }
+
+    async fn upsert(&self, collection: &'static str, docs: Vec<VectorDoc>) -> Result<()> {
+        for chunk in docs.chunks(UPSERT_BATCH) {
+            let body = json!({
+                "ids": chunk.iter().map(|d| &d.id).collect::<Vec<_>>(),
+                "embeddings": chunk.iter().map(|d| &d.embedding).collect::<Vec<_>>(),
+                "documents": chunk.iter().map(|d| &d.document).collect::<Vec<_>>(),
+                "metadatas": chunk.iter().map(|d| &d.metadata).collect::<Vec<_>>(),
+            });
+            self.call(collection, true, Method::POST, "upsert", Some(&body), "upserting documents")
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, collection: &'static str, ids: &[String]) -> Result<()> {
+        for chunk in ids.chunks(UPSERT_BATCH) {
+            let body = json!({ "ids": chunk });
+            self.call(collection, false, Method::POST, "delete", Some(&body), "deleting documents")
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn query(&self, collection: &'static str, vector: &[f32], top_k: usize, filter: Option<&MetaFilter>) -> Result<Vec<VectorHit>> {
+        if filter == Some(&MetaFilter::Nothing) || top_k == 0 {
+            return Ok(Vec::new());
+        }
+        let mut body = json!({
+            "query_embeddings": [vector],
+            "n_results": top_k.min(super::MAX_QUERY_RESULTS),
+            "include": ["distances", "metadatas"],
+        });
+        if let Some(filter) = filter {
+            body["where"] = where_clause(filter);
+        }
+        let Some(answer) = self.call(collection, false, Method::POST, "query", Some(&body), "querying").await? else {
+            return Ok(Vec::new());
+        };
+        let answer: QueryResponse =
+            serde_json::from_value(answer).map_err(|e| vector_error("querying", format!("unexpected answer: {e}"), false))?;
+        let ids = answer.ids.into_iter().next().unwrap_or_default();
+        let distances = answer.distances.and_then(|d| d.into_iter().next()).unwrap_or_default();
+        let metadatas = answer.metadatas.and_then(|m| m.into_iter().next()).unwrap_or_default();
+        Ok(ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| VectorHit {
+                id,
+                distance: distances.get(i).copied().flatten().unwrap_or(f32::MAX),
+                metadata: metadatas.get(i).cloned().flatten().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn get(&self, collection: &'static str, ids: Option<&[String]>, limit: usize, offset: usize) -> Result<Vec<VectorDoc>> {
+        let mut body = json!({"include": ["embeddings", "documents", "metadatas"], "limit": limit, "offset": offset});
+        if let Some(ids) = ids {
+            body["ids"] = json!(ids);
+        }
+        let Some(answer) = self
+            .call(collection, false, Method::POST, "get", Some(&body), "reading documents")
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let answer: GetResponse =
+            serde_json::from_value(answer).map_err(|e| vector_error("reading documents", format!("unexpected answer: {e}"), false))?;
+        let mut embeddings = answer.embeddings.unwrap_or_default().into_iter();
+        let mut documents = answer.documents.unwrap_or_default().into_iter();
+        let mut metadatas = answer.metadatas.unwrap_or_default().into_iter();
+        Ok(answer
+            .ids
+            .into_iter()
+            .map(|id| VectorDoc {
+                id,
+                embedding: embeddings.next().unwrap_or_default(),
+                document: documents.next().flatten().unwrap_or_default(),
+                metadata: metadatas.next().flatten().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn count(&self, collection: &'static str) -> Result<u64> {
+        let answer = self
+            .call(collection, false, Method::GET, "count", None, "counting documents")
+            .await?;
+        Ok(answer.and_then(|n| n.as_u64()).unwrap_or(0))
+    }
+
+    async fn drop_collection(&self, collection: &'static str) -> Result<()> {
+        self.forget(collection);
+        let url = format!("{}/collections/{}", self.scope, self.collection_name(collection));
+        match self.send(Method::DELETE, &url, None, "dropping a collection").await {
+            Ok(_) | Err(Failure::NotFound) => Ok(()),
+            Err(Failure::Other(e)) => Err(e),
+        }
+    }
+
+    async fn ping(&self) -> Result<Duration> {
+        let start = Instant::now();
+        match self.send(Method::GET, &format!("{}/heartbeat", self.api), None, "pinging").await {
+            Ok(_) => Ok(start.elapsed()),
+            Err(Failure::NotFound) => Err(vector_error(
+                "pinging",
+                "no heartbeat endpoint: is this a Chroma 1.x server?",
+                false,
+            )),
+            Err(Failure::Other(e)) => Err(e),
+        }
+    }
+}
+
+/// Chroma's `where` clause for a filter (`Nothing` is answered before a query is sent).
+fn where_clause(filter: &MetaFilter) -> Json {
+    match filter {
+        MetaFilter::And(items) => json!({"$and": items.iter().map(where_clause).collect::<Vec<_>>()}),
+        MetaFilter::Or(items) => json!({"$or": items.iter().map(where_clause).collect::<Vec<_>>()}),
+        MetaFilter::Compare { key, op, value } => {
+            let mut inner = Map::new();
+            inner.insert(op.name().to_owned(), value.clone());
+            let mut outer = Map::new();
+            outer.insert((*key).to_owned(), Json::Object(inner));
+            Json::Object(outer)
+        }
+        MetaFilter::Nothing => json!({"$and": [{"id": {"$eq": -1}}, {"id": {"$ne": -1}}]}),
+    }
+}
+
+fn excerpt(text: &str) -> String {
+    let mut s: String = text.chars().take(300).collect();
+    if text.chars().count() > 300 {
+        s.push('…');
+    }
+    s
+}
+
+fn vector_error(action: &str, message: impl Into<String>, transient: bool) -> Error {
+    Error::Store {
+        store: StoreKind::Vector,
+        action: action.to_owned(),
+        message: message.into(),
+        transient,
+    }
+}
+
+/// A transport error (connection refused, timeout, ...) with its causes, URL redacted.
+fn request_error(action: &str, e: &reqwest::Error) -> Error {
+    let mut message = e.to_string();
+    if let Some(url) = e.url() {
+        message = message.replace(url.as_str(), &redact_url(url.as_str()));
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    vector_error(action, message, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::vector::MetaOp;
+
+    #[test]
+    fn where_clauses_follow_chroma_syntax() {
+        let f = MetaFilter::And(vec![
+            MetaFilter::Compare {
+                key: "tenant_id",
+                op: MetaOp::Eq,
+                value: json!("acme"),
+            },
+            MetaFilter::Compare {
+                key: "price",
+                op: MetaOp::Gte,
+                value: json!(10.0),
+            },
+        ]);
+        assert_eq!(
+            where_clause(&f),
+            json!({"$and": [{"tenant_id": {"$eq": "acme"}}, {"price": {"$gte": 10.0}}]})
+        );
+    }
+}

@@ -234,6 +234,21 @@ async fn record_failures(
     Ok(())
 }
 
+/// `("cache_pending" OR ...)`: the record still needs one of the projections in `set`.
+fn write_any_pending(sql: &mut Sql, set: ProjectionSet) {
+    sql.push("(FALSE");
+    for (on, column) in [
+        (set.cache, "cache_pending"),
+        (set.vector, "vector_pending"),
+        (set.graph, "graph_pending"),
+    ] {
+        if on {
+            sql.push(" OR ").ident(column);
+        }
+    }
+    sql.push(")");
+}
+
 /// `"cache_pending" = $1, "vector_pending" = $2, "graph_pending" = $3`.
 fn write_pending(sql: &mut Sql, pending: ProjectionSet) {
     sql.push("\"cache_pending\" = ")
@@ -283,15 +298,16 @@ impl Stores {
     /// become dead letters after [`Stores::outbox_max_attempts`] attempts. Safe to run from
     /// several processes at once.
     pub async fn sync(&self) -> Result<SyncReport> {
-        self.sync_where(None).await
+        self.sync_where(None, false).await
     }
 
-    /// [`Stores::sync`] for one projection only (the others stay pending).
-    pub(crate) async fn sync_projection(&self, kind: StoreKind) -> Result<SyncReport> {
-        self.sync_where(Some(ProjectionSet::only(kind))).await
+    /// Applies every pending record of one projection now, due or not (the others stay
+    /// pending). `remaining` counts the records still pending for that projection.
+    pub(crate) async fn sync_projection_now(&self, kind: StoreKind) -> Result<SyncReport> {
+        self.sync_where(Some(ProjectionSet::only(kind)), true).await
     }
 
-    async fn sync_where(&self, only: Option<ProjectionSet>) -> Result<SyncReport> {
+    async fn sync_where(&self, only: Option<ProjectionSet>, ignore_backoff: bool) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         let store = self.relational();
         // Records written while this sync runs are left to the next one, so a busy writer
@@ -302,6 +318,11 @@ impl Stores {
         let mut after = 0i64;
         loop {
             let now = Utc::now();
+            let due_by = if ignore_backoff {
+                now + chrono::Duration::from_std(MAX_BACKOFF).unwrap_or_else(|_| chrono::Duration::seconds(300)) * 2
+            } else {
+                now
+            };
             let tx = store
                 .connection()
                 .begin()
@@ -314,19 +335,10 @@ impl Stores {
                 .push(" AND \"id\" <= ")
                 .param(SqlValue::BigInt(Some(last)))
                 .push(" AND \"next_attempt_at\" <= ")
-                .param(SqlValue::ChronoDateTimeUtc(Some(now)));
+                .param(SqlValue::ChronoDateTimeUtc(Some(due_by)));
             if let Some(only) = only {
-                sql.push(" AND (FALSE");
-                for (on, column) in [
-                    (only.cache, "cache_pending"),
-                    (only.vector, "vector_pending"),
-                    (only.graph, "graph_pending"),
-                ] {
-                    if on {
-                        sql.push(" OR ").ident(column);
-                    }
-                }
-                sql.push(")");
+                sql.push(" AND ");
+                write_any_pending(&mut sql, only);
             }
             sql.push(" ORDER BY \"id\" LIMIT ").param(SqlValue::BigInt(Some(SYNC_BATCH as i64)));
             if sql.is_postgres() {
@@ -378,7 +390,7 @@ impl Stores {
             tx.commit().await.map_err(|e| Error::relational("ending a sync", e))?;
             report.applied += batch.done.len() as u64;
         }
-        report.remaining = self.pending_count().await?;
+        report.remaining = self.count_pending(only).await?;
         Ok(report)
     }
 
@@ -482,11 +494,21 @@ impl Stores {
 
     /// How many records are pending (not dead), due or not.
     pub async fn pending_count(&self) -> Result<u64> {
+        self.count_pending(None).await
+    }
+
+    /// Pending records (not dead), due or not, that still need one of `only`'s projections
+    /// (any projection when `None`).
+    async fn count_pending(&self, only: Option<ProjectionSet>) -> Result<u64> {
         let store = self.relational();
         let mut sql = store.sql();
         sql.push("SELECT COUNT(*) AS \"n\" FROM ")
             .ident(OUTBOX_TABLE)
             .push(" WHERE NOT \"dead\"");
+        if let Some(only) = only {
+            sql.push(" AND ");
+            write_any_pending(&mut sql, only);
+        }
         let row = store
             .connection()
             .query_one_raw(sql.build())

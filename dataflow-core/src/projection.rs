@@ -220,7 +220,8 @@ pub(crate) fn graph_node(meta: &'static ModelMeta, row: &RowState, fields: &Map<
     GraphNode { id: row.id, props, edges }
 }
 
-/// Applies the projections in `set` for `rows`, each store concurrently.
+/// Applies the projections in `set` for `rows`: the cache first (quick, and with a short
+/// timeout that CPU work beside it could starve), then vectors and graph concurrently.
 pub(crate) async fn apply(stores: &Stores, meta: &'static ModelMeta, rows: &[RowState], set: ProjectionSet) -> Applied {
     let cache = async {
         if !set.cache {
@@ -269,7 +270,8 @@ pub(crate) async fn apply(stores: &Stores, meta: &'static ModelMeta, rows: &[Row
         };
         Some(result.await)
     };
-    let (cache, vector, graph) = tokio::join!(cache, vector, graph);
+    let cache = cache.await;
+    let (vector, graph) = tokio::join!(vector, graph);
     let mut applied = Applied::default();
     for (kind, outcome) in [(StoreKind::Cache, cache), (StoreKind::Vector, vector), (StoreKind::Graph, graph)] {
         match outcome {

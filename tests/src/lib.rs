@@ -5,5 +5,6 @@
 
 pub mod fixture;
 pub mod harness;
+pub mod world;
 
 pub use harness::{BoltEndpoint, Provider, ServiceKind, Services};

@@ -13,9 +13,9 @@ async fn postgres_stops_and_starts_again_with_its_data() {
     }
     let schema = services.fresh_pg_schema("restart").await;
     let url = services.postgres_url().await;
-    services.stop(ServiceKind::Postgres).await;
+    let stopped_postgres = services.stop(ServiceKind::Postgres).await;
     assert!(!probe::tcp_open(probe::port_of(&url)), "the port is closed while stopped");
-    services.start(ServiceKind::Postgres).await;
+    stopped_postgres.start().await;
     let db = Database::connect(url.as_str()).await.expect("PostgreSQL is back");
     let found = db
         .query_one_raw(Statement::from_sql_and_values(

@@ -34,6 +34,9 @@ pub trait CacheStore: Send + Sync {
     async fn ping(&self) -> Result<Duration>;
 }
 
+/// Keys per invalidation script call.
+const INVALIDATE_BATCH: usize = 250;
+
 /// Redis, through one multiplexed, self-reconnecting connection.
 pub struct RedisCache {
     manager: ConnectionManager,
@@ -132,15 +135,21 @@ impl CacheStore for RedisCache {
     }
 
     async fn invalidate(&self, keys: &[(String, i64)], ttl: Duration) -> Result<()> {
-        // Bounded batches keep each script call short.
-        for chunk in keys.chunks(1000) {
+        // Bounded batches keep each script call short. A write may wait longer for its
+        // invalidation than a read waits for the cache: a failure leaves work for sync.
+        let limit = (self.timeout * 4).max(Duration::from_secs(1));
+        for chunk in keys.chunks(INVALIDATE_BATCH) {
             let mut con = self.manager.clone();
             let mut call = self.invalidate_script.prepare_invoke();
             call.arg(ttl.as_millis().max(1) as u64);
             for (key, version) in chunk {
                 call.key(key).arg(*version);
             }
-            self.bounded("invalidating cached rows", call.invoke_async::<i64>(&mut con)).await?;
+            match tokio::time::timeout(limit, call.invoke_async::<i64>(&mut con)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(Error::cache("invalidating cached rows", e)),
+                Err(_) => return Err(Error::cache("invalidating cached rows", format!("no answer within {limit:?}"))),
+            }
         }
         Ok(())
     }

@@ -221,8 +221,8 @@ impl Stores {
             }
             *last = Some(Instant::now());
         }
-        match self.sync_projection(StoreKind::Cache).await {
-            Ok(report) if report.failed == 0 => {
+        match self.sync_projection_now(StoreKind::Cache).await {
+            Ok(report) if report.remaining == 0 => {
                 repair.needed.store(false, Ordering::SeqCst);
                 true
             }

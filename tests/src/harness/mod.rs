@@ -164,10 +164,14 @@ impl Services {
                             ServiceKind::Chroma => ENV_CHROMA,
                             ServiceKind::Bolt => ENV_NEO4J,
                         };
-                        Endpoint {
-                            url: std::env::var(var).expect("checked when the provider was chosen"),
-                            local: None,
+                        let url = std::env::var(var).expect("checked when the provider was chosen");
+                        if kind == ServiceKind::Bolt {
+                            announce!(
+                                "dataflow-tests harness: graph server: the Bolt server at {} ({ENV_NEO4J})",
+                                dataflow_core::store::relational::redact_url(&url)
+                            );
                         }
+                        Endpoint { url, local: None }
                     }
                     Provider::LocalProcesses => tokio::task::spawn_blocking(move || start_local(kind))
                         .await
@@ -211,20 +215,16 @@ impl Services {
         }
     }
 
-    /// Stops a running server; its port and data stay for [`Services::start`].
-    pub async fn stop(&self, kind: ServiceKind) {
+    /// Stops a running server; its port and data stay. It starts again, same port and data,
+    /// with [`Stopped::start`], or when the returned guard is dropped, so a test that fails
+    /// midway leaves the server running for the tests after it.
+    pub async fn stop(&self, kind: ServiceKind) -> Stopped {
         let server = self.local(kind).await;
-        tokio::task::spawn_blocking(move || server.lock().unwrap_or_else(|e| e.into_inner()).stop())
+        let stopping = server.clone();
+        tokio::task::spawn_blocking(move || stopping.lock().unwrap_or_else(|e| e.into_inner()).stop())
             .await
             .expect("stopping a server");
-    }
-
-    /// Starts a stopped server again on the same port with the same data.
-    pub async fn start(&self, kind: ServiceKind) {
-        let server = self.local(kind).await;
-        tokio::task::spawn_blocking(move || server.lock().unwrap_or_else(|e| e.into_inner()).start())
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        Stopped { server: Some(server) }
     }
 
     async fn local(&self, kind: ServiceKind) -> Arc<Mutex<LocalServer>> {
@@ -266,6 +266,32 @@ impl Services {
     }
 }
 
+/// A server stopped by [`Services::stop`].
+#[must_use = "the server starts again as soon as this guard is dropped"]
+pub struct Stopped {
+    server: Option<Arc<Mutex<LocalServer>>>,
+}
+
+impl Stopped {
+    /// Starts the server again on the same port with the same data, and waits until healthy.
+    pub async fn start(mut self) {
+        let server = self.server.take().expect("started once");
+        tokio::task::spawn_blocking(move || server.lock().unwrap_or_else(|e| e.into_inner()).start())
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            // Usually reached while a failed test unwinds: start it on a plain thread, and
+            // let a failure to start show in the next test rather than abort this one.
+            let _ = std::thread::spawn(move || server.lock().unwrap_or_else(|e| e.into_inner()).start()).join();
+        }
+    }
+}
+
 /// The repository's `.services` directory (or `DATAFLOW_SERVICES_DIR`).
 fn services_dir() -> PathBuf {
     std::env::var_os("DATAFLOW_SERVICES_DIR")
@@ -295,6 +321,21 @@ fn arcadedb_dir() -> PathBuf {
                 lib.display()
             )
         })
+}
+
+/// ArcadeDB's version, read from its engine jar's name (`arcadedb-engine-26.10.2.jar`).
+fn arcadedb_version() -> Option<String> {
+    std::fs::read_dir(arcadedb_dir().join("jars"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("arcadedb-engine-")?
+                .strip_suffix(".jar")
+                .map(str::to_owned)
+        })
+        .next()
 }
 
 fn start_local(kind: ServiceKind) -> Endpoint {
@@ -333,8 +374,10 @@ fn start_local(kind: ServiceKind) -> Endpoint {
                 "127.0.0.1",
                 "--save",
                 "",
+                // Data survives a stop and start, as on a real server: a test that restarts
+                // Redis meets the entries it held before.
                 "--appendonly",
-                "no",
+                "yes",
                 "--dir",
                 &dir.display().to_string(),
             ]
@@ -389,6 +432,12 @@ fn start_local(kind: ServiceKind) -> Endpoint {
         }
     };
     server.start();
+    if kind == ServiceKind::Bolt {
+        announce!(
+            "dataflow-tests harness: graph server: ArcadeDB {} over Bolt, standing in for Neo4j",
+            arcadedb_version().unwrap_or_else(|| "(version unknown)".into())
+        );
+    }
     Endpoint {
         url,
         local: Some(Arc::new(Mutex::new(server))),

@@ -35,7 +35,7 @@ use crate::store::relational::redact_url;
 /// Rows per `UNWIND` statement.
 pub const BATCH_ROWS: usize = 200;
 /// Attempts of one write when the server reports a transient error.
-pub const WRITE_ATTEMPTS: u32 = 6;
+pub const WRITE_ATTEMPTS: u32 = 10;
 
 /// A Bolt graph server; labels are written `{namespace}{Model}`.
 pub struct BoltGraph {
@@ -100,8 +100,8 @@ impl BoltGraph {
         stored.strip_prefix(self.namespace.as_str())
     }
 
-    /// Runs `query` in its own transaction and returns every row; retries transient errors
-    /// (writes only: `attempts` is 1 for reads).
+    /// Runs `query` in its own transaction and returns every row; retries conflicts the server
+    /// reports as transient (writes only: `attempts` is 1 for reads).
     async fn run(&self, action: &str, query: Query, attempts: u32) -> Result<Vec<neo4rs::Row>> {
         let mut attempt = 0;
         loop {
@@ -122,11 +122,13 @@ impl BoltGraph {
                 Err(_) => return Err(graph_error(action, format!("no answer within {:?}", self.timeout), true)),
             };
             let transient = is_transient(&error);
-            if transient && attempt < attempts {
-                // Jittered exponential backoff: 5, 10, 20, ... ms, ±50 %.
-                let base = 5u64 << (attempt - 1).min(6);
-                let jitter = (Instant::now().elapsed().subsec_nanos() as u64 + u64::from(attempt) * 7919) % base.max(1);
-                tokio::time::sleep(Duration::from_millis(base / 2 + jitter)).await;
+            // Retry what the server reported as a conflict; a server that cannot be reached
+            // fails at once, and the outbox keeps the write for later.
+            if is_conflict(&error) && attempt < attempts {
+                // Exponential backoff with full jitter, so writers that met on one node
+                // do not meet again: up to 5, 10, 20, ... ms.
+                let ceiling = 5u64 << (attempt - 1).min(7);
+                tokio::time::sleep(Duration::from_millis(1 + random_below(ceiling))).await;
                 continue;
             }
             return Err(graph_error(action, error.to_string(), transient));
@@ -352,13 +354,28 @@ pub fn to_bolt(value: &Json) -> BoltType {
     }
 }
 
-/// Lost connections, timeouts and errors the server classes as transient.
+/// Lost connections and errors the server classes as transient: a later call may succeed.
 fn is_transient(e: &neo4rs::Error) -> bool {
+    matches!(e, neo4rs::Error::IOError { .. } | neo4rs::Error::ConnectionError) || is_conflict(e)
+}
+
+/// An error the server classes as transient (a conflict with a concurrent transaction, a
+/// deadlock): retrying the same statement at once is expected to succeed.
+fn is_conflict(e: &neo4rs::Error) -> bool {
     match e {
-        neo4rs::Error::IOError { .. } | neo4rs::Error::ConnectionError => true,
         neo4rs::Error::Neo4j(e) => e.code().starts_with("Neo.TransientError"),
+        // neo4rs reports a failed COMMIT as an unexpected message that quotes the failure.
+        neo4rs::Error::UnexpectedMessage(text) => text.contains("Neo.TransientError"),
         _ => false,
     }
+}
+
+/// A random number below `n` (`n` > 0), from the standard library's randomly seeded hasher.
+fn random_below(n: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(n);
+    h.finish() % n.max(1)
 }
 
 fn graph_error(action: &str, message: impl Into<String>, transient: bool) -> Error {

@@ -15,7 +15,7 @@ use crate::error::{Error, Result, StoreKind};
 use crate::store::relational::redact_url;
 
 /// Documents per upsert request (Chroma accepts up to its `max_batch_size`, 5,461 on 1.5).
-const UPSERT_BATCH: usize = 1000;
+const UPSERT_BATCH: usize = 500;
 
 /// A Chroma server: one collection per model, named `{prefix}{table}`, cosine space.
 pub struct ChromaStore {
@@ -217,13 +217,21 @@ impl VectorStore for ChromaStore {
     }
 
     async fn upsert(&self, collection: &'static str, docs: Vec<VectorDoc>) -> Result<()> {
-        for chunk in docs.chunks(UPSERT_BATCH) {
-            let body = json!({
-                "ids": chunk.iter().map(|d| &d.id).collect::<Vec<_>>(),
-                "embeddings": chunk.iter().map(|d| &d.embedding).collect::<Vec<_>>(),
-                "documents": chunk.iter().map(|d| &d.document).collect::<Vec<_>>(),
-                "metadatas": chunk.iter().map(|d| &d.metadata).collect::<Vec<_>>(),
-            });
+        let mut docs = docs;
+        while !docs.is_empty() {
+            let rest = docs.split_off(docs.len().min(UPSERT_BATCH));
+            let chunk = std::mem::replace(&mut docs, rest);
+            // Hundreds of vectors are milliseconds of formatting: off the async workers.
+            let body = tokio::task::spawn_blocking(move || {
+                json!({
+                    "ids": chunk.iter().map(|d| &d.id).collect::<Vec<_>>(),
+                    "embeddings": chunk.iter().map(|d| &d.embedding).collect::<Vec<_>>(),
+                    "documents": chunk.iter().map(|d| &d.document).collect::<Vec<_>>(),
+                    "metadatas": chunk.iter().map(|d| &d.metadata).collect::<Vec<_>>(),
+                })
+            })
+            .await
+            .map_err(|e| vector_error("upserting documents", e.to_string(), false))?;
             self.call(collection, true, Method::POST, "upsert", Some(&body), "upserting documents")
                 .await?;
         }

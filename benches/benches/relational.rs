@@ -10,19 +10,13 @@ use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::nodes::create::CreateInput;
 use dataflow_core::nodes::list::ListInput;
 use dataflow_core::nodes::read::{CacheOutcome, ReadInput};
+use dataflow_benches::product;
 use dataflow_core::{Filter, Model, Node};
 use dataflow_models::{NewProduct, Product, ProductBulkUpsertNode, ProductCreateNode, ProductListNode, ProductReadNode};
 use dataflow_tests::fixture::Fixture;
 use serde_json::{Value as Json, json};
 
 const ROWS: usize = 10_000;
-
-fn product(i: usize) -> Json {
-    json!({"sku": format!("B-{i:08}"), "name": format!("Bench product {i}"), "description": "Cordless drill driver, 18 V, two batteries",
-           "price": (i % 1000) as f64 + 0.99, "currency": "EUR", "stock": (i % 50) as i64, "weight_kg": 1.5,
-           "active": !i.is_multiple_of(3), "category_id": (i % 20) as i64 + 1, "manufacturer_id": 1, "supplier_id": 2,
-           "attributes": {"voltage": 18}})
-}
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");

@@ -1,4 +1,52 @@
 //! dataflow-benches: criterion benchmarks of the nodes against the live servers the test
-//! harness starts (see `benches/README.md` for how to run them and the recorded figures).
+//! harness starts (see `benches/README.md` for how to run them and the recorded figures),
+//! and the catalogue they run on.
 
 #![warn(missing_docs)]
+
+use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
+use dataflow_core::{Context, Node};
+use dataflow_models::{CategoryBulkUpsertNode, ManufacturerBulkUpsertNode, SupplierBulkUpsertNode};
+use serde_json::{Value as Json, json};
+
+/// Categories in the bench catalogue (5 roots, each with 4 children).
+pub const CATEGORIES: usize = 20;
+/// Manufacturers in the bench catalogue.
+pub const MANUFACTURERS: usize = 50;
+/// Suppliers in the bench catalogue.
+pub const SUPPLIERS: usize = 100;
+
+/// Bench product `i`: a unique SKU, a price from 0.99 to 999.99, two in three active, and
+/// spread over the catalogue's categories, manufacturers and suppliers.
+pub fn product(i: usize) -> Json {
+    json!({"sku": format!("B-{i:08}"), "name": format!("Bench product {i}"), "description": "Cordless drill driver, 18 V, two batteries",
+           "price": (i % 1000) as f64 + 0.99, "currency": "EUR", "stock": (i % 50) as i64, "weight_kg": 1.5,
+           "active": !i.is_multiple_of(3), "category_id": (i % CATEGORIES) as i64 + 1,
+           "manufacturer_id": (i % MANUFACTURERS) as i64 + 1, "supplier_id": (i % SUPPLIERS) as i64 + 1,
+           "attributes": {"voltage": 18}})
+}
+
+/// Writes the categories, manufacturers and suppliers that bench products point at, with
+/// ids 1..=N (so `product(i)`'s foreign keys name real rows).
+pub async fn seed_catalogue(ctx: &Context) {
+    let categories = (1..=CATEGORIES)
+        .map(|id| {
+            let parent = if id <= 5 { Json::Null } else { json!((id - 1) % 5 + 1) };
+            json!({"id": id, "slug": format!("category-{id}"), "name": format!("Category {id}"), "description": "Bench category", "parent_id": parent, "active": true})
+        })
+        .collect();
+    let manufacturers = (1..=MANUFACTURERS)
+        .map(|id| json!({"id": id, "name": format!("Maker {id}"), "country": "DE", "website": null, "description": "Bench maker"}))
+        .collect();
+    let suppliers = (1..=SUPPLIERS)
+        .map(|id| json!({"id": id, "code": format!("SUP-{id:05}"), "name": format!("Supplier {id}"), "email": "s@example.com", "country": "NL", "rating": 4.0, "lead_time_days": 3, "active": true}))
+        .collect();
+    for (name, out) in [
+        ("categories", CategoryBulkUpsertNode.run(ctx, BulkUpsertInput { rows: categories, ..Default::default() }).await),
+        ("manufacturers", ManufacturerBulkUpsertNode.run(ctx, BulkUpsertInput { rows: manufacturers, ..Default::default() }).await),
+        ("suppliers", SupplierBulkUpsertNode.run(ctx, BulkUpsertInput { rows: suppliers, ..Default::default() }).await),
+    ] {
+        let out = out.unwrap_or_else(|e| panic!("seeding {name}: {e}"));
+        assert!(out.errors.is_empty() && out.pending.is_empty(), "seeding {name}: {out:?}");
+    }
+}

@@ -1,0 +1,132 @@
+//! Search, graph and projection figures against live PostgreSQL, Redis, Chroma and ArcadeDB's
+//! Bolt server (local processes started by the test harness): Search top-10 over 10,000
+//! products, graph neighbours at depth 2 and 3, Create with every projection applied, and
+//! BulkUpsert of 10,000 products with projections (rows/s, and time until nothing is pending).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dataflow_benches::{product, seed_catalogue};
+use dataflow_core::Node;
+use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
+use dataflow_core::nodes::create::CreateInput;
+use dataflow_core::nodes::graph::GraphInput;
+use dataflow_core::nodes::search::SearchInput;
+use dataflow_models::{NewProduct, ProductBulkUpsertNode, ProductCreateNode, ProductGraphNode, ProductSearchNode};
+use dataflow_tests::fixture::Fixture;
+use serde_json::{Value as Json, json};
+
+const ROWS: usize = 10_000;
+
+/// Bulk-upserts `rows` and returns how long until the outbox held nothing pending: the
+/// node's own time when it applied every projection, plus `sync` rounds otherwise.
+async fn bulk_until_settled(fx: &Fixture, rows: Vec<Json>) -> (Duration, Duration) {
+    let start = Instant::now();
+    let out = ProductBulkUpsertNode
+        .run(
+            &fx.ctx,
+            BulkUpsertInput {
+                rows,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("bulk upsert");
+    let written = start.elapsed();
+    assert_eq!(out.errors.len(), 0);
+    while fx.ctx.stores().pending_count().await.expect("pending") > 0 {
+        fx.ctx.stores().sync().await.expect("sync");
+    }
+    (written, start.elapsed())
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let fx = rt.block_on(Fixture::with_projections("bench_projections"));
+    rt.block_on(seed_catalogue(&fx.ctx));
+    let (written, settled) = rt.block_on(bulk_until_settled(&fx, (0..ROWS).map(product).collect()));
+    eprintln!("seeding 10,000 products with projections: node {written:?}, 0 pending after {settled:?}");
+    let seq = AtomicUsize::new(1_000_000);
+
+    let mut group = c.benchmark_group("projections");
+    group.measurement_time(Duration::from_secs(10));
+
+    let queries = ["cordless drill 18 V", "bench product 4242", "two batteries driver", "drill driver"];
+    let n = AtomicUsize::new(0);
+    group.bench_function("search_top10_of_10000", |b| {
+        b.to_async(&rt).iter(|| {
+            let query = queries[n.fetch_add(1, Ordering::Relaxed) % queries.len()];
+            let ctx = &fx.ctx;
+            async move {
+                let out = ProductSearchNode
+                    .run(
+                        ctx,
+                        SearchInput {
+                            query: Some(query.into()),
+                            top_k: Some(10),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .expect("search");
+                assert_eq!(out.hits.len(), 10);
+                out
+            }
+        })
+    });
+
+    for depth in [2u32, 3] {
+        group.bench_function(format!("graph_neighbors_depth_{depth}"), |b| {
+            b.to_async(&rt).iter(|| {
+                let id = (n.fetch_add(7919, Ordering::Relaxed) % ROWS) as i64 + 1;
+                let ctx = &fx.ctx;
+                async move {
+                    let input: GraphInput = serde_json::from_value(json!({"op": "neighbors", "id": id, "direction": "both", "depth": depth})).expect("input");
+                    let out = ProductGraphNode.run(ctx, input).await.expect("neighbours");
+                    assert!(!out.neighbors.is_empty());
+                    out
+                }
+            })
+        });
+    }
+
+    group.bench_function("create_with_projections", |b| {
+        b.to_async(&rt).iter(|| {
+            let i = seq.fetch_add(1, Ordering::Relaxed);
+            let record: NewProduct = serde_json::from_value(product(i)).expect("valid");
+            let ctx = &fx.ctx;
+            async move {
+                let out = ProductCreateNode.run(ctx, CreateInput { record }).await.expect("create");
+                assert!(out.pending.is_empty());
+                out
+            }
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("projections_bulk");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(60))
+        .throughput(Throughput::Elements(ROWS as u64));
+    group.bench_function("bulk_upsert_10000_with_projections", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let fx = &fx;
+            let seq = &seq;
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let base = seq.fetch_add(ROWS, Ordering::Relaxed);
+                    let (_, settled) = bulk_until_settled(fx, (base..base + ROWS).map(product).collect()).await;
+                    total += settled;
+                }
+                total
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(projections, benches);
+criterion_main!(projections);

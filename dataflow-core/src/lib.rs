@@ -40,7 +40,7 @@ pub use embed::{Embedder, HashingEmbedder};
 pub use error::{Error, FieldError, FieldErrors, Result, StoreKind};
 pub use filter::{Column, Filter, Op, SortKey};
 pub use model::{FieldMeta, FieldType, Model, ModelMeta, RelationMeta, Rule};
-pub use node::{Context, Node, NodeDescriptor, NodeKind};
+pub use node::{Context, ModelNodes, Node, NodeDescriptor, NodeKind};
 pub use outbox::{OutboxRecord, SyncReport};
 pub use projection::ProjectionSet;
 pub use record::Record;

@@ -78,6 +78,30 @@ pub trait Node: Send + Sync + 'static {
     }
 }
 
+/// The nine node types `#[derive(Model)]` generates for a model, so generic code (the runtime's
+/// registry) can reach them from the model type: `<Product as ModelNodes>::Create` is
+/// `ProductCreateNode`.
+pub trait ModelNodes: crate::model::Model {
+    /// Inserts one row.
+    type Create: Node + Default;
+    /// Reads one row through the cache.
+    type Read: Node + Default;
+    /// Patches rows.
+    type Update: Node + Default;
+    /// Deletes rows.
+    type Delete: Node + Default;
+    /// Lists rows.
+    type List: Node + Default;
+    /// Upserts many rows.
+    type BulkUpsert: Node + Default;
+    /// Similarity search.
+    type Search: Node + Default;
+    /// Graph links and traversals.
+    type Graph: Node + Default;
+    /// Grouped metrics.
+    type Aggregate: Node + Default;
+}
+
 /// What a node runs with: the stores and, for multi-tenant models, the tenant.
 #[derive(Clone)]
 pub struct Context {

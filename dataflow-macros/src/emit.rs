@@ -441,7 +441,18 @@ fn nodes(model: &ModelDesc) -> TokenStream {
             }
         }
     });
-    quote!(#(#items)*)
+    let assoc = NODES.iter().map(|spec| {
+        let op = format_ident!("{}", spec.op);
+        let node = format_ident!("{}{}Node", ident, spec.op);
+        quote!(type #op = #node;)
+    });
+    quote! {
+        #(#items)*
+
+        impl ::dataflow_core::ModelNodes for #ident {
+            #(#assoc)*
+        }
+    }
 }
 
 fn type_path(module: &str, ty: &str, generic: bool, model: &Ident) -> TokenStream {

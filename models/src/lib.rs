@@ -10,6 +10,7 @@ mod compliance;
 mod sales;
 
 use dataflow_core::{Model, ModelMeta};
+use dataflow_runtime::Registry;
 
 pub use catalogue::*;
 pub use classification::*;
@@ -33,4 +34,29 @@ pub fn all_models() -> Vec<&'static ModelMeta> {
         Quote::meta(),
         Recommendation::meta(),
     ]
+}
+
+/// Registers the nine generated nodes of every shipped model (117 in all) in `registry`.
+pub fn register_nodes(registry: &mut Registry) {
+    registry
+        .register_model::<Category>()
+        .register_model::<Manufacturer>()
+        .register_model::<Supplier>()
+        .register_model::<UnspscCode>()
+        .register_model::<EtimClass>()
+        .register_model::<SafetyStandard>()
+        .register_model::<Product>()
+        .register_model::<Classification>()
+        .register_model::<ComplianceRule>()
+        .register_model::<Customer>()
+        .register_model::<Project>()
+        .register_model::<Quote>()
+        .register_model::<Recommendation>();
+}
+
+/// A registry with the generic nodes and the 117 nodes of the shipped models.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    register_nodes(&mut registry);
+    registry
 }

@@ -82,7 +82,8 @@ fn benches(c: &mut Criterion) {
                 let id = (n.fetch_add(7919, Ordering::Relaxed) % ROWS) as i64 + 1;
                 let ctx = &fx.ctx;
                 async move {
-                    let input: GraphInput = serde_json::from_value(json!({"op": "neighbors", "id": id, "direction": "both", "depth": depth})).expect("input");
+                    let input: GraphInput =
+                        serde_json::from_value(json!({"op": "neighbors", "id": id, "direction": "both", "depth": depth})).expect("input");
                     let out = ProductGraphNode.run(ctx, input).await.expect("neighbours");
                     assert!(!out.neighbors.is_empty());
                     out

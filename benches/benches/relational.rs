@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dataflow_benches::product;
 use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::nodes::create::CreateInput;
 use dataflow_core::nodes::list::ListInput;
 use dataflow_core::nodes::read::{CacheOutcome, ReadInput};
-use dataflow_benches::product;
 use dataflow_core::{Filter, Model, Node};
 use dataflow_models::{NewProduct, Product, ProductBulkUpsertNode, ProductCreateNode, ProductListNode, ProductReadNode};
 use dataflow_tests::fixture::Fixture;

@@ -42,9 +42,42 @@ pub async fn seed_catalogue(ctx: &Context) {
         .map(|id| json!({"id": id, "code": format!("SUP-{id:05}"), "name": format!("Supplier {id}"), "email": "s@example.com", "country": "NL", "rating": 4.0, "lead_time_days": 3, "active": true}))
         .collect();
     for (name, out) in [
-        ("categories", CategoryBulkUpsertNode.run(ctx, BulkUpsertInput { rows: categories, ..Default::default() }).await),
-        ("manufacturers", ManufacturerBulkUpsertNode.run(ctx, BulkUpsertInput { rows: manufacturers, ..Default::default() }).await),
-        ("suppliers", SupplierBulkUpsertNode.run(ctx, BulkUpsertInput { rows: suppliers, ..Default::default() }).await),
+        (
+            "categories",
+            CategoryBulkUpsertNode
+                .run(
+                    ctx,
+                    BulkUpsertInput {
+                        rows: categories,
+                        ..Default::default()
+                    },
+                )
+                .await,
+        ),
+        (
+            "manufacturers",
+            ManufacturerBulkUpsertNode
+                .run(
+                    ctx,
+                    BulkUpsertInput {
+                        rows: manufacturers,
+                        ..Default::default()
+                    },
+                )
+                .await,
+        ),
+        (
+            "suppliers",
+            SupplierBulkUpsertNode
+                .run(
+                    ctx,
+                    BulkUpsertInput {
+                        rows: suppliers,
+                        ..Default::default()
+                    },
+                )
+                .await,
+        ),
     ] {
         let out = out.unwrap_or_else(|e| panic!("seeding {name}: {e}"));
         assert!(out.errors.is_empty() && out.pending.is_empty(), "seeding {name}: {out:?}");

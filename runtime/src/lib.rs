@@ -16,7 +16,7 @@ pub mod workflow;
 pub mod yaml;
 
 pub use exec::{NodeReport, NodeStatus, Progress, RunOptions, RunReport, RunStatus, Runtime};
-pub use node::{DynNode, NodeEnv, NodeFailure, NodeInfo, NodeRef, TypedNode};
+pub use node::{ComputeNode, DynNode, NodeEnv, NodeFailure, NodeInfo, NodeRef, TypedNode};
 pub use path::FieldPath;
 pub use registry::{NodeFactory, Registry};
 pub use workflow::{ConnectionDef, GraphFormat, InputDef, NodeDef, Problem, Problems, RetryPolicy, Workflow, WorkflowBuilder, WorkflowDef};

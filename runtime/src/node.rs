@@ -1,0 +1,238 @@
+//! Nodes as the runtime sees them: JSON in, JSON out, with their schemas and the stores they
+//! need. Typed [`dataflow_core::Node`]s are adapted by [`TypedNode`]; the generic nodes
+//! implement [`DynNode`] directly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dataflow_core::{Context, Node, NodeKind, StoreKind};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::exec::Runtime;
+
+/// What a node type is, for listings (`dataflow nodes`) and validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    /// Registered name, e.g. `ProductCreateNode` or `Switch`.
+    pub type_name: String,
+    /// The model, for generated nodes.
+    pub model: Option<&'static str>,
+    /// The operation, for generated nodes.
+    pub kind: Option<NodeKind>,
+    /// Stores a run of the node needs; the circuit breakers of these stores guard it.
+    pub stores: Vec<StoreKind>,
+    /// Whether a run writes to the relational store (decides what a failed run undoes).
+    pub writes: bool,
+    /// One line saying what the node does.
+    pub summary: String,
+}
+
+/// Why one attempt of a node failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeFailure {
+    /// The node itself failed (validation, a store error, ...).
+    #[error("{message}")]
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// Whether a retry may succeed.
+        transient: bool,
+        /// The store that failed, when a store failed.
+        store: Option<StoreKind>,
+    },
+    /// The assembled input does not fit the node's input type.
+    #[error("bad input: {0}")]
+    BadInput(String),
+    /// The attempt did not finish in time (not retried: a write may have committed).
+    #[error("no result within {0:?}")]
+    Timeout(Duration),
+    /// The store's circuit breaker is open: recent calls failed, so this one is not tried.
+    #[error("{0} unavailable: circuit breaker open after repeated failures")]
+    CircuitOpen(StoreKind),
+}
+
+impl NodeFailure {
+    /// Whether the retry policy may try again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, NodeFailure::Failed { transient: true, .. })
+    }
+
+    /// A failure that is not worth retrying.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        NodeFailure::Failed {
+            message: message.into(),
+            transient: false,
+            store: None,
+        }
+    }
+}
+
+impl From<dataflow_core::Error> for NodeFailure {
+    fn from(err: dataflow_core::Error) -> Self {
+        let store = match &err {
+            dataflow_core::Error::Store { store, .. } => Some(*store),
+            _ => None,
+        };
+        NodeFailure::Failed {
+            transient: err.is_transient(),
+            message: err.to_string(),
+            store,
+        }
+    }
+}
+
+/// What a node runs with: the stores (and tenant) of the run, and the runtime, for nodes that
+/// run sub-workflows.
+pub struct NodeEnv<'a> {
+    /// The stores and tenant.
+    pub ctx: &'a Context,
+    /// The runtime running this node.
+    pub runtime: &'a Runtime,
+}
+
+/// A node instance the scheduler can run: JSON input in, JSON output out.
+#[async_trait]
+pub trait DynNode: Send + Sync {
+    /// What the node is.
+    fn info(&self) -> &NodeInfo;
+    /// JSON schema of the input.
+    fn input_schema(&self) -> &Value;
+    /// JSON schema of the output.
+    fn output_schema(&self) -> &Value;
+    /// Whether this node merges alternatives: it runs when at least one incoming connection
+    /// delivered, instead of being skipped when one did not.
+    fn merges(&self) -> bool {
+        false
+    }
+    /// Whether this node routes: an output field it leaves out means "this branch is not
+    /// taken", and the nodes connected to it are skipped.
+    fn routes(&self) -> bool {
+        false
+    }
+    /// Runs one attempt.
+    async fn run(&self, env: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure>;
+}
+
+/// A typed [`Node`] behind the JSON interface: the input is deserialised into `N::Input` (the
+/// node then validates it further) and the output serialised.
+pub struct TypedNode<N: Node> {
+    node: N,
+    info: NodeInfo,
+    input_schema: Value,
+    output_schema: Value,
+}
+
+impl<N: Node> TypedNode<N> {
+    /// Wraps `node`, computing its schemas once.
+    pub fn new(node: N) -> Self {
+        let d = node.descriptor();
+        let mut stores = vec![d.store];
+        if d.store != StoreKind::Relational && d.store != StoreKind::Cache {
+            // Search and Graph hydrate their results from the relational store.
+            stores.push(StoreKind::Relational);
+        }
+        let writes = matches!(
+            d.kind,
+            NodeKind::Create | NodeKind::Update | NodeKind::Delete | NodeKind::BulkUpsert | NodeKind::Graph
+        );
+        TypedNode {
+            info: NodeInfo {
+                type_name: d.type_name.to_string(),
+                model: Some(d.model.name),
+                kind: Some(d.kind),
+                stores,
+                writes,
+                summary: d.summary.to_string(),
+            },
+            input_schema: node.input_schema().to_value(),
+            output_schema: node.output_schema().to_value(),
+            node,
+        }
+    }
+}
+
+#[async_trait]
+impl<N: Node> DynNode for TypedNode<N> {
+    fn info(&self) -> &NodeInfo {
+        &self.info
+    }
+
+    fn input_schema(&self) -> &Value {
+        &self.input_schema
+    }
+
+    fn output_schema(&self) -> &Value {
+        &self.output_schema
+    }
+
+    async fn run(&self, env: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure> {
+        let input: N::Input = serde_json::from_value(input).map_err(|e| NodeFailure::BadInput(e.to_string()))?;
+        let output = self.node.run(env.ctx, input).await?;
+        serde_json::to_value(output).map_err(|e| NodeFailure::permanent(format!("output does not serialise: {e}")))
+    }
+}
+
+/// A shared node instance.
+pub type NodeRef = Arc<dyn DynNode>;
+
+type Compute<I, O> = Box<dyn Fn(I) -> Result<O, String> + Send + Sync>;
+
+/// A node that computes its output from its input alone (no store): scoring, voting,
+/// reshaping. Typed like a generated node: the input is deserialised into `I`, the output
+/// serialised from `O`, both with schemas, so connections into and out of it are checked.
+pub struct ComputeNode<I, O> {
+    info: NodeInfo,
+    input_schema: Value,
+    output_schema: Value,
+    compute: Compute<I, O>,
+}
+
+impl<I, O> ComputeNode<I, O>
+where
+    I: serde::de::DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static,
+    O: Serialize + schemars::JsonSchema + Send + Sync + 'static,
+{
+    /// A node registered as `type_name`; `compute` returns the output or says what is wrong.
+    pub fn new(type_name: &str, summary: &str, compute: impl Fn(I) -> Result<O, String> + Send + Sync + 'static) -> Self {
+        ComputeNode {
+            info: NodeInfo {
+                type_name: type_name.to_string(),
+                model: None,
+                kind: None,
+                stores: Vec::new(),
+                writes: false,
+                summary: summary.to_string(),
+            },
+            input_schema: schemars::schema_for!(I).to_value(),
+            output_schema: schemars::schema_for!(O).to_value(),
+            compute: Box::new(compute),
+        }
+    }
+}
+
+#[async_trait]
+impl<I, O> DynNode for ComputeNode<I, O>
+where
+    I: serde::de::DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static,
+    O: Serialize + schemars::JsonSchema + Send + Sync + 'static,
+{
+    fn info(&self) -> &NodeInfo {
+        &self.info
+    }
+
+    fn input_schema(&self) -> &Value {
+        &self.input_schema
+    }
+
+    fn output_schema(&self) -> &Value {
+        &self.output_schema
+    }
+
+    async fn run(&self, _: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure> {
+        let input: I = serde_json::from_value(input).map_err(|e| NodeFailure::BadInput(e.to_string()))?;
+        let output = (self.compute)(input).map_err(NodeFailure::permanent)?;
+        serde_json::to_value(output).map_err(|e| NodeFailure::permanent(format!("output does not serialise: {e}")))
+    }
+}

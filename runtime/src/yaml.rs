@@ -1,0 +1,398 @@
+//! Declarative workflows: YAML files parsed with `saphyr-parser` into the same
+//! [`WorkflowDef`] the builder makes, keeping the line and column of every key and value so
+//! each problem points into the file: `classify.yaml:14:9: node 'similar' has no input
+//! 'qeury' (did you mean 'query'?)`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use serde_json::{Map, Number, Value};
+
+use crate::registry::Registry;
+use crate::workflow::{Problem, Workflow, WorkflowDef};
+
+/// Largest workflow file read.
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+/// Deepest nesting accepted.
+const MAX_DEPTH: usize = 64;
+
+/// A 1-based line and column in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1.
+    pub column: usize,
+}
+
+/// One problem in a workflow file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file.
+    pub file: PathBuf,
+    /// Where in it, when known.
+    pub position: Option<Position>,
+    /// JSON pointer into the definition (empty for syntax errors).
+    pub pointer: String,
+    /// What is wrong.
+    pub message: String,
+    /// The source line, for the excerpt.
+    pub source_line: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    /// `file:line:col: message`, then the line with a caret under the column.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display();
+        match self.position {
+            Some(p) => write!(f, "{file}:{}:{}: {}", p.line, p.column, self.message)?,
+            None => write!(f, "{file}: {}", self.message)?,
+        }
+        if let (Some(p), Some(line)) = (self.position, &self.source_line) {
+            let gutter = p.line.to_string().len();
+            write!(
+                f,
+                "\n{:gutter$} |\n{} | {}\n{:gutter$} | {}^",
+                "",
+                p.line,
+                line,
+                "",
+                " ".repeat(p.column.saturating_sub(1))
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem in one workflow file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// A YAML document as JSON, with the position of every key and value by JSON pointer.
+#[derive(Debug, Default)]
+pub struct Located {
+    /// The document.
+    pub value: Value,
+    keys: HashMap<String, Position>,
+    values: HashMap<String, Position>,
+}
+
+impl Located {
+    /// Where `pointer` is written: its key if it has one, else its value, else the nearest
+    /// enclosing item that is located.
+    pub fn position(&self, pointer: &str) -> Option<Position> {
+        let mut p = pointer.to_string();
+        loop {
+            if let Some(pos) = self.keys.get(&p).or_else(|| self.values.get(&p)) {
+                return Some(*pos);
+            }
+            let cut = p.rfind('/')?;
+            p.truncate(cut);
+        }
+    }
+
+    /// Where the value at `pointer` is written.
+    pub fn value_position(&self, pointer: &str) -> Option<Position> {
+        self.values.get(pointer).copied().or_else(|| self.position(pointer))
+    }
+}
+
+fn position(span: &Span) -> Position {
+    Position {
+        line: span.start.line(),
+        column: span.start.col() + 1,
+    }
+}
+
+fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+/// Parses one YAML document (YAML 1.2 core schema: plain `null`, `true`, integers and floats
+/// are typed, quoted scalars are strings) into JSON with positions. Anchors and aliases work;
+/// duplicate keys, non-string keys, tags other than the standard ones and several documents
+/// are errors.
+pub fn parse(text: &str) -> Result<Located, (Option<Position>, String)> {
+    let mut parser = Parser::new_from_str(text);
+    let mut located = Located::default();
+    let mut anchors: HashMap<usize, Value> = HashMap::new();
+    let mut next = || -> Result<(Event<'_>, Span), (Option<Position>, String)> {
+        match parser.next() {
+            Some(Ok(e)) => Ok(e),
+            Some(Err(e)) => Err((
+                Some(Position {
+                    line: e.marker().line(),
+                    column: e.marker().col() + 1,
+                }),
+                e.info().to_string(),
+            )),
+            None => Err((None, "unexpected end of input".into())),
+        }
+    };
+    let mut documents = 0;
+    loop {
+        let (event, span) = next()?;
+        match event {
+            Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
+            Event::StreamEnd => break,
+            Event::DocumentStart(_) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err((Some(position(&span)), "a workflow file holds one YAML document".into()));
+                }
+                let (event, span) = next()?;
+                located.value = node(event, span, &mut next, &mut located, &mut anchors, "", 0)?;
+            }
+            _ => return Err((Some(position(&span)), "unexpected YAML event".into())),
+        }
+    }
+    Ok(located)
+}
+
+type Next<'a, 'i> = dyn FnMut() -> Result<(Event<'i>, Span), (Option<Position>, String)> + 'a;
+
+fn node<'i>(
+    event: Event<'i>,
+    span: Span,
+    next: &mut Next<'_, 'i>,
+    located: &mut Located,
+    anchors: &mut HashMap<usize, Value>,
+    pointer: &str,
+    depth: usize,
+) -> Result<Value, (Option<Position>, String)> {
+    if depth > MAX_DEPTH {
+        return Err((Some(position(&span)), format!("nested deeper than {MAX_DEPTH} levels")));
+    }
+    located.values.insert(pointer.to_string(), position(&span));
+    let (value, anchor) = match event {
+        Event::Scalar(text, style, anchor, tag) => {
+            let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
+            (
+                scalar(&text, style, tag.as_deref()).map_err(|m| (Some(position(&span)), m))?,
+                anchor,
+            )
+        }
+        Event::Alias(id) => {
+            let value = anchors
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| (Some(position(&span)), "alias to an unknown anchor".to_string()))?;
+            (value, 0)
+        }
+        Event::SequenceStart(anchor, _) => {
+            let mut items = Vec::new();
+            loop {
+                let (event, span) = next()?;
+                if matches!(event, Event::SequenceEnd) {
+                    break;
+                }
+                let item_pointer = format!("{pointer}/{}", items.len());
+                items.push(node(event, span, next, located, anchors, &item_pointer, depth + 1)?);
+            }
+            (Value::Array(items), anchor)
+        }
+        Event::MappingStart(anchor, _) => {
+            let mut map = Map::new();
+            loop {
+                let (event, key_span) = next()?;
+                let key = match event {
+                    Event::MappingEnd => break,
+                    Event::Scalar(text, ..) => text.into_owned(),
+                    _ => return Err((Some(position(&key_span)), "mapping keys must be plain strings".into())),
+                };
+                if key == "<<" {
+                    return Err((Some(position(&key_span)), "merge keys (<<) are not supported".into()));
+                }
+                let child = format!("{pointer}/{}", escape(&key));
+                if map.contains_key(&key) {
+                    return Err((Some(position(&key_span)), format!("duplicate key '{key}'")));
+                }
+                located.keys.insert(child.clone(), position(&key_span));
+                let (event, span) = next()?;
+                let value = node(event, span, next, located, anchors, &child, depth + 1)?;
+                map.insert(key, value);
+            }
+            (Value::Object(map), anchor)
+        }
+        _ => return Err((Some(position(&span)), "unexpected YAML event".into())),
+    };
+    if anchor > 0 {
+        anchors.insert(anchor, value.clone());
+    }
+    Ok(value)
+}
+
+fn scalar(text: &str, style: ScalarStyle, tag: Option<&str>) -> Result<Value, String> {
+    match tag {
+        None => {}
+        Some("!!str") | Some("tag:yaml.org,2002:str") => return Ok(Value::String(text.into())),
+        Some(other) => return Err(format!("unsupported tag '{other}'")),
+    }
+    if style != ScalarStyle::Plain {
+        return Ok(Value::String(text.into()));
+    }
+    Ok(match text {
+        "" | "~" | "null" | "Null" | "NULL" => Value::Null,
+        "true" | "True" | "TRUE" => Value::Bool(true),
+        "false" | "False" | "FALSE" => Value::Bool(false),
+        ".inf" | "-.inf" | "+.inf" | ".nan" | ".NaN" | ".Inf" | "-.Inf" => return Err(format!("'{text}' is not a number JSON can hold")),
+        _ => {
+            let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                match text.parse::<i64>() {
+                    Ok(i) => Value::Number(i.into()),
+                    Err(_) => return Err(format!("integer '{text}' does not fit 64 bits")),
+                }
+            } else if looks_float(digits) {
+                match text.parse::<f64>().ok().and_then(Number::from_f64) {
+                    Some(n) => Value::Number(n),
+                    None => Value::String(text.into()),
+                }
+            } else {
+                Value::String(text.into())
+            }
+        }
+    })
+}
+
+fn looks_float(s: &str) -> bool {
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mantissa_ok = {
+        let mut parts = mantissa.splitn(2, '.');
+        let whole = parts.next().unwrap_or("");
+        let frac = parts.next();
+        let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+        digits(whole)
+            && frac.is_none_or(digits)
+            && (!whole.is_empty() || frac.is_some_and(|f| !f.is_empty()))
+            && (frac.is_some() || exponent.is_some())
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
+    });
+    mantissa_ok && exponent_ok
+}
+
+/// Reads, parses and validates the workflow file `path`.
+pub fn load_file(path: impl AsRef<Path>, registry: &Registry) -> Result<Workflow, Diagnostics> {
+    let path = path.as_ref();
+    let fail = |message: String| {
+        Diagnostics(vec![Diagnostic {
+            file: path.to_path_buf(),
+            position: None,
+            pointer: String::new(),
+            message,
+            source_line: None,
+        }])
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(fail(format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| fail(format!("not UTF-8: {e}")))?;
+    load_str(&text, path, registry)
+}
+
+/// Parses and validates workflow YAML `text`; `file` names it in diagnostics.
+pub fn load_str(text: &str, file: impl AsRef<Path>, registry: &Registry) -> Result<Workflow, Diagnostics> {
+    let file = file.as_ref();
+    let diagnostic = |position: Option<Position>, pointer: String, message: String| Diagnostic {
+        file: file.to_path_buf(),
+        source_line: position.and_then(|p| text.lines().nth(p.line - 1)).map(str::to_string),
+        position,
+        pointer,
+        message,
+    };
+    let located = parse(text).map_err(|(pos, message)| Diagnostics(vec![diagnostic(pos, String::new(), message)]))?;
+    let mut def: WorkflowDef = match serde_json::from_value(located.value.clone()) {
+        Ok(def) => def,
+        Err(e) => return Err(Diagnostics(vec![structure_error(&located, &e.to_string(), &diagnostic)])),
+    };
+    // Keep nodes in the order they are written (the JSON map is sorted).
+    def.nodes
+        .sort_by_key(|(name, _)| located.position(&format!("/nodes/{}", escape(name))).map(|p| (p.line, p.column)));
+    Workflow::build(def, registry).map_err(|problems| {
+        Diagnostics(
+            problems
+                .iter()
+                .map(|Problem { pointer, message }| {
+                    let pos = if pointer.ends_with("/to") || pointer.ends_with("/from") || pointer.ends_with("/type") {
+                        located.value_position(pointer)
+                    } else {
+                        located.position(pointer)
+                    };
+                    diagnostic(pos, pointer.clone(), message.clone())
+                })
+                .collect(),
+        )
+    })
+}
+
+/// Locates a serde error about the file's structure: `unknown field `x``, `missing field
+/// `y`` and type errors name a field; the first key of that name in the file is the place.
+fn structure_error(located: &Located, message: &str, diagnostic: &dyn Fn(Option<Position>, String, String) -> Diagnostic) -> Diagnostic {
+    let field = message.split('`').nth(1).map(str::to_string);
+    let pointer = field.as_ref().and_then(|f| {
+        let suffix = format!("/{}", escape(f));
+        let mut hits: Vec<(&String, &Position)> = located.keys.iter().filter(|(k, _)| k.ends_with(&suffix)).collect();
+        hits.sort_by_key(|(_, p)| (p.line, p.column));
+        hits.first().map(|(k, _)| (*k).clone())
+    });
+    let position = pointer.as_ref().and_then(|p| located.position(p));
+    diagnostic(position, pointer.unwrap_or_default(), message.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn scalars_follow_the_core_schema() {
+        let doc = parse("a: 1\nb: -2.5\nc: 'x'\nd: true\ne: ~\nf: 1e3\ng: 0.5.1\nh: \"3\"\ni: .5\n").unwrap();
+        assert_eq!(
+            doc.value,
+            json!({"a": 1, "b": -2.5, "c": "x", "d": true, "e": null, "f": 1000.0, "g": "0.5.1", "h": "3", "i": 0.5})
+        );
+    }
+
+    #[test]
+    fn keys_and_values_are_located() {
+        let doc = parse("name: x\nnodes:\n  a:\n    type: T\n    params:\n      qeury: hi\n").unwrap();
+        assert_eq!(doc.position("/nodes/a/params/qeury"), Some(Position { line: 6, column: 7 }));
+        assert_eq!(doc.value_position("/nodes/a/type"), Some(Position { line: 4, column: 11 }));
+        assert_eq!(doc.position("/nodes/a/params/qeury/deeper"), Some(Position { line: 6, column: 7 }));
+    }
+
+    #[test]
+    fn anchors_resolve_and_duplicates_and_bad_syntax_are_errors() {
+        let doc = parse("a: &x {k: 1}\nb: *x\n").unwrap();
+        assert_eq!(doc.value["b"], json!({"k": 1}));
+        let (pos, message) = parse("a: 1\na: 2\n").unwrap_err();
+        assert_eq!((pos.unwrap().line, message.as_str()), (2, "duplicate key 'a'"));
+        assert!(parse("a: [1, 2\n").is_err());
+        assert!(parse("a: .nan\n").is_err());
+        assert!(parse("a: 99999999999999999999\n").is_err());
+    }
+}

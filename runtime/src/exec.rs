@@ -6,8 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::panic::AssertUnwindSafe;
+
 use chrono::{DateTime, Utc};
 use dataflow_core::{Context, StoreKind};
+use futures::FutureExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::task::JoinSet;
@@ -376,6 +379,7 @@ impl Runtime {
         let mut first_error: Option<String> = None;
         let mut running = JoinSet::new();
         let mut stop = false;
+        let mut inline = None;
 
         loop {
             // Resolve nodes that are ready but skipped, then start what the limit allows.
@@ -435,13 +439,13 @@ impl Runtime {
                 let runtime = self.clone();
                 let ctx = ctx.clone();
                 let instance = node.node.clone();
+                let instance_is_instant = instance.is_instant();
                 let timeout = node.timeout.unwrap_or(self.options.node_timeout);
                 let retry = node.retry.unwrap_or(self.options.retry);
                 let name = node.name.clone();
                 self.emit(&Progress::Started { node: name.clone() });
                 let span = tracing::info_span!("node", name = %name, node_type = %instance.info().type_name);
-                running.spawn(
-                    async move {
+                let task = async move {
                         let started = Utc::now();
                         let clock = Instant::now();
                         let (result, attempts) = runtime.attempt_all(&instance, &ctx, input, timeout, retry).await;
@@ -450,10 +454,27 @@ impl Runtime {
                         metrics::counter!("dataflow_node_runs_total", "node_type" => instance.info().type_name.clone(), "ok" => result.is_ok().to_string()).increment(1);
                         (i, result, attempts, started, Utc::now(), elapsed)
                     }
-                    .instrument(span),
-                );
+                    .instrument(span);
+                if instance_is_instant || (running.is_empty() && ready.is_empty()) {
+                    // A node that only computes, or the only node that can run: run it here,
+                    // saving a task spawn and a wake-up. Panics are caught as a task's would be.
+                    inline = Some(
+                        AssertUnwindSafe(task)
+                            .catch_unwind()
+                            .await
+                            .map_err(|_| "the node panicked".to_string()),
+                    );
+                    break;
+                }
+                running.spawn(task);
             }
-            let Some(joined) = running.join_next().await else { break };
+            let joined = match inline.take() {
+                Some(r) => r,
+                None => match running.join_next().await {
+                    Some(joined) => joined.map_err(|e| e.to_string()),
+                    None => break,
+                },
+            };
             let (i, result, attempts, started, ended, elapsed) = match joined {
                 Ok(r) => r,
                 Err(e) => {
@@ -554,9 +575,14 @@ impl Runtime {
             if let Some(store) = stores.iter().find(|s| !self.breakers.admit(**s)) {
                 return (Err(NodeFailure::CircuitOpen(*store)), attempt);
             }
-            let result = match tokio::time::timeout(timeout, node.run(&env, input.clone())).await {
-                Ok(r) => r,
-                Err(_) => Err(NodeFailure::Timeout(timeout)),
+            let result = if node.is_instant() {
+                // Nothing to wait for, so nothing to time out (and no timer to register).
+                node.run(&env, input.clone()).await
+            } else {
+                match tokio::time::timeout(timeout, node.run(&env, input.clone())).await {
+                    Ok(r) => r,
+                    Err(_) => Err(NodeFailure::Timeout(timeout)),
+                }
             };
             match &result {
                 Ok(_) => stores.iter().for_each(|s| self.breakers.success(*s)),

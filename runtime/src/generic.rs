@@ -167,6 +167,9 @@ impl DynNode for Switch {
     fn info(&self) -> &NodeInfo {
         &self.info
     }
+    fn is_instant(&self) -> bool {
+        true
+    }
     fn input_schema(&self) -> &Value {
         &self.input
     }
@@ -222,6 +225,9 @@ struct Merge {
 impl DynNode for Merge {
     fn info(&self) -> &NodeInfo {
         &self.info
+    }
+    fn is_instant(&self) -> bool {
+        true
     }
     fn input_schema(&self) -> &Value {
         &self.input
@@ -351,6 +357,9 @@ fn text_of(value: &Value) -> String {
 impl DynNode for Transform {
     fn info(&self) -> &NodeInfo {
         &self.info
+    }
+    fn is_instant(&self) -> bool {
+        true
     }
     fn input_schema(&self) -> &Value {
         &self.input

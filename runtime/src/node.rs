@@ -111,6 +111,11 @@ pub trait DynNode: Send + Sync {
     fn routes(&self) -> bool {
         false
     }
+    /// Whether the node only computes (no store, no waiting), so the scheduler may run it in
+    /// place instead of spawning a task for it.
+    fn is_instant(&self) -> bool {
+        false
+    }
     /// Runs one attempt.
     async fn run(&self, env: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure>;
 }
@@ -228,6 +233,10 @@ where
 
     fn output_schema(&self) -> &Value {
         &self.output_schema
+    }
+
+    fn is_instant(&self) -> bool {
+        true
     }
 
     async fn run(&self, _: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure> {

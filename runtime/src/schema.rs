@@ -192,7 +192,7 @@ impl<'a> SchemaView<'a> {
                 let mut known = Vec::new();
                 let mut found = Vec::new();
                 for alt in &alternatives {
-                    if alt.as_bool() == Some(true) || alt.as_object().is_some_and(|o| o.is_empty()) {
+                    if is_open(alt) {
                         open = true;
                     }
                     if let Some(props) = alt.get("properties").and_then(Value::as_object) {
@@ -256,6 +256,28 @@ impl<'a> SchemaView<'a> {
                 }
             }
         }
+    }
+}
+
+/// Whether a schema constrains nothing (`true`, `{}`, or only annotations such as a
+/// description): any value, with any fields, fits.
+fn is_open(schema: &Value) -> bool {
+    const CONSTRAINTS: [&str; 10] = [
+        "type",
+        "properties",
+        "items",
+        "$ref",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "enum",
+        "const",
+        "additionalProperties",
+    ];
+    match schema {
+        Value::Bool(b) => *b,
+        Value::Object(map) => !CONSTRAINTS.iter().any(|k| map.contains_key(*k)),
+        _ => false,
     }
 }
 

@@ -1,0 +1,316 @@
+//! `dataflow`: list nodes, validate, run and draw workflows, migrate the stores, check their
+//! health and apply pending projections.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dataflow_core::Context;
+use dataflow_runtime::{GraphFormat, NodeStatus, Progress, RunReport, RunStatus, Runtime, Workflow, yaml};
+use dataflow_workflows::{Settings, registry};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(
+    name = "dataflow",
+    version,
+    about = "Typed data workflows over PostgreSQL, a Bolt graph, Chroma and Redis."
+)]
+struct Cli {
+    /// Settings file (default: ./dataflow.toml when present); DATAFLOW_* variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every node type with its input and output schema.
+    Nodes {
+        /// Only this model's nodes.
+        #[arg(long)]
+        model: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks a workflow file and reports every problem with its line and column.
+    Validate {
+        /// The workflow file.
+        file: PathBuf,
+    },
+    /// Runs a workflow file.
+    Run {
+        /// The workflow file, or the name of a shipped workflow (e.g. classify_product).
+        file: PathBuf,
+        /// The run's inputs as JSON, or @file holding them.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// The tenant to act for (default: DATAFLOW_TENANT / the file's `tenant`).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The workflow's DAG as Mermaid or DOT source.
+    Graph {
+        /// The workflow file.
+        file: PathBuf,
+        /// Picture format.
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: Format,
+    },
+    /// Creates the tables, the outbox and the graph indexes of every model.
+    Migrate,
+    /// Checks each configured store and its latency; fails when one is down.
+    Health,
+    /// Applies pending outbox records to the projections.
+    Sync,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Mermaid,
+    Dot,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(execute(cli)) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A shipped workflow's name stands for its file.
+fn resolve(file: &Path) -> PathBuf {
+    if file.extension().is_none() && !file.exists() {
+        let shipped = dataflow_workflows::workflow_file(&file.to_string_lossy());
+        if shipped.exists() {
+            return shipped;
+        }
+    }
+    file.to_path_buf()
+}
+
+fn load(file: &Path) -> Result<Workflow, String> {
+    yaml::load_file(resolve(file), &registry()).map_err(|d| d.to_string())
+}
+
+async fn execute(cli: Cli) -> Result<ExitCode, String> {
+    let settings = || Settings::load(cli.config.as_deref());
+    match cli.command {
+        Command::Nodes { model, json } => nodes(model.as_deref(), json),
+        Command::Validate { file } => {
+            let workflow = load(&file)?;
+            println!("{}: ok ({} nodes)", file.display(), workflow.node_names().count());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph { file, format } => {
+            let workflow = load(&file)?;
+            print!(
+                "{}",
+                workflow.render(match format {
+                    Format::Mermaid => GraphFormat::Mermaid,
+                    Format::Dot => GraphFormat::Dot,
+                })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { file, input, tenant, json } => {
+            let workflow = load(&file)?;
+            let inputs = parse_input(&input)?;
+            let settings = settings()?;
+            let stores = settings.stores().await?;
+            let mut ctx = Context::new(stores);
+            if let Some(tenant) = tenant.or(settings.tenant.clone()) {
+                ctx = ctx.with_tenant(tenant).map_err(|e| e.to_string())?;
+            }
+            let report = run_with_progress(&workflow, &ctx, inputs).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            } else {
+                print_report(&report);
+            }
+            Ok(if report.status == RunStatus::Succeeded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Migrate => {
+            let settings = settings()?;
+            settings.stores().await?;
+            println!("migrated {} models", dataflow_models::all_models().len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Health => health(&settings()?).await,
+        Command::Sync => {
+            let stores = settings()?.stores().await?;
+            let report = stores.sync().await.map_err(|e| e.to_string())?;
+            println!("{report:?}");
+            let pending = stores.pending_count().await.map_err(|e| e.to_string())?;
+            println!("pending after sync: {pending}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse_input(input: &str) -> Result<Value, String> {
+    let text = match input.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("--input @{path}: {e}"))?,
+        None => input.to_string(),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("--input is not JSON: {e}"))
+}
+
+fn nodes(model: Option<&str>, as_json: bool) -> Result<ExitCode, String> {
+    let registry = registry();
+    let mut listed = Vec::new();
+    for name in registry.names() {
+        let info = registry.info(name).expect("a listed name");
+        if model.is_some_and(|m| info.model != Some(m)) {
+            continue;
+        }
+        let (input, output) = registry.schemas(name).unwrap_or_default();
+        listed.push(json!({"type": name, "model": info.model, "kind": info.kind, "stores": info.stores, "summary": info.summary, "input": input, "output": output}));
+    }
+    if listed.is_empty() {
+        return Err(format!("no nodes for model '{}'", model.unwrap_or_default()));
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&listed).map_err(|e| e.to_string())?);
+    } else {
+        for n in &listed {
+            println!(
+                "{:32} {}",
+                n["type"].as_str().unwrap_or_default(),
+                n["summary"].as_str().unwrap_or_default()
+            );
+        }
+        println!("{} node types", listed.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs with a progress bar of finished nodes (and items of a Map) on stderr.
+async fn run_with_progress(workflow: &Workflow, ctx: &Context, inputs: Value) -> RunReport {
+    let total = workflow.node_names().count();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let seen = finished.clone();
+    let runtime = Runtime::new(registry()).on_progress(move |event| {
+        let line = match event {
+            Progress::Finished { node, status } => {
+                let done = seen.fetch_add(1, Ordering::Relaxed) + 1;
+                format!("{} {done}/{total} {node} {}", bar(done, total), symbol(*status))
+            }
+            Progress::Items { node, done, total } => format!("{} {done}/{total} items ({node})", bar(*done, *total)),
+            Progress::Started { .. } => return,
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+    });
+    let report = runtime.run(workflow, ctx, inputs).await;
+    eprintln!();
+    report
+}
+
+fn bar(done: usize, total: usize) -> String {
+    let width = 24;
+    let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
+}
+
+fn symbol(status: NodeStatus) -> &'static str {
+    match status {
+        NodeStatus::Succeeded => "ok",
+        NodeStatus::Failed => "FAILED",
+        NodeStatus::Skipped => "skipped",
+        NodeStatus::Cancelled => "cancelled",
+    }
+}
+
+fn print_report(report: &RunReport) {
+    println!("{} {:?} in {:.1} ms", report.workflow, report.status, report.duration_ms);
+    println!("{:24} {:32} {:10} {:>8} {:>10}  note", "node", "type", "status", "attempts", "ms");
+    for n in &report.nodes {
+        println!(
+            "{:24} {:32} {:10} {:>8} {:>10.1}  {}",
+            n.name,
+            n.node_type,
+            symbol(n.status),
+            n.attempts,
+            n.duration_ms,
+            n.error.as_deref().unwrap_or("")
+        );
+    }
+    if !report.outputs.is_empty() {
+        println!("outputs:");
+        for (name, value) in &report.outputs {
+            println!(
+                "  {name}: {}",
+                serde_json::to_string_pretty(value).unwrap_or_default().replace('\n', "\n  ")
+            );
+        }
+    }
+    if let Some(error) = &report.error {
+        println!("error: {error}");
+    }
+}
+
+async fn health(settings: &Settings) -> Result<ExitCode, String> {
+    let config = settings.config()?;
+    let mut down = 0;
+    let mut line = |store: &str, result: Result<std::time::Duration, String>| match result {
+        Ok(latency) => println!("{store:12} up    {:.2} ms", latency.as_secs_f64() * 1e3),
+        Err(e) => {
+            down += 1;
+            println!("{store:12} DOWN  {e}");
+        }
+    };
+    let stores = match dataflow_core::Stores::connect(&config).await {
+        Ok(stores) => stores,
+        Err(e) => {
+            line("postgresql", Err(e.to_string()));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let start = Instant::now();
+    line(
+        "postgresql",
+        stores
+            .relational()
+            .connection()
+            .ping()
+            .await
+            .map(|_| start.elapsed())
+            .map_err(|e| e.to_string()),
+    );
+    match stores.cache() {
+        Some(cache) => line("redis", cache.ping().await.map_err(|e| e.to_string())),
+        None => println!("{:12} not configured", "redis"),
+    }
+    match stores.vector() {
+        Some(vector) => line("chroma", vector.ping().await.map_err(|e| e.to_string())),
+        None => println!("{:12} not configured", "chroma"),
+    }
+    match stores.graph() {
+        Some(graph) => line("graph", graph.ping().await.map_err(|e| e.to_string())),
+        None => println!("{:12} not configured", "graph"),
+    }
+    Ok(if down == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,237 @@
+//! The four reference workflows end to end against live PostgreSQL, Redis, Chroma and the Bolt
+//! graph server, loaded from their YAML files: what each leaves behind in every store, and a
+//! failing run that leaves nothing.
+
+use dataflow_runtime::{NodeStatus, RunReport, RunStatus, Runtime, Workflow, yaml};
+use dataflow_tests::fixture::Fixture;
+use dataflow_workflows::{data_dir, registry, workflow_file};
+use serde_json::{Value, json};
+
+fn load(name: &str) -> Workflow {
+    yaml::load_file(workflow_file(name), &registry()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn run(ctx: &dataflow_core::Context, name: &str, inputs: Value) -> RunReport {
+    Runtime::new(registry()).run(&load(name), ctx, inputs).await
+}
+
+fn succeeded(report: &RunReport) {
+    assert_eq!(report.status, RunStatus::Succeeded, "{}: {:?}", report.workflow, report.error);
+}
+
+/// Lines of the shipped catalogue per model.
+fn catalogue_counts() -> std::collections::BTreeMap<String, i64> {
+    let text = std::fs::read_to_string(data_dir().join("catalog.jsonl")).unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        *counts.entry(v["model"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+async fn import(fx: &Fixture) {
+    let path = data_dir().join("catalog.jsonl");
+    let report = run(&fx.ctx, "import_catalog", json!({"path": path})).await;
+    succeeded(&report);
+    assert_eq!(report.outputs["unreadable_lines"], json!([]));
+    assert_eq!(report.outputs["product_errors"], json!([]));
+}
+
+fn new_products() -> Vec<Value> {
+    std::fs::read_to_string(data_dir().join("new_products.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn import_catalog_fills_every_store() {
+    let fx = Fixture::with_projections("wf_import").await;
+    import(&fx).await;
+    let counts = catalogue_counts();
+    for (model, table) in [
+        ("Category", "categories"),
+        ("Manufacturer", "manufacturers"),
+        ("Supplier", "suppliers"),
+        ("UnspscCode", "unspsc_codes"),
+        ("EtimClass", "etim_classes"),
+        ("SafetyStandard", "safety_standards"),
+        ("Product", "products"),
+        ("Classification", "classifications"),
+        ("ComplianceRule", "compliance_rules"),
+    ] {
+        assert_eq!(fx.count(table, "TRUE").await, counts[model], "{table}");
+    }
+    // Every product is a vector in Chroma and a node with its category edge in the graph.
+    assert_eq!(fx.chroma_documents("products").await.len() as i64, counts["Product"]);
+    let rows = fx.sql("SELECT id, category_id FROM products ORDER BY id LIMIT 5", vec![]).await;
+    for row in rows {
+        let id: i64 = row.try_get("", "id").unwrap();
+        let category: i64 = row.try_get("", "category_id").unwrap();
+        let (_, edges) = fx.graph_node("Product", id).await.expect("a graph node per product");
+        assert!(edges.contains(&("IN_CATEGORY".into(), "Category".into(), category)), "{edges:?}");
+    }
+    // Importing again updates instead of duplicating.
+    import(&fx).await;
+    assert_eq!(fx.count("products", "TRUE").await, counts["Product"]);
+
+    // The CSV form of the products reads the same rows.
+    let report = run(&fx.ctx, "import_catalog", json!({"path": data_dir().join("products.csv")})).await;
+    succeeded(&report);
+    assert_eq!(report.outputs["records_read"], json!(counts["Product"]));
+    assert_eq!(report.outputs["products_inserted"], json!(0));
+}
+
+#[tokio::test]
+async fn classify_product_votes_creates_and_links() {
+    let fx = Fixture::with_projections("wf_classify").await;
+    import(&fx).await;
+    for product in new_products().into_iter().take(4) {
+        let report = run(&fx.ctx, "classify_product", json!({"product": product})).await;
+        succeeded(&report);
+        let created = &report.outputs["product"];
+        let classification = &report.outputs["classification"];
+        assert_eq!(classification["product_id"], created["id"]);
+        assert_eq!(classification["method"], "vote");
+        let confidence = classification["confidence"].as_f64().unwrap();
+        assert!(confidence > 0.0 && confidence <= 1.0);
+        // The vote picked a code that products of the new product's category carry.
+        let category = created["category_id"].as_i64().unwrap();
+        let codes = fx
+            .sql(
+                &format!("SELECT DISTINCT c.unspsc_id FROM classifications c JOIN products p ON p.id = c.product_id WHERE p.category_id = {category} AND c.method = 'import'"),
+                vec![],
+            )
+            .await
+            .into_iter()
+            .map(|r| r.try_get::<i64>("", "unspsc_id").unwrap())
+            .collect::<Vec<_>>();
+        let voted = classification["unspsc_id"].as_i64().unwrap();
+        assert!(
+            codes.contains(&voted),
+            "{} voted {voted}, the category's codes are {codes:?}",
+            created["sku"]
+        );
+        // The classification is in the graph with its edges.
+        let id = classification["id"].as_i64().unwrap();
+        let (_, edges) = fx.graph_node("Classification", id).await.expect("a graph node");
+        assert!(
+            edges.contains(&("CLASSIFIES".into(), "Product".into(), created["id"].as_i64().unwrap())),
+            "{edges:?}"
+        );
+        assert!(edges.contains(&("AS_UNSPSC".into(), "UnspscCode".into(), voted)), "{edges:?}");
+        if report.node("link_etim").unwrap().status == NodeStatus::Succeeded {
+            let etim = fx
+                .sql(&format!("SELECT etim_id FROM classifications WHERE id = {id}"), vec![])
+                .await[0]
+                .try_get::<Option<i64>>("", "etim_id")
+                .unwrap()
+                .expect("the link wrote the ETIM class");
+            assert!(
+                edges.iter().any(|e| e.0 == "AS_ETIM" && e.2 == etim) || {
+                    let (_, edges) = fx.graph_node("Classification", id).await.unwrap();
+                    edges.iter().any(|e| e.0 == "AS_ETIM" && e.2 == etim)
+                }
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failing_classification_leaves_no_partial_write() {
+    let fx = Fixture::with_projections("wf_classify_fail").await;
+    import(&fx).await;
+    let products = fx.count("products", "TRUE").await;
+    let classifications = fx.count("classifications", "TRUE").await;
+    let mut bad = new_products().remove(0);
+    bad["price"] = json!(-5);
+    bad["sku"] = json!("BAD-PRICE-1");
+    let report = run(&fx.ctx, "classify_product", json!({"product": bad})).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(report.node("product").unwrap().status, NodeStatus::Failed);
+    assert_eq!(report.node("classification").unwrap().status, NodeStatus::Cancelled);
+    assert!(report.error.as_ref().unwrap().contains("price"), "{:?}", report.error);
+    assert_eq!(fx.count("products", "TRUE").await, products);
+    assert_eq!(fx.count("classifications", "TRUE").await, classifications);
+    assert_eq!(fx.chroma_documents("products").await.len() as i64, products);
+}
+
+#[tokio::test]
+async fn compliance_check_reports_each_rule_of_the_category() {
+    let fx = Fixture::with_projections("wf_compliance").await;
+    import(&fx).await;
+    // A product of a category with rules.
+    let row = fx
+        .sql(
+            "SELECT p.id, p.category_id FROM products p WHERE EXISTS (SELECT 1 FROM compliance_rules r WHERE r.category_id = p.category_id AND r.active) ORDER BY p.id LIMIT 1",
+            vec![],
+        )
+        .await;
+    let product: i64 = row[0].try_get("", "id").unwrap();
+    let category: i64 = row[0].try_get("", "category_id").unwrap();
+    let report = run(&fx.ctx, "compliance_check", json!({"product_id": product})).await;
+    succeeded(&report);
+    let results = report.outputs["results"].as_array().unwrap();
+    assert_eq!(
+        results.len() as i64,
+        fx.count("compliance_rules", &format!("category_id = {category} AND active")).await
+    );
+    let blocking = results
+        .iter()
+        .filter(|r| r["severity"] == "blocking" && r["passed"] == false)
+        .count();
+    assert_eq!(report.outputs["blocking_failures"], json!(blocking));
+    assert_eq!(report.outputs["passed"], json!(blocking == 0));
+    assert!(
+        results.iter().all(|r| r["standard"].is_string()),
+        "every rule names its standard: {results:?}"
+    );
+
+    let report = run(&fx.ctx, "compliance_check", json!({"product_id": 987654})).await;
+    assert_eq!(report.status, RunStatus::Failed, "an unknown product fails the run");
+}
+
+#[tokio::test]
+async fn recommend_for_project_writes_ranked_recommendations() {
+    let fx = Fixture::with_projections("wf_recommend").await;
+    import(&fx).await;
+    let sample: Value = serde_json::from_str(&std::fs::read_to_string(data_dir().join("sample_project.json")).unwrap()).unwrap();
+    let ctx = fx.tenant(sample["tenant"].as_str().unwrap());
+    let mut b = dataflow_runtime::WorkflowBuilder::new("setup");
+    b.add_node("customer", "CustomerCreateNode", json!({"record": sample["customer"]}));
+    b.add_node("project", "ProjectCreateNode", json!({"record": sample["project"]}));
+    b.connect("customer", "record.id", "project", "record.customer_id");
+    b.output("project", "project", "record.id");
+    let setup = Runtime::new(registry()).run(&b.build(&registry()).unwrap(), &ctx, json!({})).await;
+    succeeded(&setup);
+    let project = setup.outputs["project"].as_i64().unwrap();
+    let category = sample["project"]["category_id"].as_i64().unwrap();
+
+    let report = run(&ctx, "recommend_for_project", json!({"project_id": project, "limit": 3})).await;
+    succeeded(&report);
+    let recommendations = report.outputs["recommendations"].as_array().unwrap();
+    assert!(!recommendations.is_empty() && recommendations.len() <= 3);
+    let scores: Vec<f64> = recommendations.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+    let stored = fx
+        .sql(
+            &format!("SELECT r.product_id, p.category_id FROM recommendations r JOIN products p ON p.id = r.product_id WHERE r.project_id = {project} AND r.tenant_id = 'demo'"),
+            vec![],
+        )
+        .await;
+    assert_eq!(stored.len(), recommendations.len());
+    for row in &stored {
+        assert_eq!(
+            row.try_get::<i64>("", "category_id").unwrap(),
+            category,
+            "only products of the needed category"
+        );
+    }
+    // Recommendations are in the graph, pointing at their project and product.
+    let id = report.outputs["saved"][0].as_i64().unwrap();
+    let (_, edges) = fx.graph_node("Recommendation", id).await.expect("a graph node");
+    assert!(edges.contains(&("RECOMMENDED_FOR".into(), "Project".into(), project)), "{edges:?}");
+}

@@ -1,0 +1,159 @@
+//! The `dataflow` command as a user runs it: listing nodes, validation errors with line and
+//! column, pictures of a workflow, and — against live servers from the test harness — migrate,
+//! health, a catalogue import and a compliance check, then sync.
+
+use std::process::{Command, Output};
+
+use dataflow_tests::Services;
+use serde_json::Value;
+
+fn dataflow(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dataflow"));
+    command.args(args).env_remove("DATAFLOW_DATABASE_URL");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("the dataflow binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn nodes_lists_117_model_nodes_and_the_others() {
+    let out = dataflow(&["nodes", "--json"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let nodes: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(nodes.iter().filter(|n| n["model"].is_string()).count(), 117);
+    let names: Vec<&str> = nodes.iter().map(|n| n["type"].as_str().unwrap()).collect();
+    for other in [
+        "Switch",
+        "Merge",
+        "Map",
+        "Transform",
+        "ReadRecords",
+        "VoteClassification",
+        "EvaluateRules",
+        "RankRecommendations",
+    ] {
+        assert!(names.contains(&other), "{other}");
+    }
+    assert!(
+        nodes.iter().all(|n| n["input"].is_object() && n["output"].is_object()),
+        "every node has both schemas"
+    );
+    let out = dataflow(&["nodes", "--model", "Product"], &[]);
+    assert!(text(&out.stdout).contains("9 node types"));
+}
+
+#[test]
+fn validate_points_at_the_line_and_graph_draws() {
+    let dir = std::env::temp_dir().join(format!("dataflow-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("classify.yaml");
+    std::fs::write(
+        &file,
+        "name: classify\ninputs:\n  text: {type: string}\nnodes:\n  similar:\n    type: ProductSearchNode\nconnections:\n  - from: input.text\n    to: similar.qeury\n",
+    )
+    .unwrap();
+    let out = dataflow(&["validate", file.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("classify.yaml:9:9: node 'similar' has no input 'qeury' (did you mean 'query'?)"),
+        "{err}"
+    );
+
+    let out = dataflow(&["validate", "compliance_check"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = dataflow(&["graph", "compliance_check", "--format", "mermaid"], &[]);
+    let picture = text(&out.stdout);
+    assert!(
+        picture.starts_with("flowchart LR") && picture.contains("-->|id| rules"),
+        "{picture}"
+    );
+    let out = dataflow(&["graph", "classify_product", "--format", "dot"], &[]);
+    assert!(text(&out.stdout).starts_with("digraph"));
+    let out = dataflow(&["run", "compliance_check"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("DATAFLOW_DATABASE_URL"),
+        "without a database the command says how to name one"
+    );
+}
+
+#[tokio::test]
+async fn migrate_health_run_and_sync_against_live_servers() {
+    let services = Services::global().await;
+    let bolt = services.bolt().await;
+    let env = vec![
+        ("DATAFLOW_DATABASE_URL", services.postgres_url().await),
+        ("DATAFLOW_DATABASE_SCHEMA", services.fresh_pg_schema("cli").await),
+        ("DATAFLOW_REDIS_URL", services.redis_url().await),
+        ("DATAFLOW_CACHE_PREFIX", services.unique_name("cli")),
+        ("DATAFLOW_CHROMA_URL", services.chroma_url().await),
+        ("DATAFLOW_VECTOR_PREFIX", services.unique_name("cli")),
+        ("DATAFLOW_GRAPH_URL", bolt.uri.clone()),
+        ("DATAFLOW_GRAPH_USER", bolt.user.clone()),
+        ("DATAFLOW_GRAPH_PASSWORD", bolt.password.clone()),
+        ("DATAFLOW_GRAPH_DATABASE", bolt.database.clone()),
+        ("DATAFLOW_GRAPH_NAMESPACE", services.unique_name("cli")),
+    ];
+    let run = |args: Vec<String>| {
+        let env = env.clone();
+        async move {
+            tokio::task::spawn_blocking(move || dataflow(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env))
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(vec!["migrate".into()]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(vec!["health".into()]).await;
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    assert_eq!(shown.lines().filter(|l| l.contains(" up ")).count(), 4, "{shown}");
+    assert!(
+        !shown.contains(&bolt.password) || bolt.password.is_empty(),
+        "no password in the output"
+    );
+
+    let catalog = dataflow_workflows::data_dir().join("catalog.jsonl");
+    let input = format!("{{\"path\": {:?}}}", catalog.to_str().unwrap());
+    let out = run(vec![
+        "run".into(),
+        "import_catalog".into(),
+        "--input".into(),
+        input,
+        "--json".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["outputs"]["records_read"], 676);
+    assert!(
+        text(&out.stderr).contains("10/10"),
+        "the progress bar reached the end: {}",
+        text(&out.stderr)
+    );
+
+    let out = run(vec![
+        "run".into(),
+        "compliance_check".into(),
+        "--input".into(),
+        "{\"product_id\": 2}".into(),
+    ])
+    .await;
+    let table = text(&out.stdout);
+    assert!(out.status.success(), "{table}{}", text(&out.stderr));
+    assert!(
+        table.contains("compliance_check Succeeded") && table.contains("EvaluateRules"),
+        "{table}"
+    );
+
+    let out = run(vec!["sync".into()]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("pending after sync: 0"));
+}

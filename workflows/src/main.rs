@@ -57,6 +57,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Write the run's metrics (counters, latency histograms) to this file in the
+        /// Prometheus text format.
+        #[arg(long)]
+        metrics: Option<PathBuf>,
     },
     /// The workflow's DAG as Mermaid or DOT source.
     Graph {
@@ -130,7 +134,21 @@ async fn execute(cli: Cli) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { file, input, tenant, json } => {
+        Command::Run {
+            file,
+            input,
+            tenant,
+            json,
+            metrics,
+        } => {
+            let exporter = match &metrics {
+                Some(_) => Some(
+                    metrics_exporter_prometheus::PrometheusBuilder::new()
+                        .install_recorder()
+                        .map_err(|e| format!("--metrics: {e}"))?,
+                ),
+                None => None,
+            };
             let workflow = load(&file)?;
             let inputs = parse_input(&input)?;
             let settings = settings()?;
@@ -144,6 +162,9 @@ async fn execute(cli: Cli) -> Result<ExitCode, String> {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
             } else {
                 print_report(&report);
+            }
+            if let (Some(path), Some(exporter)) = (&metrics, exporter) {
+                std::fs::write(path, exporter.render()).map_err(|e| format!("--metrics {}: {e}", path.display()))?;
             }
             Ok(if report.status == RunStatus::Succeeded {
                 ExitCode::SUCCESS

@@ -153,6 +153,68 @@ async fn migrate_health_run_and_sync_against_live_servers() {
         "{table}"
     );
 
+    // classify_product and recommend_for_project from the command line too.
+    let product = std::fs::read_to_string(dataflow_workflows::data_dir().join("new_products.jsonl")).unwrap();
+    let input = format!("{{\"product\": {}}}", product.lines().next().unwrap());
+    let out = run(vec![
+        "run".into(),
+        "classify_product".into(),
+        "--input".into(),
+        input,
+        "--json".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outputs"]["classification"]["method"], "vote");
+
+    let sample: Value =
+        serde_json::from_str(&std::fs::read_to_string(dataflow_workflows::data_dir().join("sample_project.json")).unwrap()).unwrap();
+    let setup = std::env::temp_dir().join(format!("dataflow-cli-setup-{}.yaml", std::process::id()));
+    std::fs::write(
+        &setup,
+        "name: setup\ninputs:\n  customer: {type: object}\n  project: {type: object}\nnodes:\n  customer: {type: CustomerCreateNode}\n  project: {type: ProjectCreateNode}\nconnections:\n  - {from: input.customer, to: customer.record}\n  - {from: input.project, to: project.record}\n  - {from: customer.record.id, to: project.record.customer_id}\noutputs:\n  project: project.record.id\n",
+    )
+    .unwrap();
+    let input = serde_json::json!({"customer": sample["customer"], "project": sample["project"]}).to_string();
+    let out = run(vec![
+        "run".into(),
+        setup.to_str().unwrap().into(),
+        "--tenant".into(),
+        "demo".into(),
+        "--input".into(),
+        input,
+        "--json".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let project = serde_json::from_slice::<Value>(&out.stdout).unwrap()["outputs"]["project"]
+        .as_i64()
+        .unwrap();
+    let metrics = std::env::temp_dir().join(format!("dataflow-cli-metrics-{}.prom", std::process::id()));
+    let out = run(vec![
+        "run".into(),
+        "recommend_for_project".into(),
+        "--tenant".into(),
+        "demo".into(),
+        "--input".into(),
+        format!("{{\"project_id\": {project}}}"),
+        "--metrics".into(),
+        metrics.to_str().unwrap().into(),
+    ])
+    .await;
+    let table = text(&out.stdout);
+    assert!(out.status.success(), "{table}{}", text(&out.stderr));
+    assert!(
+        table.contains("recommend_for_project Succeeded") && table.contains("RankRecommendations"),
+        "{table}"
+    );
+    let exposition = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        exposition.contains("dataflow_runs_total") && exposition.contains("dataflow_node_seconds"),
+        "{exposition}"
+    );
+
     let out = run(vec!["sync".into()]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("pending after sync: 0"));

@@ -1,0 +1,142 @@
+//! Load harness for the reference workflows against live servers (harness-started local
+//! processes): `classify_product` and `recommend_for_project` on the sample catalogue, p50 and
+//! p95 with one client, and `classify_product` throughput with 100 concurrent clients.
+//! Prints its figures; run with `cargo bench -p dataflow-benches --bench workflows`.
+
+use std::time::{Duration, Instant};
+
+use dataflow_runtime::{RunStatus, Runtime, Workflow, yaml};
+use dataflow_tests::fixture::Fixture;
+use dataflow_workflows::{data_dir, registry, workflow_file};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+const SEQUENTIAL: usize = 200;
+const CONCURRENT_CLIENTS: usize = 100;
+const CONCURRENT_RUNS: usize = 1_000;
+
+fn load(name: &str) -> Workflow {
+    yaml::load_file(workflow_file(name), &registry()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Prints one line and returns `(p50, p95)` in milliseconds.
+fn report(what: &str, mut times: Vec<Duration>) -> (f64, f64) {
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{what:48} n={:5}  p50 {:8.2} ms  p95 {:8.2} ms  max {:8.2} ms",
+        times.len(),
+        ms(percentile(&times, 0.50)),
+        ms(percentile(&times, 0.95)),
+        ms(*times.last().unwrap())
+    );
+    (ms(percentile(&times, 0.50)), ms(percentile(&times, 0.95)))
+}
+
+fn new_product(i: usize) -> Value {
+    let line = std::fs::read_to_string(data_dir().join("new_products.jsonl")).unwrap();
+    let samples: Vec<Value> = line.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut p = samples[i % samples.len()].clone();
+    p["sku"] = json!(format!("LOAD-{i:06}"));
+    p
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let fx = Fixture::with_projections("bench_workflows").await;
+        let runtime = Runtime::new(registry());
+        let started = Instant::now();
+        let import = runtime
+            .run(&load("import_catalog"), &fx.ctx, json!({"path": data_dir().join("catalog.jsonl")}))
+            .await;
+        assert_eq!(import.status, RunStatus::Succeeded, "{:?}", import.error);
+        println!(
+            "import_catalog (676 records, every projection): {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+
+        let classify = load("classify_product");
+        let mut times = Vec::new();
+        let mut per_node: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        for i in 0..SEQUENTIAL {
+            let t = Instant::now();
+            let r = runtime.run(&classify, &fx.ctx, json!({"product": new_product(i)})).await;
+            assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+            times.push(t.elapsed());
+            for node in &r.nodes {
+                per_node
+                    .entry(format!("{} ({})", node.name, node.node_type))
+                    .or_default()
+                    .push(node.duration_ms);
+            }
+        }
+        for (node, mut ms) in per_node {
+            ms.sort_by(f64::total_cmp);
+            println!("  classify_product node {node:44} p50 {:8.2} ms", ms[ms.len() / 2]);
+        }
+        let (classify_p50, classify_p95) = report("classify_product, 1 client", times);
+
+        let t = Instant::now();
+        let runs = futures::stream::iter((0..CONCURRENT_RUNS).map(|i| {
+            let (runtime, classify, ctx) = (&runtime, &classify, &fx.ctx);
+            async move {
+                let t = Instant::now();
+                let r = runtime.run(classify, ctx, json!({"product": new_product(100_000 + i)})).await;
+                (r.status, t.elapsed())
+            }
+        }))
+        .buffer_unordered(CONCURRENT_CLIENTS)
+        .collect::<Vec<_>>()
+        .await;
+        let wall = t.elapsed();
+        let failed = runs.iter().filter(|(s, _)| *s != RunStatus::Succeeded).count();
+        report(
+            &format!("classify_product, {CONCURRENT_CLIENTS} clients"),
+            runs.iter().map(|(_, d)| *d).collect(),
+        );
+        println!(
+            "classify_product, {CONCURRENT_CLIENTS} clients: {CONCURRENT_RUNS} runs in {:.2} s = {:.0} classifications/s, {failed} failed",
+            wall.as_secs_f64(),
+            CONCURRENT_RUNS as f64 / wall.as_secs_f64()
+        );
+
+        let sample: Value = serde_json::from_str(&std::fs::read_to_string(data_dir().join("sample_project.json")).unwrap()).unwrap();
+        let ctx = fx.tenant(sample["tenant"].as_str().unwrap());
+        let customer = dataflow_runtime::WorkflowBuilder::new("setup")
+            .add_node("customer", "CustomerCreateNode", json!({"record": sample["customer"]}))
+            .add_node("project", "ProjectCreateNode", json!({"record": sample["project"]}))
+            .connect("customer", "record.id", "project", "record.customer_id")
+            .output("project", "project", "record.id")
+            .build(&registry())
+            .unwrap();
+        let setup = runtime.run(&customer, &ctx, json!({})).await;
+        let project = setup.outputs["project"].as_i64().unwrap();
+        let recommend = load("recommend_for_project");
+        let mut times = Vec::new();
+        for _ in 0..SEQUENTIAL {
+            let t = Instant::now();
+            let r = runtime.run(&recommend, &ctx, json!({"project_id": project})).await;
+            assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
+            times.push(t.elapsed());
+        }
+        let (recommend_p50, recommend_p95) = report("recommend_for_project, 1 client", times);
+
+        // For `scripts/sla`: the figures its gates read.
+        let figures = json!({
+            "classify_p50_ms": classify_p50,
+            "classify_p95_ms": classify_p95,
+            "classify_per_second_100_clients": CONCURRENT_RUNS as f64 / wall.as_secs_f64(),
+            "classify_failed_100_clients": failed,
+            "recommend_p50_ms": recommend_p50,
+            "recommend_p95_ms": recommend_p95,
+        });
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/load");
+        std::fs::create_dir_all(&dir).expect("target/load");
+        std::fs::write(dir.join("workflows.json"), serde_json::to_string_pretty(&figures).unwrap()).expect("writing the figures");
+    });
+}

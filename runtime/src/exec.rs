@@ -280,6 +280,15 @@ impl Runtime {
         self.breakers.is_open(store)
     }
 
+    /// The same runtime without the progress hook, for sub-runs (a `Map`'s elements), whose
+    /// nodes are not the nodes a progress display counts.
+    pub fn quiet(&self) -> Runtime {
+        Runtime {
+            progress: None,
+            ..self.clone()
+        }
+    }
+
     /// Reports item progress of a long node.
     pub fn progress(&self, node: &str, done: usize, total: usize) {
         self.emit(&Progress::Items {
@@ -544,6 +553,11 @@ impl Runtime {
             }
         }
 
+        for r in &mut reports {
+            if r.status == NodeStatus::Cancelled && r.error.is_none() {
+                r.error = Some("not started: the run stopped first".into());
+            }
+        }
         let mut out = Map::new();
         for (name, source) in &workflow.outputs {
             if let Source::Node(i, path) = source

@@ -520,10 +520,12 @@ impl DynNode for MapNode {
             }
         };
         let total = items.len();
+        let quiet = env.runtime.quiet();
         let runs = futures::stream::iter(items.into_iter().enumerate().map(|(i, item)| {
             let mut inputs = with.clone();
             inputs.insert(self.item.clone(), item);
-            async move { (i, env.runtime.run(workflow, env.ctx, Value::Object(inputs)).await) }
+            let quiet = &quiet;
+            async move { (i, quiet.run(workflow, env.ctx, Value::Object(inputs)).await) }
         }))
         .buffered(self.concurrency);
         futures::pin_mut!(runs);

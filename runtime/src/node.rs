@@ -23,7 +23,7 @@ pub struct NodeInfo {
     pub kind: Option<NodeKind>,
     /// Stores a run of the node needs; the circuit breakers of these stores guard it.
     pub stores: Vec<StoreKind>,
-    /// Whether a run writes to the relational store (decides what a failed run undoes).
+    /// Whether a run may write to the relational store.
     pub writes: bool,
     /// One line saying what the node does.
     pub summary: String,

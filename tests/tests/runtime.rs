@@ -470,3 +470,79 @@ async fn bad_run_inputs_are_rejected_before_any_node_runs() {
     let report = runtime.run(&workflow, &fx.ctx, json!({})).await;
     assert!(report.error.unwrap().contains("input 'id' (integer) is required"));
 }
+
+/// With the graph server stopped, Graph nodes fail; after `breaker_threshold` transient
+/// failures the breaker opens and runs fail at once naming the store; once the server is back
+/// and the cooldown is over, one probe goes through and closes it again.
+#[tokio::test]
+async fn the_circuit_breaker_opens_on_a_dead_store_and_recovers() {
+    let fx = Fixture::with_projections("rt_breaker").await;
+    let category = dataflow_core::Node::run(
+        &dataflow_models::CategoryCreateNode,
+        &fx.ctx,
+        dataflow_core::nodes::create::CreateInput {
+            record: serde_json::from_value(
+                json!({"slug": "breaker", "name": "Breaker", "description": "", "parent_id": null, "active": true}),
+            )
+            .unwrap(),
+        },
+    )
+    .await
+    .unwrap()
+    .record
+    .id();
+    let mut b = WorkflowBuilder::new("traverse");
+    b.add_node(
+        "around",
+        "CategoryGraphNode",
+        json!({"op": "neighbors", "id": category, "direction": "both"}),
+    );
+    b.retry(
+        "around",
+        RetryPolicy {
+            attempts: 1,
+            backoff_ms: 1,
+            max_backoff_ms: 1,
+        },
+    );
+    let workflow = b.build(&registry()).unwrap();
+    let runtime = Runtime::with_options(
+        registry(),
+        RunOptions {
+            breaker_threshold: 2,
+            breaker_cooldown: Duration::from_millis(300),
+            ..RunOptions::default()
+        },
+    );
+    assert_eq!(runtime.run(&workflow, &fx.ctx, json!({})).await.status, RunStatus::Succeeded);
+
+    let stopped = dataflow_tests::Services::global()
+        .await
+        .stop(dataflow_tests::ServiceKind::Bolt)
+        .await;
+    for _ in 0..2 {
+        let report = runtime.run(&workflow, &fx.ctx, json!({})).await;
+        let error = report.node("around").unwrap().error.clone().unwrap();
+        assert!(error.contains("graph store"), "{error}");
+        assert!(!error.contains("circuit breaker"), "{error}");
+    }
+    assert!(runtime.breaker_open(dataflow_core::StoreKind::Graph));
+    let report = runtime.run(&workflow, &fx.ctx, json!({})).await;
+    let error = report.node("around").unwrap().error.clone().unwrap();
+    assert_eq!(error, "graph store unavailable: circuit breaker open after repeated failures");
+
+    stopped.start().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut recovered = false;
+    for _ in 0..20 {
+        // The first probe after the cooldown may still meet a server that is warming up.
+        let report = runtime.run(&workflow, &fx.ctx, json!({})).await;
+        if report.status == RunStatus::Succeeded {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(recovered, "the breaker closes once the server answers");
+    assert!(!runtime.breaker_open(dataflow_core::StoreKind::Graph));
+}

@@ -119,6 +119,16 @@ async fn migrate_health_run_and_sync_against_live_servers() {
         "no password in the output"
     );
 
+    // A store that is down makes `health` fail and say which one.
+    let mut dead_chroma = env.clone();
+    dead_chroma.retain(|(k, _)| *k != "DATAFLOW_CHROMA_URL");
+    dead_chroma.push(("DATAFLOW_CHROMA_URL", "http://127.0.0.1:9".into()));
+    let out = tokio::task::spawn_blocking(move || dataflow(&["health"], &dead_chroma)).await.unwrap();
+    let shown = text(&out.stdout);
+    assert!(!out.status.success(), "{shown}");
+    assert!(shown.lines().any(|l| l.starts_with("chroma") && l.contains("DOWN")), "{shown}");
+    assert!(shown.lines().any(|l| l.starts_with("postgresql") && l.contains(" up ")), "{shown}");
+
     let catalog = dataflow_workflows::data_dir().join("catalog.jsonl");
     let input = format!("{{\"path\": {:?}}}", catalog.to_str().unwrap());
     let out = run(vec![

@@ -291,16 +291,17 @@ impl Runtime {
 
     /// Reports item progress of a long node.
     pub fn progress(&self, node: &str, done: usize, total: usize) {
-        self.emit(&Progress::Items {
+        self.emit(|| Progress::Items {
             node: node.to_string(),
             done,
             total,
         });
     }
 
-    fn emit(&self, event: &Progress) {
+    /// Calls the progress hook, building the event only when there is one.
+    fn emit(&self, event: impl FnOnce() -> Progress) {
         if let Some(hook) = &self.progress {
-            hook(event);
+            hook(&event());
         }
     }
 
@@ -384,7 +385,6 @@ impl Runtime {
 
         let mut ready: Vec<usize> = (0..n).filter(|i| waiting[*i] == 0).collect();
         ready.reverse();
-        let mut outputs: Vec<Option<Value>> = vec![None; n];
         let mut first_error: Option<String> = None;
         let mut running = JoinSet::new();
         let mut stop = false;
@@ -412,7 +412,7 @@ impl Runtime {
                             _ => first_error.as_ref().map_or("cancelled".into(), |e| format!("cancelled: {e}")),
                         });
                     }
-                    self.emit(&Progress::Finished {
+                    self.emit(|| Progress::Finished {
                         node: node.name.clone(),
                         status,
                     });
@@ -452,7 +452,7 @@ impl Runtime {
                 let timeout = node.timeout.unwrap_or(self.options.node_timeout);
                 let retry = node.retry.unwrap_or(self.options.retry);
                 let name = node.name.clone();
-                self.emit(&Progress::Started { node: name.clone() });
+                self.emit(|| Progress::Started { node: name.clone() });
                 let span = tracing::info_span!("node", name = %name, node_type = %instance.info().type_name);
                 let task = async move {
                         let started = Utc::now();
@@ -502,7 +502,7 @@ impl Runtime {
             match result {
                 Ok(output) => {
                     report.status = NodeStatus::Succeeded;
-                    self.emit(&Progress::Finished {
+                    self.emit(|| Progress::Finished {
                         node: node.name.clone(),
                         status: NodeStatus::Succeeded,
                     });
@@ -523,8 +523,7 @@ impl Runtime {
                             ready.push(edge.to);
                         }
                     }
-                    report.output = Some(output.clone());
-                    outputs[i] = Some(output);
+                    report.output = Some(output);
                 }
                 Err(failure) => {
                     let message = format!("node '{}' ({}) failed: {failure}", node.name, node.node.info().type_name);
@@ -532,7 +531,7 @@ impl Runtime {
                     report.status = NodeStatus::Failed;
                     report.error = Some(failure.to_string());
                     first_error.get_or_insert(message);
-                    self.emit(&Progress::Finished {
+                    self.emit(|| Progress::Finished {
                         node: node.name.clone(),
                         status: NodeStatus::Failed,
                     });
@@ -561,7 +560,7 @@ impl Runtime {
         let mut out = Map::new();
         for (name, source) in &workflow.outputs {
             if let Source::Node(i, path) = source
-                && let Some(value) = outputs[*i].as_ref().and_then(|o| path.get(o))
+                && let Some(value) = reports[*i].output.as_ref().and_then(|o| path.get(o))
             {
                 out.insert(name.clone(), value);
             } else if let Source::Input(path) = source

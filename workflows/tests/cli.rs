@@ -123,7 +123,9 @@ async fn migrate_health_run_and_sync_against_live_servers() {
     let mut dead_chroma = env.clone();
     dead_chroma.retain(|(k, _)| *k != "DATAFLOW_CHROMA_URL");
     dead_chroma.push(("DATAFLOW_CHROMA_URL", "http://127.0.0.1:9".into()));
-    let out = tokio::task::spawn_blocking(move || dataflow(&["health"], &dead_chroma)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || dataflow(&["health"], &dead_chroma))
+        .await
+        .unwrap();
     let shown = text(&out.stdout);
     assert!(!out.status.success(), "{shown}");
     assert!(shown.lines().any(|l| l.starts_with("chroma") && l.contains("DOWN")), "{shown}");

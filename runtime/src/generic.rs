@@ -16,6 +16,22 @@ use crate::path::FieldPath;
 use crate::registry::{NodeFactory, Registry};
 use crate::workflow::{Workflow, WorkflowDef};
 
+/// The accessors every generic node shares: its info and its two schemas, held in fields
+/// `info`, `input` and `output`.
+macro_rules! shaped {
+    () => {
+        fn info(&self) -> &NodeInfo {
+            &self.info
+        }
+        fn input_schema(&self) -> &Value {
+            &self.input
+        }
+        fn output_schema(&self) -> &Value {
+            &self.output
+        }
+    };
+}
+
 pub(crate) fn register(registry: &mut Registry) {
     registry
         .register_factory(Arc::new(SwitchFactory))
@@ -164,17 +180,9 @@ impl Switch {
 
 #[async_trait]
 impl DynNode for Switch {
-    fn info(&self) -> &NodeInfo {
-        &self.info
-    }
+    shaped!();
     fn is_instant(&self) -> bool {
         true
-    }
-    fn input_schema(&self) -> &Value {
-        &self.input
-    }
-    fn output_schema(&self) -> &Value {
-        &self.output
     }
     fn routes(&self) -> bool {
         true
@@ -223,17 +231,9 @@ struct Merge {
 
 #[async_trait]
 impl DynNode for Merge {
-    fn info(&self) -> &NodeInfo {
-        &self.info
-    }
+    shaped!();
     fn is_instant(&self) -> bool {
         true
-    }
-    fn input_schema(&self) -> &Value {
-        &self.input
-    }
-    fn output_schema(&self) -> &Value {
-        &self.output
     }
     fn merges(&self) -> bool {
         true
@@ -355,17 +355,9 @@ fn text_of(value: &Value) -> String {
 
 #[async_trait]
 impl DynNode for Transform {
-    fn info(&self) -> &NodeInfo {
-        &self.info
-    }
+    shaped!();
     fn is_instant(&self) -> bool {
         true
-    }
-    fn input_schema(&self) -> &Value {
-        &self.input
-    }
-    fn output_schema(&self) -> &Value {
-        &self.output
     }
     async fn run(&self, _: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure> {
         let mut out = Map::new();
@@ -486,15 +478,7 @@ struct MapNode {
 
 #[async_trait]
 impl DynNode for MapNode {
-    fn info(&self) -> &NodeInfo {
-        &self.info
-    }
-    fn input_schema(&self) -> &Value {
-        &self.input
-    }
-    fn output_schema(&self) -> &Value {
-        &self.output
-    }
+    shaped!();
     async fn run(&self, env: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure> {
         let workflow = self
             .workflow

@@ -856,8 +856,7 @@ fn check_params(c: &mut Checker, name: &str, at: &str, node: &NodeRef, params: &
     let view = SchemaView::new(node.input_schema());
     let known = view.properties();
     for (key, value) in params {
-        let path = FieldPath::parse(key).map(|p| p.segments().to_vec()).unwrap_or_default();
-        match view.resolve(&path[..path.len().min(1)]) {
+        match view.resolve(&[crate::path::Segment::Key(key.clone())]) {
             Ok(ty) => {
                 let given = Ty::one(crate::path::kind(value));
                 if !value.is_null() && !given.fits(&ty) {

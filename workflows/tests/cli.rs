@@ -100,7 +100,8 @@ async fn migrate_health_run_and_sync_against_live_servers() {
         ("DATAFLOW_GRAPH_DATABASE", bolt.database.clone()),
         ("DATAFLOW_GRAPH_NAMESPACE", services.unique_name("cli")),
     ];
-    let run = |args: Vec<String>| {
+    let run = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let env = env.clone();
         async move {
             tokio::task::spawn_blocking(move || dataflow(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env))
@@ -108,9 +109,9 @@ async fn migrate_health_run_and_sync_against_live_servers() {
                 .unwrap()
         }
     };
-    let out = run(vec!["migrate".into()]).await;
+    let out = run(&["migrate"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = run(vec!["health".into()]).await;
+    let out = run(&["health"]).await;
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{shown}{}", text(&out.stderr));
     assert_eq!(shown.lines().filter(|l| l.contains(" up ")).count(), 4, "{shown}");
@@ -133,14 +134,7 @@ async fn migrate_health_run_and_sync_against_live_servers() {
 
     let catalog = dataflow_workflows::data_dir().join("catalog.jsonl");
     let input = format!("{{\"path\": {:?}}}", catalog.to_str().unwrap());
-    let out = run(vec![
-        "run".into(),
-        "import_catalog".into(),
-        "--input".into(),
-        input,
-        "--json".into(),
-    ])
-    .await;
+    let out = run(&["run", "import_catalog", "--input", &input, "--json"]).await;
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["status"], "succeeded");
@@ -151,13 +145,7 @@ async fn migrate_health_run_and_sync_against_live_servers() {
         text(&out.stderr)
     );
 
-    let out = run(vec![
-        "run".into(),
-        "compliance_check".into(),
-        "--input".into(),
-        "{\"product_id\": 2}".into(),
-    ])
-    .await;
+    let out = run(&["run", "compliance_check", "--input", "{\"product_id\": 2}"]).await;
     let table = text(&out.stdout);
     assert!(out.status.success(), "{table}{}", text(&out.stderr));
     assert!(
@@ -168,14 +156,7 @@ async fn migrate_health_run_and_sync_against_live_servers() {
     // classify_product and recommend_for_project from the command line too.
     let product = std::fs::read_to_string(dataflow_workflows::data_dir().join("new_products.jsonl")).unwrap();
     let input = format!("{{\"product\": {}}}", product.lines().next().unwrap());
-    let out = run(vec![
-        "run".into(),
-        "classify_product".into(),
-        "--input".into(),
-        input,
-        "--json".into(),
-    ])
-    .await;
+    let out = run(&["run", "classify_product", "--input", &input, "--json"]).await;
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["outputs"]["classification"]["method"], "vote");
@@ -189,30 +170,21 @@ async fn migrate_health_run_and_sync_against_live_servers() {
     )
     .unwrap();
     let input = serde_json::json!({"customer": sample["customer"], "project": sample["project"]}).to_string();
-    let out = run(vec![
-        "run".into(),
-        setup.to_str().unwrap().into(),
-        "--tenant".into(),
-        "demo".into(),
-        "--input".into(),
-        input,
-        "--json".into(),
-    ])
-    .await;
+    let out = run(&["run", setup.to_str().unwrap(), "--tenant", "demo", "--input", &input, "--json"]).await;
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let project = serde_json::from_slice::<Value>(&out.stdout).unwrap()["outputs"]["project"]
         .as_i64()
         .unwrap();
     let metrics = std::env::temp_dir().join(format!("dataflow-cli-metrics-{}.prom", std::process::id()));
-    let out = run(vec![
-        "run".into(),
-        "recommend_for_project".into(),
-        "--tenant".into(),
-        "demo".into(),
-        "--input".into(),
-        format!("{{\"project_id\": {project}}}"),
-        "--metrics".into(),
-        metrics.to_str().unwrap().into(),
+    let out = run(&[
+        "run",
+        "recommend_for_project",
+        "--tenant",
+        "demo",
+        "--input",
+        &format!("{{\"project_id\": {project}}}"),
+        "--metrics",
+        metrics.to_str().unwrap(),
     ])
     .await;
     let table = text(&out.stdout);
@@ -227,7 +199,7 @@ async fn migrate_health_run_and_sync_against_live_servers() {
         "{exposition}"
     );
 
-    let out = run(vec!["sync".into()]).await;
+    let out = run(&["sync"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("pending after sync: 0"));
 }

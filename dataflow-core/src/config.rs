@@ -1,6 +1,7 @@
 //! Connection settings for the stores.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::store::relational::redact_url;
@@ -14,17 +15,20 @@ pub struct Config {
     pub database_schema: Option<String>,
     /// Most pooled relational connections.
     pub max_connections: u32,
-    /// `redis://...` URL of the cache; `None` disables caching.
+    /// `redis://...` URL of the cache; `None`: the in-process cache when `embedded_cache`,
+    /// else no cache.
     pub redis_url: Option<String>,
     /// Prefix of every cache key, so several applications (or tests) can share one Redis.
     pub cache_prefix: String,
     /// How long a cache call may take before the node carries on without the cache.
     pub cache_timeout: Duration,
-    /// `http://host:port` of a Chroma server; `None` disables vectors and Search.
+    /// `http://host:port` of a Chroma server; `None`: the embedded vector store when
+    /// `embedded_vector`, else no vectors and no Search.
     pub chroma_url: Option<String>,
     /// Prefix of every vector collection's name (`{prefix}{table}`).
     pub vector_prefix: String,
-    /// The Bolt graph server; `None` disables the graph and the Graph nodes' traversals.
+    /// The Bolt graph server; `None`: the embedded graph when `embedded_graph`, else no graph
+    /// and no traversals.
     pub graph: Option<GraphConfig>,
     /// Prefix of every graph label (`{namespace}{Model}`), so several applications (or tests)
     /// can share one graph database. Empty by default.
@@ -33,7 +37,20 @@ pub struct Config {
     pub projection_timeout: Duration,
     /// Failed attempts after which an outbox record is moved to the dead letters.
     pub outbox_max_attempts: u32,
+    /// Keep the read-through cache in this process when `redis_url` is `None`.
+    pub embedded_cache: bool,
+    /// Keep vectors in the embedded store (a SQLite file, searched in memory) when
+    /// `chroma_url` is `None`.
+    pub embedded_vector: bool,
+    /// Keep the graph in the embedded store (tables of a SQLite file) when `graph` is `None`.
+    pub embedded_graph: bool,
+    /// The SQLite file of the embedded graph and vector stores. `None`: the relational
+    /// store's own file, which then must be SQLite.
+    pub embedded_file: Option<PathBuf>,
 }
+
+/// The name of the SQLite file the embedded stores keep their data in, inside their directory.
+pub const EMBEDDED_FILE_NAME: &str = "dataflow.db";
 
 /// How to reach a Bolt graph server.
 #[derive(Clone)]
@@ -74,6 +91,10 @@ impl fmt::Debug for Config {
             .field("graph_namespace", &self.graph_namespace)
             .field("projection_timeout", &self.projection_timeout)
             .field("outbox_max_attempts", &self.outbox_max_attempts)
+            .field("embedded_cache", &self.embedded_cache)
+            .field("embedded_vector", &self.embedded_vector)
+            .field("embedded_graph", &self.embedded_graph)
+            .field("embedded_file", &self.embedded_file)
             .finish()
     }
 }
@@ -94,7 +115,50 @@ impl Config {
             graph_namespace: String::new(),
             projection_timeout: Duration::from_secs(5),
             outbox_max_attempts: 10,
+            embedded_cache: false,
+            embedded_vector: false,
+            embedded_graph: false,
+            embedded_file: None,
         }
+    }
+
+    /// Nothing to install or start: the relational store in the SQLite file
+    /// [`EMBEDDED_FILE_NAME`] in `dir` (created when missing) and the cache in this process.
+    /// The embedded graph and vector stores are not built yet, so this configuration has
+    /// neither.
+    pub fn embedded(dir: impl AsRef<Path>) -> Self {
+        let file = dir.as_ref().join(EMBEDDED_FILE_NAME);
+        Config::new(format!("sqlite://{}", file.display())).with_embedded_cache()
+    }
+
+    /// Keeps the cache in this process instead of Redis.
+    pub fn with_embedded_cache(mut self) -> Self {
+        self.redis_url = None;
+        self.embedded_cache = true;
+        self
+    }
+
+    /// Keeps vectors in the embedded store instead of Chroma. Not built yet:
+    /// [`crate::Stores::connect`] refuses this setting with an error saying so.
+    pub fn with_embedded_vector(mut self) -> Self {
+        self.chroma_url = None;
+        self.embedded_vector = true;
+        self
+    }
+
+    /// Keeps the graph in the embedded store instead of a Bolt server. Not built yet:
+    /// [`crate::Stores::connect`] refuses this setting with an error saying so.
+    pub fn with_embedded_graph(mut self) -> Self {
+        self.graph = None;
+        self.embedded_graph = true;
+        self
+    }
+
+    /// Keeps the embedded graph and vector stores in the SQLite file at `path` (needed when
+    /// the relational store is PostgreSQL).
+    pub fn with_embedded_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.embedded_file = Some(path.into());
+        self
     }
 
     /// Uses this PostgreSQL schema.
@@ -105,6 +169,7 @@ impl Config {
 
     /// Caches reads in Redis at `redis_url`.
     pub fn with_redis(mut self, redis_url: impl Into<String>) -> Self {
+        self.embedded_cache = false;
         self.redis_url = Some(redis_url.into());
         self
     }
@@ -117,6 +182,7 @@ impl Config {
 
     /// Keeps embeddings in the Chroma server at `url`.
     pub fn with_chroma(mut self, url: impl Into<String>) -> Self {
+        self.embedded_vector = false;
         self.chroma_url = Some(url.into());
         self
     }
@@ -129,6 +195,7 @@ impl Config {
 
     /// Keeps the graph in the Bolt server described by `graph`.
     pub fn with_graph(mut self, graph: GraphConfig) -> Self {
+        self.embedded_graph = false;
         self.graph = Some(graph);
         self
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
-use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait, Value as SqlValue};
+use sea_orm::{ConnectionTrait, QueryResult, Value as SqlValue};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, StoreKind};
@@ -323,11 +323,18 @@ impl Stores {
             } else {
                 now
             };
-            let tx = store
-                .connection()
-                .begin()
-                .await
-                .map_err(|e| Error::relational("starting a sync", e))?;
+            // On PostgreSQL the batch stays locked (SKIP LOCKED) while it is applied, so several
+            // runners share the work. SQLite has one writer at a time, and the embedded graph and
+            // vector stores write to the same file: holding the lock while applying would make
+            // them wait for it. There the batch is read without a transaction and its outcome
+            // written in a short one; a concurrent runner may then apply a record twice, which
+            // projections tolerate (each write carries the row's version).
+            let lock_batch = store.sql().is_postgres();
+            let reading = if lock_batch {
+                Some(store.begin().await.map_err(|e| Error::relational("starting a sync", e))?)
+            } else {
+                None
+            };
             let mut sql = store.sql();
             sql.push("SELECT ").push(RECORD_COLUMNS).push(" FROM ").ident(OUTBOX_TABLE);
             sql.push(" WHERE NOT \"dead\" AND \"id\" > ")
@@ -341,25 +348,31 @@ impl Stores {
                 write_any_pending(&mut sql, only);
             }
             sql.push(" ORDER BY \"id\" LIMIT ").param(SqlValue::BigInt(Some(SYNC_BATCH as i64)));
-            if sql.is_postgres() {
-                // Several sync runners share the work instead of applying the same records.
+            if lock_batch {
                 sql.push(" FOR UPDATE SKIP LOCKED");
             }
-            let rows = tx
-                .query_all_raw(sql.build())
-                .await
-                .map_err(|e| Error::relational("reading the outbox", e))?;
+            let rows = match &reading {
+                Some(tx) => tx.query_all_raw(sql.build()).await,
+                None => store.connection().query_all_raw(sql.build()).await,
+            }
+            .map_err(|e| Error::relational("reading the outbox", e))?;
             let records = rows
                 .iter()
                 .map(decode)
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| Error::relational("reading the outbox", e))?;
             let Some(newest) = records.last().map(|r| r.id) else {
-                tx.commit().await.map_err(|e| Error::relational("ending a sync", e))?;
+                if let Some(tx) = reading {
+                    tx.commit().await.map_err(|e| Error::relational("ending a sync", e))?;
+                }
                 break;
             };
             after = newest;
             let batch = self.apply_batch(&records, only).await;
+            let tx = match reading {
+                Some(tx) => tx,
+                None => store.begin().await.map_err(|e| Error::relational("starting a sync", e))?,
+            };
             for (id, outcome, attempts) in &batch.failures {
                 let next = now + chrono::Duration::from_std(backoff(*attempts)).unwrap_or_else(|_| chrono::Duration::seconds(300));
                 record_failures(&tx, self, &[*id], outcome, *attempts, next).await?;

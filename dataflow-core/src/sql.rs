@@ -4,7 +4,7 @@
 
 use sea_orm::{DbBackend, Statement, Value as SqlValue};
 
-use crate::model::{FieldType, ModelMeta};
+use crate::model::{FieldMeta, FieldType, ModelMeta};
 
 /// A statement under construction: text plus its parameters in order.
 #[derive(Debug)]
@@ -59,8 +59,16 @@ impl Sql {
         self.ident(table).push(".").ident(column)
     }
 
-    /// Appends a placeholder and binds `value` to it.
+    /// Appends a placeholder and binds `value` to it. On SQLite a timestamp is bound as its
+    /// canonical text (RFC 3339, UTC, microseconds, as [`crate::values::timestamp_to_json`]
+    /// writes it and [`Sql::now`] produces), so that stored timestamps compare correctly as text.
     pub fn param(&mut self, value: SqlValue) -> &mut Self {
+        let value = match value {
+            SqlValue::ChronoDateTimeUtc(ts) if self.backend == DbBackend::Sqlite => {
+                SqlValue::String(ts.map(crate::values::timestamp_to_json))
+            }
+            other => other,
+        };
         self.values.push(value);
         if self.backend == DbBackend::Postgres {
             self.text.push('$');
@@ -126,6 +134,45 @@ impl Sql {
         }
     }
 
+    /// Appends a row source of JSON objects, one row per object and one typed column per
+    /// field, under `alias`: `jsonb_to_recordset($n::jsonb) AS "alias"(...)` on PostgreSQL,
+    /// `json_each` with `json_extract` on SQLite. Either way the rows travel as one parameter.
+    pub fn json_rows(&mut self, rows: Vec<serde_json::Value>, fields: &[&FieldMeta], alias: &str) -> &mut Self {
+        let payload = SqlValue::Json(Some(Box::new(serde_json::Value::Array(rows))));
+        if self.is_postgres() {
+            self.push("jsonb_to_recordset(")
+                .param(payload)
+                .push("::jsonb) AS ")
+                .ident(alias)
+                .push("(");
+            for (i, f) in fields.iter().enumerate() {
+                if i > 0 {
+                    self.push(", ");
+                }
+                let ty = self.column_type(f.ty);
+                self.ident(f.name).push(" ").push(ty);
+            }
+            self.push(")")
+        } else {
+            self.push("(SELECT ");
+            for (i, f) in fields.iter().enumerate() {
+                if i > 0 {
+                    self.push(", ");
+                }
+                // A JSON path names the key in double quotes; field names are `[a-z_][a-z0-9_]*`.
+                let path = format!("'$.\"{}\"'", f.name);
+                if f.ty == FieldType::Json {
+                    // `->` keeps the JSON text of objects and strings; a JSON null becomes NULL.
+                    self.push("NULLIF(\"value\" -> ").push(&path).push(", 'null')");
+                } else {
+                    self.push("json_extract(\"value\", ").push(&path).push(")");
+                }
+                self.push(" AS ").ident(f.name);
+            }
+            self.push(" FROM json_each(").param(payload).push(")) AS ").ident(alias)
+        }
+    }
+
     /// Appends a `SELECT` list of every column a [`crate::Record`] is read from.
     pub fn record_columns(&mut self, meta: &ModelMeta) -> &mut Self {
         self.ident_list(meta.fields.iter().map(|f| f.name));
@@ -167,21 +214,23 @@ impl Sql {
         }
     }
 
-    /// The current timestamp expression (with microseconds on SQLite too).
+    /// The current timestamp expression. On SQLite it is text in the canonical form with six
+    /// fractional digits (SQLite's clock has milliseconds; the last three are zeros), so it
+    /// compares correctly with bound timestamps.
     pub fn now(&self) -> &'static str {
         if self.backend == DbBackend::Postgres {
             "CURRENT_TIMESTAMP"
         } else {
-            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+            "strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')"
         }
     }
 
-    /// The default-value expression of a timestamp column: now, with microseconds.
+    /// The default-value expression of a timestamp column: [`Sql::now`].
     pub fn now_default(&self) -> &'static str {
         if self.backend == DbBackend::Postgres {
             "CURRENT_TIMESTAMP"
         } else {
-            "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+            "(strftime('%Y-%m-%dT%H:%M:%f000Z', 'now'))"
         }
     }
 

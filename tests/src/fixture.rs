@@ -11,8 +11,22 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::harness::Services;
 
+/// Which set of backends a fixture runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The harness's live servers: PostgreSQL, Redis, Chroma and the Bolt graph server.
+    Servers,
+    /// The embedded set: one SQLite file (relational, graph and vector stores) and the
+    /// in-process cache.
+    Embedded,
+}
+
 /// Stores for one test.
 pub struct Fixture {
+    /// Which backends the stores are.
+    pub backend: Backend,
+    /// With [`Backend::Embedded`]: the directory holding the test's SQLite file.
+    pub home: Option<std::path::PathBuf>,
     /// A context without a tenant.
     pub ctx: Context,
     /// The PostgreSQL schema the test owns.
@@ -102,6 +116,43 @@ impl Fixture {
         .await
     }
 
+    /// Every shipped model migrated on `backend`, with a cache but no vector or graph store
+    /// (what [`Fixture::new`] gives on the servers).
+    pub async fn on(backend: Backend, hint: &str) -> Fixture {
+        let wanted = Wanted {
+            tables: true,
+            projections: false,
+        };
+        match backend {
+            Backend::Servers => Fixture::build(hint, wanted, |c| c).await,
+            Backend::Embedded => Fixture::build_embedded(hint, wanted).await,
+        }
+    }
+
+    async fn build_embedded(hint: &str, wanted: Wanted) -> Fixture {
+        let home = crate::embedded::fresh_home(hint);
+        // The embedded vector and graph stores are not built yet.
+        assert!(!wanted.projections, "the embedded set has no vector or graph store yet");
+        let config = Config::embedded(&home);
+        let stores = Stores::connect(&config).await.expect("opening the embedded stores");
+        if wanted.tables {
+            stores
+                .migrate(&dataflow_models::all_models())
+                .await
+                .expect("migrating the shipped models");
+        }
+        Fixture {
+            backend: Backend::Embedded,
+            home: Some(home),
+            ctx: Context::new(stores),
+            schema: String::new(),
+            cache_prefix: config.cache_prefix.clone(),
+            redis_url: String::new(),
+            chroma: None,
+            graph: None,
+        }
+    }
+
     async fn build(hint: &str, wanted: Wanted, adjust: impl FnOnce(Config) -> Config) -> Fixture {
         let services = Services::global().await;
         let schema = services.fresh_pg_schema(hint).await;
@@ -149,6 +200,8 @@ impl Fixture {
                 .expect("migrating the shipped models");
         }
         Fixture {
+            backend: Backend::Servers,
+            home: None,
             ctx: Context::new(stores),
             schema,
             cache_prefix,
@@ -163,17 +216,66 @@ impl Fixture {
         self.ctx.with_tenant(tenant).expect("a valid tenant id")
     }
 
-    /// The pooled PostgreSQL connection (its search path is the test's schema).
+    /// The pooled relational connection (on PostgreSQL its search path is the test's schema).
     pub fn db(&self) -> &DatabaseConnection {
         self.ctx.stores().relational().connection()
     }
 
-    /// Runs plain SQL with `$n` parameters and returns every row.
+    /// Runs plain SQL with `$n` parameters and returns every row. On SQLite `$n` is sent as
+    /// `?n`, SQLite's spelling of the same positional parameter.
     pub async fn sql(&self, sql: &str, values: Vec<Value>) -> Vec<QueryResult> {
+        let backend = self.ctx.stores().relational().backend();
+        let text = if backend == DbBackend::Sqlite {
+            positional_to_sqlite(sql)
+        } else {
+            sql.to_owned()
+        };
         self.db()
-            .query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+            .query_all_raw(Statement::from_sql_and_values(backend, text, values))
             .await
             .unwrap_or_else(|e| panic!("plain SQL failed: {sql}: {e}"))
+    }
+
+    /// The row of `table` with primary key `id` as a JSON object of its columns, read in plain
+    /// SQL: `to_jsonb` on PostgreSQL; on SQLite each column decoded by its model field's type
+    /// (booleans are stored as 0/1, JSON and timestamps as text there).
+    pub async fn stored_row(&self, table: &str, id: i64) -> Json {
+        if self.ctx.stores().relational().backend() == DbBackend::Postgres {
+            let rows = self
+                .sql(
+                    &format!("SELECT to_jsonb(t) AS j FROM \"{table}\" t WHERE id = $1"),
+                    vec![id.into()],
+                )
+                .await;
+            assert_eq!(rows.len(), 1, "row {id} of {table}");
+            return rows[0].try_get("", "j").expect("a JSON row");
+        }
+        let meta = dataflow_models::all_models()
+            .into_iter()
+            .find(|m| m.table == table)
+            .unwrap_or_else(|| panic!("no shipped model has the table {table}"));
+        let rows = self.sql(&format!("SELECT * FROM \"{table}\" WHERE id = $1"), vec![id.into()]).await;
+        assert_eq!(rows.len(), 1, "row {id} of {table}");
+        let row = &rows[0];
+        let mut out = Map::new();
+        for column in row.column_names() {
+            let field = meta.fields.iter().find(|f| f.name == column).map(|f| f.ty);
+            let value = match (column.as_str(), field) {
+                (_, Some(dataflow_core::FieldType::Boolean)) => row.try_get::<Option<bool>>("", &column).ok().flatten().map(Json::from),
+                (_, Some(dataflow_core::FieldType::Json)) => row
+                    .try_get::<Option<String>>("", &column)
+                    .ok()
+                    .flatten()
+                    .map(|t| serde_json::from_str(&t).unwrap_or_else(|e| panic!("{table}.{column} holds invalid JSON: {e}"))),
+                (_, Some(dataflow_core::FieldType::Float)) => row.try_get::<Option<f64>>("", &column).ok().flatten().map(Json::from),
+                (_, Some(dataflow_core::FieldType::Integer)) | ("version", None) => {
+                    row.try_get::<Option<i64>>("", &column).ok().flatten().map(Json::from)
+                }
+                _ => row.try_get::<Option<String>>("", &column).ok().flatten().map(Json::from),
+            };
+            out.insert(column, value.unwrap_or(Json::Null));
+        }
+        Json::Object(out)
     }
 
     /// `SELECT COUNT(*) FROM table [WHERE condition]` in plain SQL.
@@ -275,6 +377,20 @@ impl Fixture {
         edges.sort();
         Some((props, edges))
     }
+}
+
+/// `$1`, `$2`, ... as `?1`, `?2`, ...; other `$` signs stay.
+fn positional_to_sqlite(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A valid `Product` row as JSON; `i` makes the SKU unique and varies price (`i % 100 + 0.5`),

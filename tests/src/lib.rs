@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod embedded;
 pub mod fixture;
 pub mod harness;
 pub mod world;

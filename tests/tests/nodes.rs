@@ -1,5 +1,6 @@
 //! Every generated relational node of every shipped model (13 × 7 = 91), run against live
-//! PostgreSQL and Redis, with outcomes read back in plain SQL.
+//! PostgreSQL and Redis and against the embedded set (SQLite and the in-process cache), with
+//! outcomes read back in plain SQL.
 
 use chrono::DateTime;
 use dataflow_core::nodes::aggregate::{AggregateInput, AggregateOutput};
@@ -11,8 +12,28 @@ use dataflow_core::nodes::read::{CacheOutcome, ReadInput, ReadOutput};
 use dataflow_core::nodes::update::{UpdateInput, UpdateOutput};
 use dataflow_core::{Filter, Model, Node, Op};
 use dataflow_models::*;
-use dataflow_tests::fixture::Fixture;
+use dataflow_tests::fixture::{Backend, Fixture};
 use serde_json::{Value as Json, json};
+
+/// Runs a model's test on the servers and on the embedded set, as `name::servers` and
+/// `name::embedded`.
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn servers() {
+                super::$name(Backend::Servers).await
+            }
+
+            #[tokio::test]
+            async fn embedded() {
+                super::$name(Backend::Embedded).await
+            }
+        }
+    };
+}
 
 /// What one model's test feeds its nodes.
 struct Case {
@@ -26,7 +47,7 @@ struct Case {
 
 /// Runs the model's seven relational nodes and checks each against plain SQL.
 #[allow(clippy::type_complexity)]
-async fn exercise<M, C, R, U, D, L, B, A>(nodes: (C, R, U, D, L, B, A), case: Case)
+async fn exercise<M, C, R, U, D, L, B, A>(nodes: (C, R, U, D, L, B, A), case: Case, backend: Backend)
 where
     M: Model,
     C: Node<Input = CreateInput<M>, Output = CreateOutput<M>>,
@@ -40,7 +61,7 @@ where
     let (create, read, update, delete, list, bulk, aggregate) = nodes;
     let meta = M::meta();
     let table = meta.table;
-    let fx = Fixture::new(table).await;
+    let fx = Fixture::on(backend, table).await;
     let ctx = match case.tenant {
         Some(t) => fx.tenant(t),
         None => fx.ctx.clone(),
@@ -53,7 +74,7 @@ where
     let id = created.id();
     assert!(id > 0);
     assert_eq!(created.version, 1);
-    let stored = stored_row(&fx, table, id).await;
+    let stored = fx.stored_row(table, id).await;
     assert_fields_match(&stored, &sample);
     assert_eq!(stored["version"], json!(1));
     if let Some(t) = case.tenant {
@@ -105,7 +126,7 @@ where
         .expect("update");
     assert_eq!(updated.updated, 1);
     assert_eq!(updated.changes.len(), patch.len());
-    let stored = stored_row(&fx, table, id).await;
+    let stored = fx.stored_row(table, id).await;
     assert_fields_match(&stored, &case.patch);
     assert_eq!(stored["version"], json!(2));
 
@@ -124,7 +145,7 @@ where
     assert_eq!((report.inserted, report.updated, report.errors.len()), (3, 0, 0), "{report:?}");
     assert_eq!(fx.count(table, "").await, 4);
     for (i, new_id) in report.ids.iter().enumerate() {
-        let stored = stored_row(&fx, table, new_id.expect("an id per row")).await;
+        let stored = fx.stored_row(table, new_id.expect("an id per row")).await;
         assert_fields_match(&stored, &(case.sample)(i + 2));
     }
 
@@ -193,17 +214,6 @@ where
     assert!(gone.record.is_none(), "a deleted row must not be served (cache included)");
 }
 
-async fn stored_row(fx: &Fixture, table: &str, id: i64) -> Json {
-    let rows = fx
-        .sql(
-            &format!("SELECT to_jsonb(t) AS j FROM \"{table}\" t WHERE id = $1"),
-            vec![id.into()],
-        )
-        .await;
-    assert_eq!(rows.len(), 1, "row {id} of {table}");
-    rows[0].try_get("", "j").expect("a JSON row")
-}
-
 /// Every field of `expected` equals the stored column (numbers numerically, timestamps as instants).
 fn assert_fields_match(stored: &Json, expected: &Json) {
     for (field, want) in expected.as_object().expect("an object") {
@@ -220,8 +230,8 @@ fn assert_fields_match(stored: &Json, expected: &Json) {
     }
 }
 
-#[tokio::test]
-async fn category_nodes() {
+on_both_backends!(category_nodes);
+async fn category_nodes(backend: Backend) {
     let case = Case {
         sample: |i| json!({"slug": format!("power-tools-{i}"), "name": format!("Power tools {i}"), "description": "Corded and cordless power tools", "parent_id": null, "active": true}),
         patch: json!({"name": "Power tools (renamed)", "parent_id": 7}),
@@ -238,12 +248,13 @@ async fn category_nodes() {
             CategoryAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }
 
-#[tokio::test]
-async fn manufacturer_nodes() {
+on_both_backends!(manufacturer_nodes);
+async fn manufacturer_nodes(backend: Backend) {
     let case = Case {
         sample: |i| json!({"name": format!("Maker {i} GmbH"), "country": "DE", "website": "https://maker.example", "description": "Makes drills and saws"}),
         patch: json!({"country": "FR", "website": null}),
@@ -260,12 +271,13 @@ async fn manufacturer_nodes() {
             ManufacturerAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }
 
-#[tokio::test]
-async fn supplier_nodes() {
+on_both_backends!(supplier_nodes);
+async fn supplier_nodes(backend: Backend) {
     let case = Case {
         sample: |i| json!({"code": format!("SUP-{i:05}"), "name": format!("Supplier {i}"), "email": "orders@supplier.example", "country": "NL", "rating": 4.5, "lead_time_days": 7, "active": true}),
         patch: json!({"rating": 3.0, "lead_time_days": 14}),
@@ -282,12 +294,13 @@ async fn supplier_nodes() {
             SupplierAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }
 
-#[tokio::test]
-async fn unspsc_code_nodes() {
+on_both_backends!(unspsc_code_nodes);
+async fn unspsc_code_nodes(backend: Backend) {
     let case = Case {
         sample: |i| json!({"code": format!("{:08}", 27112700 + i), "title": format!("Power drills {i}"), "level": "commodity"}),
         patch: json!({"title": "Power drills, cordless"}),
@@ -304,12 +317,13 @@ async fn unspsc_code_nodes() {
             UnspscCodeAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }
 
-#[tokio::test]
-async fn etim_class_nodes() {
+on_both_backends!(etim_class_nodes);
+async fn etim_class_nodes(backend: Backend) {
     let case = Case {
         sample: |i| json!({"code": format!("EC{:06}", 62 + i), "description": format!("Drill {i}"), "group_code": "EG000018", "release": "9.0"}),
         patch: json!({"release": "10.0"}),
@@ -326,12 +340,13 @@ async fn etim_class_nodes() {
             EtimClassAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }
 
-#[tokio::test]
-async fn safety_standard_nodes() {
+on_both_backends!(safety_standard_nodes);
+async fn safety_standard_nodes(backend: Backend) {
     let case = Case {
         sample: |i| json!({"code": format!("IEC 62841-2-{i}"), "title": "Electric motor-operated hand-held tools", "body": "IEC", "scope": "Safety of hand-held drills", "published_at": "2021-06-01T00:00:00Z"}),
         patch: json!({"body": "EN", "published_at": "2022-01-15T08:30:00Z"}),
@@ -348,12 +363,13 @@ async fn safety_standard_nodes() {
             SafetyStandardAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }
 
-#[tokio::test]
-async fn product_nodes() {
+on_both_backends!(product_nodes);
+async fn product_nodes(backend: Backend) {
     let case = Case {
         sample: |i| {
             json!({"sku": format!("DRL-{i:04}"), "name": format!("Cordless drill {i}"), "description": "18 V cordless drill driver with two batteries",
@@ -374,12 +390,13 @@ async fn product_nodes() {
             ProductAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }
 
-#[tokio::test]
-async fn classification_nodes() {
+on_both_backends!(classification_nodes);
+async fn classification_nodes(backend: Backend) {
     let case = Case {
         sample: |i| json!({"product_id": i as i64, "unspsc_id": 1, "etim_id": null, "confidence": 0.9, "method": "vote", "rationale": "4 of 5 similar drills are 27112700"}),
         patch: json!({"confidence": 0.95, "etim_id": 3}),
@@ -396,12 +413,13 @@ async fn classification_nodes() {
             ClassificationAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }
 
-#[tokio::test]
-async fn compliance_rule_nodes() {
+on_both_backends!(compliance_rule_nodes);
+async fn compliance_rule_nodes(backend: Backend) {
     let case = Case {
         sample: |i| {
             json!({"name": format!("Drill insulation {i}"), "description": "Hand-held drills must meet IEC 62841", "standard_id": 1, "category_id": 1,
@@ -421,12 +439,13 @@ async fn compliance_rule_nodes() {
             ComplianceRuleAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }
 
-#[tokio::test]
-async fn customer_nodes() {
+on_both_backends!(customer_nodes);
+async fn customer_nodes(backend: Backend) {
     let case = Case {
         sample: |i| json!({"name": format!("Buyer {i}"), "email": format!("buyer{i}@acme.example"), "segment": "industrial", "country": "DE", "credit_limit": 50000.0}),
         patch: json!({"credit_limit": 75000.0}),
@@ -443,12 +462,13 @@ async fn customer_nodes() {
             CustomerAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }
 
-#[tokio::test]
-async fn project_nodes() {
+on_both_backends!(project_nodes);
+async fn project_nodes(backend: Backend) {
     let case = Case {
         sample: |i| {
             json!({"customer_id": 1, "name": format!("Warehouse fit-out {i}"), "description": "Racking, lighting and power tools for a new warehouse",
@@ -468,12 +488,13 @@ async fn project_nodes() {
             ProjectAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }
 
-#[tokio::test]
-async fn quote_nodes() {
+on_both_backends!(quote_nodes);
+async fn quote_nodes(backend: Backend) {
     let case = Case {
         sample: |i| {
             json!({"number": format!("Q-2026-{i:05}"), "customer_id": 1, "project_id": null, "total": 1999.0, "currency": "EUR",
@@ -493,12 +514,13 @@ async fn quote_nodes() {
             QuoteAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }
 
-#[tokio::test]
-async fn recommendation_nodes() {
+on_both_backends!(recommendation_nodes);
+async fn recommendation_nodes(backend: Backend) {
     let case = Case {
         sample: |i| json!({"project_id": 1, "product_id": i as i64, "score": 0.82, "rationale": "Matches the project's drilling needs", "status": "proposed"}),
         patch: json!({"status": "accepted", "score": 0.9}),
@@ -515,6 +537,7 @@ async fn recommendation_nodes() {
             RecommendationAggregateNode,
         ),
         case,
+        backend,
     )
     .await;
 }

@@ -68,7 +68,12 @@ pub struct Settings {
     pub vector_prefix: Option<String>,
     /// Tenant runs act for (`DATAFLOW_TENANT`).
     pub tenant: Option<String>,
+    /// Directory of the embedded stores' SQLite file (`DATAFLOW_HOME`, default `./.dataflow`).
+    pub home: Option<String>,
 }
+
+/// Where the embedded stores live when neither `DATAFLOW_HOME` nor `home` says otherwise.
+pub const DEFAULT_HOME: &str = ".dataflow";
 
 impl Settings {
     /// Reads `file` (when given, it must exist; else `./dataflow.toml` when present), then
@@ -90,7 +95,7 @@ impl Settings {
 
     /// Overrides settings from `DATAFLOW_*` variables read through `var`.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
-        let fields: [(&str, &mut Option<String>); 12] = [
+        let fields: [(&str, &mut Option<String>); 13] = [
             ("DATAFLOW_DATABASE_URL", &mut self.database_url),
             ("DATAFLOW_DATABASE_SCHEMA", &mut self.database_schema),
             ("DATAFLOW_REDIS_URL", &mut self.redis_url),
@@ -103,6 +108,7 @@ impl Settings {
             ("DATAFLOW_CACHE_PREFIX", &mut self.cache_prefix),
             ("DATAFLOW_VECTOR_PREFIX", &mut self.vector_prefix),
             ("DATAFLOW_TENANT", &mut self.tenant),
+            ("DATAFLOW_HOME", &mut self.home),
         ];
         for (key, slot) in fields {
             if let Some(value) = var(key).filter(|v| !v.is_empty()) {
@@ -111,12 +117,22 @@ impl Settings {
         }
     }
 
-    /// The store configuration these settings describe.
+    /// The directory of the embedded stores.
+    pub fn home(&self) -> PathBuf {
+        PathBuf::from(self.home.as_deref().unwrap_or(DEFAULT_HOME))
+    }
+
+    /// The store configuration these settings describe. Without a database URL the relational
+    /// store is SQLite in [`Settings::home`]; without a Redis URL the cache is in-process.
+    /// Without a Chroma or graph server there is no vector or graph store (their embedded
+    /// backends are not built yet).
     pub fn config(&self) -> Result<Config, String> {
-        let url = self.database_url.clone().ok_or(
-            "no database configured: set DATAFLOW_DATABASE_URL or database_url in dataflow.toml (an embedded default is not built yet)",
-        )?;
-        let mut config = Config::new(url);
+        let embedded_file = self.home().join(dataflow_core::config::EMBEDDED_FILE_NAME);
+        let mut config = match &self.database_url {
+            Some(url) => Config::new(url.clone()).with_embedded_file(embedded_file),
+            None => Config::new(format!("sqlite://{}", embedded_file.display())),
+        }
+        .with_embedded_cache();
         if let Some(schema) = &self.database_schema {
             config = config.with_schema(schema);
         }
@@ -166,7 +182,20 @@ mod tests {
         assert_eq!(s.database_url.as_deref(), Some("postgres://env"));
         assert_eq!(s.tenant.as_deref(), Some("a"));
         assert!(toml::from_str::<Settings>("databse_url = 'x'").is_err(), "unknown keys are refused");
-        assert!(Settings::default().config().unwrap_err().contains("DATAFLOW_DATABASE_URL"));
+        let embedded = Settings::default().config().unwrap();
+        assert_eq!(embedded.database_url, "sqlite://.dataflow/dataflow.db");
+        assert!(embedded.embedded_cache);
+        let mut mixed = Settings::default();
+        mixed.apply_env(|k| match k {
+            "DATAFLOW_DATABASE_URL" => Some("postgres://db/x".into()),
+            "DATAFLOW_REDIS_URL" => Some("redis://cache".into()),
+            "DATAFLOW_HOME" => Some("/var/lib/df".into()),
+            _ => None,
+        });
+        let mixed = mixed.config().unwrap();
+        assert_eq!(mixed.redis_url.as_deref(), Some("redis://cache"));
+        assert!(!mixed.embedded_cache);
+        assert_eq!(mixed.embedded_file.as_deref(), Some(Path::new("/var/lib/df/dataflow.db")));
     }
 
     #[test]

@@ -296,23 +296,30 @@ fn print_report(report: &RunReport) {
 async fn health(settings: &Settings) -> Result<ExitCode, String> {
     let config = settings.config()?;
     let mut down = 0;
-    let mut line = |store: &str, result: Result<std::time::Duration, String>| match result {
-        Ok(latency) => println!("{store:12} up    {:.2} ms", latency.as_secs_f64() * 1e3),
+    let mut line = |store: &str, backend: &str, result: Result<std::time::Duration, String>| match result {
+        Ok(latency) => println!("{store:10} {backend:9} up    {:.2} ms", latency.as_secs_f64() * 1e3),
         Err(e) => {
             down += 1;
-            println!("{store:12} DOWN  {e}");
+            println!("{store:10} {backend:9} DOWN  {e}");
         }
     };
     let stores = match dataflow_core::Stores::connect(&config).await {
         Ok(stores) => stores,
         Err(e) => {
-            line("postgresql", Err(e.to_string()));
+            let backend = if config.database_url.starts_with("sqlite:") {
+                "sqlite"
+            } else {
+                "postgres"
+            };
+            line("relational", backend, Err(e.to_string()));
             return Ok(ExitCode::FAILURE);
         }
     };
+    let backends = stores.backends();
     let start = Instant::now();
     line(
-        "postgresql",
+        "relational",
+        backends.relational,
         stores
             .relational()
             .connection()
@@ -322,16 +329,16 @@ async fn health(settings: &Settings) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string()),
     );
     match stores.cache() {
-        Some(cache) => line("redis", cache.ping().await.map_err(|e| e.to_string())),
-        None => println!("{:12} not configured", "redis"),
+        Some(cache) => line("cache", cache.backend(), cache.ping().await.map_err(|e| e.to_string())),
+        None => println!("{:10} not configured", "cache"),
     }
     match stores.vector() {
-        Some(vector) => line("chroma", vector.ping().await.map_err(|e| e.to_string())),
-        None => println!("{:12} not configured", "chroma"),
+        Some(vector) => line("vector", vector.backend(), vector.ping().await.map_err(|e| e.to_string())),
+        None => println!("{:10} not configured", "vector"),
     }
     match stores.graph() {
-        Some(graph) => line("graph", graph.ping().await.map_err(|e| e.to_string())),
-        None => println!("{:12} not configured", "graph"),
+        Some(graph) => line("graph", graph.backend(), graph.ping().await.map_err(|e| e.to_string())),
+        None => println!("{:10} not configured", "graph"),
     }
     Ok(if down == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -9,7 +9,10 @@ use serde_json::Value;
 
 fn dataflow(args: &[&str], env: &[(&str, String)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dataflow"));
-    command.args(args).env_remove("DATAFLOW_DATABASE_URL");
+    // Nothing from the caller's environment; embedded stores (for whatever the test leaves to
+    // them) in a directory of this test process, not in the source tree.
+    let home = dataflow_tests::embedded::root().join(format!("cli_{}", std::process::id()));
+    command.args(args).env_remove("DATAFLOW_DATABASE_URL").env("DATAFLOW_HOME", home);
     for (k, v) in env {
         command.env(k, v);
     }
@@ -75,12 +78,14 @@ fn validate_points_at_the_line_and_graph_draws() {
     );
     let out = dataflow(&["graph", "classify_product", "--format", "dot"], &[]);
     assert!(text(&out.stdout).starts_with("digraph"));
-    let out = dataflow(&["run", "compliance_check"], &[]);
+    // Without servers the relational store is embedded (SQLite in DATAFLOW_HOME): reading
+    // a product that does not exist succeeds with no record, and the run then fails naming
+    // the node that had nothing to work on.
+    let out = dataflow(&["run", "compliance_check", "--input", "{\"product_id\": 1}"], &[]);
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("DATAFLOW_DATABASE_URL"),
-        "without a database the command says how to name one"
-    );
+    let shown = text(&out.stdout);
+    assert!(shown.lines().any(|l| l.starts_with("product ") && l.contains(" ok ")), "{shown}");
+    assert!(shown.contains("node 'rules' (CategoryGraphNode) failed"), "{shown}");
 }
 
 #[tokio::test]
@@ -129,8 +134,18 @@ async fn migrate_health_run_and_sync_against_live_servers() {
         .unwrap();
     let shown = text(&out.stdout);
     assert!(!out.status.success(), "{shown}");
-    assert!(shown.lines().any(|l| l.starts_with("chroma") && l.contains("DOWN")), "{shown}");
-    assert!(shown.lines().any(|l| l.starts_with("postgresql") && l.contains(" up ")), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("vector") && l.contains("chroma") && l.contains("DOWN")),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("relational") && l.contains("postgres") && l.contains(" up ")),
+        "{shown}"
+    );
 
     let catalog = dataflow_workflows::data_dir().join("catalog.jsonl");
     let input = format!("{{\"path\": {:?}}}", catalog.to_str().unwrap());

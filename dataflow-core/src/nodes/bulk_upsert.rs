@@ -1,15 +1,16 @@
 //! BulkUpsert: many rows in batches inside one transaction. Every row is checked first;
 //! invalid rows are reported by index and the valid ones land.
 //!
-//! On PostgreSQL each batch is one statement whose rows travel as a single JSONB parameter
-//! (`jsonb_to_recordset`), so there is no bind-parameter limit and no per-row round trip.
-//! Rows without a primary key get one from the table's sequence up front, so every written row
-//! maps back to its input index.
+//! Each batch is one statement whose rows travel as a single JSON parameter
+//! (`jsonb_to_recordset` on PostgreSQL, `json_each` on SQLite), so there is no bind-parameter
+//! limit and no per-row round trip. Rows without a primary key get one up front (from the
+//! table's sequence on PostgreSQL, after the largest id on SQLite, whose transaction holds the
+//! write lock), so every written row maps back to its input index.
 
 use std::collections::HashMap;
 
 use schemars::JsonSchema;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
@@ -79,9 +80,6 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
     let meta = M::meta();
     let tenant = ctx.tenant_scope(meta)?;
     let store = ctx.stores().relational();
-    if store.backend() != DbBackend::Postgres {
-        return Err(Error::Config("BulkUpsert needs PostgreSQL".into()));
-    }
     let batch = input.batch_size.unwrap_or(DEFAULT_BATCH);
     if !(1..=MAX_BATCH).contains(&batch) {
         return Err(Error::invalid(
@@ -161,12 +159,12 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
     }
 
     let action = format!("bulk upserting into {}", meta.table);
-    let tx = store.connection().begin().await.map_err(|e| Error::relational(&action, e))?;
+    let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
     let mut states: Vec<RowState> = Vec::with_capacity(valid.len());
     let mut explicit_ids = false;
     if let ConflictKey::PrimaryKey = key {
         explicit_ids = valid.iter().any(|(_, r)| r.get(meta.primary_key).is_some());
-        assign_ids(&tx, meta, &mut valid, &action).await?;
+        assign_ids(&tx, store.backend(), meta, &mut valid, &action).await?;
     }
     for chunk in valid.chunks(batch) {
         // Map written rows back to their input index by their conflict key.
@@ -178,7 +176,7 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
             };
             by_key.insert(k.map(Json::to_string).unwrap_or_default(), position);
         }
-        let returned = write_batch(&tx, meta, tenant, &key, chunk, &action).await?;
+        let returned = write_batch(&tx, store.sql(), meta, tenant, &key, chunk, &action).await?;
         for (id, version, k) in returned {
             let Some(position) = by_key.remove(&k) else { continue };
             let (index, record) = &chunk[position];
@@ -208,7 +206,9 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
             });
         }
     }
-    if explicit_ids {
+    // SQLite moves an AUTOINCREMENT table's counter past explicit ids by itself; a PostgreSQL
+    // sequence must be moved by hand.
+    if explicit_ids && store.backend() == DbBackend::Postgres {
         let mut sql = Sql::new(DbBackend::Postgres);
         sql.push("SELECT setval(pg_get_serial_sequence(")
             .param(quoted(meta.table))
@@ -259,11 +259,48 @@ fn quoted(table: &str) -> sea_orm::Value {
     sea_orm::Value::String(Some(format!("\"{table}\"")))
 }
 
-/// Gives every row without a primary key the next value of the table's sequence.
-async fn assign_ids(tx: &DatabaseTransaction, meta: &'static ModelMeta, rows: &mut [(usize, CheckedRecord)], action: &str) -> Result<()> {
+/// Gives every row without a primary key the next free id: the next values of the table's
+/// sequence on PostgreSQL; on SQLite the ids after the largest one the table has used (its
+/// row or its AUTOINCREMENT counter), which no other writer can take while this transaction
+/// holds the write lock.
+async fn assign_ids(
+    tx: &DatabaseTransaction,
+    backend: DbBackend,
+    meta: &'static ModelMeta,
+    rows: &mut [(usize, CheckedRecord)],
+    action: &str,
+) -> Result<()> {
     let pk = meta.field(meta.primary_key).expect("the derive checks the primary key exists");
     let missing = rows.iter().filter(|(_, r)| r.get(pk.name).is_none()).count();
     if missing == 0 {
+        return Ok(());
+    }
+    if backend == DbBackend::Sqlite {
+        // Ids given explicitly in this call must not be handed out again.
+        let explicit = rows
+            .iter()
+            .filter_map(|(_, r)| r.get(pk.name).and_then(Json::as_i64))
+            .max()
+            .unwrap_or(0);
+        let mut sql = Sql::new(DbBackend::Sqlite);
+        sql.push("SELECT MAX(COALESCE((SELECT MAX(")
+            .ident(pk.name)
+            .push(") FROM ")
+            .ident(meta.table)
+            .push("), 0), COALESCE((SELECT \"seq\" FROM \"sqlite_sequence\" WHERE \"name\" = ")
+            .param(sea_orm::Value::String(Some(meta.table.to_owned())))
+            .push("), 0)) AS \"last\"");
+        let row = tx
+            .query_one_raw(sql.build())
+            .await
+            .map_err(|e| Error::relational(action, e))?
+            .ok_or_else(|| Error::relational(action, sea_orm::DbErr::RecordNotInserted))?;
+        let last: i64 = row.try_get("", "last").map_err(|e| Error::relational(action, e))?;
+        let mut next = last.max(explicit);
+        for (_, record) in rows.iter_mut().filter(|(_, r)| r.get(pk.name).is_none()) {
+            next += 1;
+            record.values.insert(0, (pk, Json::from(next)));
+        }
         return Ok(());
     }
     // The sequence is resolved once: calling pg_get_serial_sequence per row costs more than
@@ -290,6 +327,7 @@ async fn assign_ids(tx: &DatabaseTransaction, meta: &'static ModelMeta, rows: &m
 /// Writes one batch; returns `(id, version, conflict-key value as JSON text)` per written row.
 async fn write_batch(
     tx: &DatabaseTransaction,
+    mut sql: Sql,
     meta: &'static ModelMeta,
     tenant: Option<&str>,
     key: &ConflictKey,
@@ -314,7 +352,6 @@ async fn write_batch(
         })
         .collect();
 
-    let mut sql = Sql::new(DbBackend::Postgres);
     sql.push("INSERT INTO ")
         .ident(meta.table)
         .push(" AS \"t\" (")
@@ -326,17 +363,9 @@ async fn write_batch(
     if let Some(t) = tenant {
         sql.push(", ").param(sea_orm::Value::String(Some(t.to_owned())));
     }
-    sql.push(" FROM jsonb_to_recordset(")
-        .param(sea_orm::Value::Json(Some(Box::new(Json::Array(payload)))))
-        .push("::jsonb) AS \"x\"(");
-    for (i, f) in columns.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        let ty = sql.column_type(f.ty);
-        sql.ident(f.name).push(" ").push(ty);
-    }
-    sql.push(") ON CONFLICT (");
+    sql.push(" FROM ").json_rows(payload, &columns, "x");
+    // `WHERE true` tells SQLite's parser that `ON CONFLICT` starts the upsert clause.
+    sql.push(" WHERE true ON CONFLICT (");
     let key_field: &'static FieldMeta = match key {
         ConflictKey::PrimaryKey => meta.field(meta.primary_key).expect("primary key exists"),
         ConflictKey::Unique(f) => {
@@ -350,16 +379,18 @@ async fn write_batch(
     for f in columns.iter().filter(|f| !f.primary_key) {
         sql.ident(f.name).push(" = EXCLUDED.").ident(f.name).push(", ");
     }
-    sql.push("\"version\" = \"t\".\"version\" + 1, \"updated_at\" = CURRENT_TIMESTAMP");
+    let now = sql.now();
+    sql.push("\"version\" = \"t\".\"version\" + 1, \"updated_at\" = ").push(now);
     if meta.soft_delete {
         sql.push(", \"deleted_at\" = NULL");
     }
     if tenant.is_some() {
         sql.push(" WHERE \"t\".\"tenant_id\" = EXCLUDED.\"tenant_id\"");
     }
-    sql.push(" RETURNING \"t\".").ident(meta.primary_key).push(", \"t\".\"version\"");
+    // RETURNING names the target's columns unqualified: SQLite does not accept the alias there.
+    sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
     if let ConflictKey::Unique(f) = key {
-        sql.push(", \"t\".").ident(f.name).push(" AS \"conflict_key\"");
+        sql.push(", ").ident(f.name).push(" AS \"conflict_key\"");
     }
 
     let rows = tx.query_all_raw(sql.build()).await.map_err(|e| Error::relational(action, e))?;

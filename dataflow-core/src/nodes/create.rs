@@ -1,7 +1,7 @@
 //! Create: validate one record, insert it, return the stored row.
 
 use schemars::JsonSchema;
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, StoreKind};
@@ -77,7 +77,7 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
             pending: Vec::new(),
         });
     }
-    let tx = store.connection().begin().await.map_err(|e| Error::relational(&action, e))?;
+    let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
     let row = tx
         .query_one_raw(sql.build())
         .await

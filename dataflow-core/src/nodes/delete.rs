@@ -1,7 +1,6 @@
 //! Delete: by id or filter; soft (marking `deleted_at`) for models that ask for it.
 
 use schemars::JsonSchema;
-use sea_orm::TransactionTrait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, StoreKind};
@@ -70,7 +69,7 @@ pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOu
     }
     sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
     let action = format!("deleting from {}", meta.table);
-    let tx = store.connection().begin().await.map_err(|e| Error::relational(&action, e))?;
+    let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
     let written = fetch_versions(&tx, sql.build(), meta.primary_key, &action).await?;
     let states: Vec<RowState> = written
         .iter()

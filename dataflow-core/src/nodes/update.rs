@@ -1,7 +1,7 @@
 //! Update: patch one row by id (optionally requiring its version) or every row a filter matches.
 
 use schemars::JsonSchema;
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
@@ -107,7 +107,7 @@ async fn by_id<M: Model>(
     let meta = M::meta();
     let store = ctx.stores().relational();
     let action = format!("updating {} {id}", meta.name);
-    let tx = store.connection().begin().await.map_err(|e| Error::relational(&action, e))?;
+    let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
 
     let mut sql = store.sql();
     select_by_id(&mut sql, meta, tenant, id, false);
@@ -194,7 +194,7 @@ async fn by_filter<M: Model>(ctx: &Context, tenant: Option<&str>, filter: &Filte
     write_filter(&mut sql, meta, Some(filter))?;
     sql.push(" RETURNING ").record_columns(meta);
     let action = format!("updating {} by filter", meta.table);
-    let tx = store.connection().begin().await.map_err(|e| Error::relational(&action, e))?;
+    let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
     let written = fetch_records::<M>(&tx, sql.build(), &action).await?;
     let states = written.iter().map(|r| row_state(r, tenant)).collect::<Result<Vec<_>>>()?;
     let set = ProjectionSet::for_model(ctx.stores(), meta);

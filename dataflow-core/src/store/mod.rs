@@ -15,7 +15,7 @@ use crate::embed::{Embedder, HashingEmbedder};
 use crate::error::{Error, Result, StoreKind};
 use crate::model::ModelMeta;
 
-pub use cache::{CacheStore, RedisCache};
+pub use cache::{CacheStore, MemoryCache, RedisCache};
 pub use graph::{BoltGraph, GraphStore};
 pub use relational::RelationalStore;
 pub use vector::{ChromaStore, VectorStore};
@@ -57,10 +57,16 @@ impl Stores {
         let relational = RelationalStore::connect(config).await?;
         let cache: Option<Arc<dyn CacheStore>> = match &config.redis_url {
             Some(url) => Some(Arc::new(RedisCache::new(url, config.cache_timeout)?)),
+            None if config.embedded_cache => Some(Arc::new(MemoryCache::default())),
             None => None,
         };
         let vector: Option<Arc<dyn VectorStore>> = match &config.chroma_url {
             Some(url) => Some(Arc::new(ChromaStore::new(url, &config.vector_prefix, config.projection_timeout)?)),
+            None if config.embedded_vector => {
+                return Err(Error::Config(
+                    "the embedded vector store is not built yet: set chroma_url (Config::with_chroma)".into(),
+                ));
+            }
             None => None,
         };
         let graph: Option<Arc<dyn GraphStore>> = match &config.graph {
@@ -75,6 +81,11 @@ impl Stores {
                 )
                 .await?,
             )),
+            None if config.embedded_graph => {
+                return Err(Error::Config(
+                    "the embedded graph store is not built yet: set the graph server (Config::with_graph)".into(),
+                ));
+            }
             None => None,
         };
         Ok(Stores::builder(relational)
@@ -231,6 +242,35 @@ impl Stores {
                 tracing::debug!(error = %e, "applying pending cache invalidations failed");
                 false
             }
+        }
+    }
+}
+
+/// Which backend each store uses, e.g. for `dataflow health`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backends {
+    /// `postgres` or `sqlite`.
+    pub relational: &'static str,
+    /// `redis`, `memory`, or `None` without a cache.
+    pub cache: Option<&'static str>,
+    /// `chroma`, `embedded`, or `None` without a vector store.
+    pub vector: Option<&'static str>,
+    /// `bolt`, `embedded`, or `None` without a graph store.
+    pub graph: Option<&'static str>,
+}
+
+impl Stores {
+    /// Which backend each store uses.
+    pub fn backends(&self) -> Backends {
+        Backends {
+            relational: match self.relational().backend() {
+                sea_orm::DbBackend::Postgres => "postgres",
+                sea_orm::DbBackend::Sqlite => "sqlite",
+                _ => "mysql",
+            },
+            cache: self.cache().map(|c| c.backend()),
+            vector: self.vector().map(|v| v.backend()),
+            graph: self.graph().map(|g| g.backend()),
         }
     }
 }

@@ -1,6 +1,13 @@
 //! The relational store: PostgreSQL or SQLite through sea-orm, and schema migration.
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Value as SqlValue};
+use std::path::Path;
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait, Value as SqlValue,
+};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -21,13 +28,18 @@ impl RelationalStore {
         let url = config.database_url.as_str();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             DbBackend::Postgres
-        } else if url.starts_with("sqlite:") {
-            return Err(Error::Config(
-                "SQLite is not supported yet: the embedded backend (SQLite plus in-process graph, vector and cache) is planned; use a postgres:// URL".into(),
-            ));
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if config.database_schema.is_some() {
+                return Err(Error::Config("database_schema applies to PostgreSQL only".into()));
+            }
+            return Ok(RelationalStore {
+                db: open_sqlite(Path::new(path), config.max_connections).await?,
+                backend: DbBackend::Sqlite,
+                schema: None,
+            });
         } else {
             return Err(Error::Config(format!(
-                "database_url must start with postgres:// or postgresql://, got '{}'",
+                "database_url must start with postgres://, postgresql:// or sqlite://, got '{}'",
                 redact_url(url)
             )));
         };
@@ -37,9 +49,6 @@ impl RelationalStore {
             .min_connections(1)
             .sqlx_logging(false);
         if let Some(schema) = &config.database_schema {
-            if backend != DbBackend::Postgres {
-                return Err(Error::Config("database_schema applies to PostgreSQL only".into()));
-            }
             check_schema_name(schema)?;
             options.set_schema_search_path(schema.clone());
         }
@@ -61,6 +70,22 @@ impl RelationalStore {
     /// PostgreSQL or SQLite.
     pub fn backend(&self) -> DbBackend {
         self.backend
+    }
+
+    /// Starts a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
+    /// deferred transaction that reads before it writes could not upgrade its lock when
+    /// another connection wrote in between, and would fail instead of waiting.
+    pub async fn begin(&self) -> std::result::Result<DatabaseTransaction, sea_orm::DbErr> {
+        if self.backend == DbBackend::Sqlite {
+            self.db
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..TransactionOptions::default()
+                })
+                .await
+        } else {
+            self.db.begin().await
+        }
     }
 
     /// A new statement for this backend.
@@ -199,6 +224,37 @@ impl RelationalStore {
             .map(|_| ())
             .map_err(|e| Error::relational(action, e))
     }
+}
+
+/// How long a SQLite connection waits for another connection's write lock before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens (creating it and its directory when missing) the SQLite database file at `path`,
+/// as the embedded relational, graph and vector stores use it: write-ahead logging so
+/// readers never wait for the writer, and writers that wait for each other instead of
+/// failing.
+pub async fn open_sqlite(path: &Path, max_connections: u32) -> Result<DatabaseConnection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Config(format!("creating the directory {} for the SQLite database: {e}", dir.display())))?;
+    }
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(max_connections.max(1))
+        .min_connections(1)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .create_if_missing(true)
+                // LIKE is case-sensitive on PostgreSQL; SQLite's default folds ASCII case.
+                .pragma("case_sensitive_like", "ON")
+        });
+    Database::connect(options)
+        .await
+        .map_err(|e| Error::relational(format!("opening the SQLite database {}", path.display()), e))
 }
 
 fn check_schema_name(schema: &str) -> Result<()> {

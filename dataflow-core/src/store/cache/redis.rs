@@ -1,38 +1,14 @@
-//! The read-through cache: a trait and its Redis backend.
-//!
-//! Entries carry the row's version. A write replaces an entry by a *tombstone* holding the
-//! row's new version, and a reader may only fill a key with a version at least that new. So a
-//! reader that fetched a row just before a write committed cannot put the stale row back
-//! after the write's invalidation: the classic read-through race is closed, not just narrowed.
+//! The Redis cache backend: fills and invalidations are Lua scripts, so each check of the
+//! stored version and the write that follows it are one atomic step on the server.
 
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::CacheStore;
 use crate::error::{Error, Result};
 use crate::store::relational::redact_url;
-
-/// A key-value cache of serialized rows with versioned invalidation.
-#[async_trait]
-pub trait CacheStore: Send + Sync {
-    /// The backend's name, e.g. `redis`.
-    fn backend(&self) -> &'static str;
-
-    /// The cached payload under `key`, or `None` when absent or invalidated.
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
-
-    /// Stores `payload` (the row at `version`) under `key` for `ttl`, unless the key already
-    /// holds the same or a newer version, or a tombstone newer than `version`.
-    async fn fill(&self, key: &str, version: i64, payload: &[u8], ttl: Duration) -> Result<()>;
-
-    /// Invalidates rows after a committed write: each `(key, new_version)` becomes a tombstone
-    /// that blocks fills of older versions for `ttl`.
-    async fn invalidate(&self, keys: &[(String, i64)], ttl: Duration) -> Result<()>;
-
-    /// A round trip to the server; returns its latency.
-    async fn ping(&self) -> Result<Duration>;
-}
 
 /// Keys per invalidation script call.
 const INVALIDATE_BATCH: usize = 250;

@@ -125,22 +125,16 @@ impl Fixture {
         };
         match backend {
             Backend::Servers => Fixture::build(hint, wanted, |c| c).await,
-            Backend::Embedded => Fixture::build_embedded(hint, wanted).await,
+            Backend::Embedded => Fixture::build_embedded(hint).await,
         }
     }
 
-    async fn build_embedded(hint: &str, wanted: Wanted) -> Fixture {
+    /// The embedded set (SQLite and the in-process cache; no vector or graph store yet) in a
+    /// fresh directory, every shipped model migrated.
+    async fn build_embedded(hint: &str) -> Fixture {
         let home = crate::embedded::fresh_home(hint);
-        // The embedded vector and graph stores are not built yet.
-        assert!(!wanted.projections, "the embedded set has no vector or graph store yet");
         let config = Config::embedded(&home);
-        let stores = Stores::connect(&config).await.expect("opening the embedded stores");
-        if wanted.tables {
-            stores
-                .migrate(&dataflow_models::all_models())
-                .await
-                .expect("migrating the shipped models");
-        }
+        let stores = connect(&config, true).await;
         Fixture {
             backend: Backend::Embedded,
             home: Some(home),
@@ -192,13 +186,7 @@ impl Fixture {
             graph = Some((Arc::new(direct), namespace));
         }
         let config = adjust(config);
-        let stores = Stores::connect(&config).await.expect("connecting the stores");
-        if wanted.tables {
-            stores
-                .migrate(&dataflow_models::all_models())
-                .await
-                .expect("migrating the shipped models");
-        }
+        let stores = connect(&config, wanted.tables).await;
         Fixture {
             backend: Backend::Servers,
             home: None,
@@ -377,6 +365,18 @@ impl Fixture {
         edges.sort();
         Some((props, edges))
     }
+}
+
+/// Connects the stores of `config` and, with `tables`, migrates every shipped model.
+async fn connect(config: &Config, tables: bool) -> Stores {
+    let stores = Stores::connect(config).await.expect("connecting the stores");
+    if tables {
+        stores
+            .migrate(&dataflow_models::all_models())
+            .await
+            .expect("migrating the shipped models");
+    }
+    stores
 }
 
 /// `$1`, `$2`, ... as `?1`, `?2`, ...; other `$` signs stay.

@@ -124,15 +124,12 @@ impl Settings {
 
     /// The store configuration these settings describe. Without a database URL the relational
     /// store is SQLite in [`Settings::home`]; without a Redis URL the cache is in-process.
-    /// Without a Chroma or graph server there is no vector or graph store (their embedded
-    /// backends are not built yet).
+    /// Without a Chroma or graph server there is no vector or graph store.
     pub fn config(&self) -> Result<Config, String> {
-        let embedded_file = self.home().join(dataflow_core::config::EMBEDDED_FILE_NAME);
         let mut config = match &self.database_url {
-            Some(url) => Config::new(url.clone()).with_embedded_file(embedded_file),
-            None => Config::new(format!("sqlite://{}", embedded_file.display())),
-        }
-        .with_embedded_cache();
+            Some(url) => Config::new(url.clone()).with_embedded_cache(),
+            None => Config::embedded(self.home()),
+        };
         if let Some(schema) = &self.database_schema {
             config = config.with_schema(schema);
         }
@@ -195,7 +192,6 @@ mod tests {
         let mixed = mixed.config().unwrap();
         assert_eq!(mixed.redis_url.as_deref(), Some("redis://cache"));
         assert!(!mixed.embedded_cache);
-        assert_eq!(mixed.embedded_file.as_deref(), Some(Path::new("/var/lib/df/dataflow.db")));
     }
 
     #[test]

@@ -62,11 +62,6 @@ impl Stores {
         };
         let vector: Option<Arc<dyn VectorStore>> = match &config.chroma_url {
             Some(url) => Some(Arc::new(ChromaStore::new(url, &config.vector_prefix, config.projection_timeout)?)),
-            None if config.embedded_vector => {
-                return Err(Error::Config(
-                    "the embedded vector store is not built yet: set chroma_url (Config::with_chroma)".into(),
-                ));
-            }
             None => None,
         };
         let graph: Option<Arc<dyn GraphStore>> = match &config.graph {
@@ -81,11 +76,6 @@ impl Stores {
                 )
                 .await?,
             )),
-            None if config.embedded_graph => {
-                return Err(Error::Config(
-                    "the embedded graph store is not built yet: set the graph server (Config::with_graph)".into(),
-                ));
-            }
             None => None,
         };
         Ok(Stores::builder(relational)
@@ -253,9 +243,9 @@ pub struct Backends {
     pub relational: &'static str,
     /// `redis`, `memory`, or `None` without a cache.
     pub cache: Option<&'static str>,
-    /// `chroma`, `embedded`, or `None` without a vector store.
+    /// `chroma`, or `None` without a vector store.
     pub vector: Option<&'static str>,
-    /// `bolt`, `embedded`, or `None` without a graph store.
+    /// `bolt`, or `None` without a graph store.
     pub graph: Option<&'static str>,
 }
 

@@ -1,7 +1,7 @@
 //! Connection settings for the stores.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::store::relational::redact_url;
@@ -22,11 +22,13 @@ pub struct Config {
     pub cache_prefix: String,
     /// How long a cache call may take before the node carries on without the cache.
     pub cache_timeout: Duration,
-    /// `http://host:port` of a Chroma server; `None` disables vectors and Search.
+    /// `http://host:port` of a Chroma server; `None`: the embedded vector store when
+    /// `embedded_vector`, else no vectors (and no Search).
     pub chroma_url: Option<String>,
     /// Prefix of every vector collection's name (`{prefix}{table}`).
     pub vector_prefix: String,
-    /// The Bolt graph server; `None` disables the graph and the Graph nodes' traversals.
+    /// The Bolt graph server; `None`: the embedded graph store when `embedded_graph`, else no
+    /// graph (and no traversals).
     pub graph: Option<GraphConfig>,
     /// Prefix of every graph label (`{namespace}{Model}`), so several applications (or tests)
     /// can share one graph database. Empty by default.
@@ -37,6 +39,14 @@ pub struct Config {
     pub outbox_max_attempts: u32,
     /// Keep the read-through cache in this process when `redis_url` is `None`.
     pub embedded_cache: bool,
+    /// Keep vectors in the embedded vector store when `chroma_url` is `None`.
+    pub embedded_vector: bool,
+    /// Keep the graph in the embedded graph store when `graph` is `None`.
+    pub embedded_graph: bool,
+    /// The SQLite file of the embedded vector and graph stores when the relational store is
+    /// PostgreSQL. With SQLite as the relational store they share its file and this is not
+    /// used.
+    pub embedded_file: Option<PathBuf>,
 }
 
 /// The name of the SQLite file the embedded stores keep their data in, inside their directory.
@@ -82,6 +92,9 @@ impl fmt::Debug for Config {
             .field("projection_timeout", &self.projection_timeout)
             .field("outbox_max_attempts", &self.outbox_max_attempts)
             .field("embedded_cache", &self.embedded_cache)
+            .field("embedded_vector", &self.embedded_vector)
+            .field("embedded_graph", &self.embedded_graph)
+            .field("embedded_file", &self.embedded_file)
             .finish()
     }
 }
@@ -103,15 +116,43 @@ impl Config {
             projection_timeout: Duration::from_secs(5),
             outbox_max_attempts: 10,
             embedded_cache: false,
+            embedded_vector: false,
+            embedded_graph: false,
+            embedded_file: None,
         }
     }
 
-    /// Nothing to install or start: the relational store in the SQLite file
-    /// [`EMBEDDED_FILE_NAME`] in `dir` (created when missing) and the cache in this process.
-    /// There is no embedded graph or vector store yet, so this configuration has neither.
+    /// Nothing to install or start: the relational, vector and graph stores in the SQLite
+    /// file [`EMBEDDED_FILE_NAME`] in `dir` (created when missing) and the cache in this
+    /// process.
     pub fn embedded(dir: impl AsRef<Path>) -> Self {
         let file = dir.as_ref().join(EMBEDDED_FILE_NAME);
-        Config::new(format!("sqlite://{}", file.display())).with_embedded_cache()
+        Config::new(format!("sqlite://{}", file.display()))
+            .with_embedded_cache()
+            .with_embedded_vector()
+            .with_embedded_graph()
+            .with_embedded_file(file)
+    }
+
+    /// Keeps vectors in the embedded vector store instead of Chroma.
+    pub fn with_embedded_vector(mut self) -> Self {
+        self.chroma_url = None;
+        self.embedded_vector = true;
+        self
+    }
+
+    /// Keeps the graph in the embedded graph store instead of a Bolt server.
+    pub fn with_embedded_graph(mut self) -> Self {
+        self.graph = None;
+        self.embedded_graph = true;
+        self
+    }
+
+    /// The SQLite file of the embedded vector and graph stores when the relational store is
+    /// PostgreSQL (see [`Config::embedded_file`]).
+    pub fn with_embedded_file(mut self, file: impl Into<PathBuf>) -> Self {
+        self.embedded_file = Some(file.into());
+        self
     }
 
     /// Keeps the cache in this process instead of Redis.
@@ -142,6 +183,7 @@ impl Config {
 
     /// Keeps embeddings in the Chroma server at `url`.
     pub fn with_chroma(mut self, url: impl Into<String>) -> Self {
+        self.embedded_vector = false;
         self.chroma_url = Some(url.into());
         self
     }
@@ -154,6 +196,7 @@ impl Config {
 
     /// Keeps the graph in the Bolt server described by `graph`.
     pub fn with_graph(mut self, graph: GraphConfig) -> Self {
+        self.embedded_graph = false;
         self.graph = Some(graph);
         self
     }

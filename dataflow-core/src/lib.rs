@@ -44,7 +44,10 @@ pub use node::{Context, ModelNodes, Node, NodeDescriptor, NodeKind};
 pub use outbox::{OutboxRecord, SyncReport};
 pub use projection::ProjectionSet;
 pub use record::Record;
-pub use store::{Backends, CacheStore, GraphStore, MemoryCache, RedisCache, RelationalStore, Stores, VectorStore};
+pub use store::{
+    Backends, BoltGraph, CacheStore, ChromaStore, EmbeddedGraph, EmbeddedVectors, GraphStore, MemoryCache, RedisCache, RelationalStore,
+    Stores, VectorStore,
+};
 
 /// Crates the derive's generated code names; re-exported so a model crate needs only
 /// `dataflow-core` (plus serde and schemars for its own derives).

@@ -39,6 +39,8 @@ pub struct Fixture {
     pub chroma: Option<(String, String)>,
     /// With projections: a Bolt connection of the test's own and its label namespace.
     pub graph: Option<(Arc<neo4rs::Graph>, String)>,
+    /// The stores' configuration.
+    pub config: Config,
 }
 
 /// Which stores a fixture connects.
@@ -116,8 +118,17 @@ impl Fixture {
         .await
     }
 
-    /// Every shipped model migrated on `backend`, with a cache but no vector or graph store
-    /// (what [`Fixture::new`] gives on the servers).
+    /// Every shipped model migrated on `backend`, with all four stores: on the servers what
+    /// [`Fixture::with_projections`] gives; embedded, every store is.
+    pub async fn with_projections_on(backend: Backend, hint: &str) -> Fixture {
+        match backend {
+            Backend::Servers => Fixture::with_projections(hint).await,
+            Backend::Embedded => Fixture::build_embedded(hint).await,
+        }
+    }
+
+    /// Every shipped model migrated on `backend`, with a cache: on the servers what
+    /// [`Fixture::new`] gives (no vector or graph store); embedded, all four stores.
     pub async fn on(backend: Backend, hint: &str) -> Fixture {
         let wanted = Wanted {
             tables: true,
@@ -129,8 +140,8 @@ impl Fixture {
         }
     }
 
-    /// The embedded set (SQLite and the in-process cache; no vector or graph store yet) in a
-    /// fresh directory, every shipped model migrated.
+    /// The embedded set (SQLite for the relational, vector and graph stores, and the
+    /// in-process cache) in a fresh directory, every shipped model migrated.
     async fn build_embedded(hint: &str) -> Fixture {
         let home = crate::embedded::fresh_home(hint);
         let config = Config::embedded(&home);
@@ -144,6 +155,7 @@ impl Fixture {
             redis_url: String::new(),
             chroma: None,
             graph: None,
+            config,
         }
     }
 
@@ -196,6 +208,7 @@ impl Fixture {
             redis_url,
             chroma,
             graph,
+            config,
         }
     }
 
@@ -286,9 +299,32 @@ impl Fixture {
 }
 
 impl Fixture {
+    /// Every document of `table`'s collection as the vector store holds it, read around the
+    /// code under test (Chroma's own API, or plain SQL on the embedded store's table):
+    /// `id → (document, metadata)`. Empty when the collection does not exist.
+    pub async fn vector_documents(&self, table: &str) -> std::collections::BTreeMap<String, (String, Map<String, Json>)> {
+        if self.backend == Backend::Servers {
+            return self.chroma_documents(table).await;
+        }
+        let rows = self
+            .sql(
+                "SELECT id, document, metadata FROM dataflow_vectors WHERE collection = $1",
+                vec![format!("{}{table}", self.config.vector_prefix).into()],
+            )
+            .await;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("", "id").expect("an id");
+                let document: String = row.try_get("", "document").expect("a document");
+                let metadata: String = row.try_get("", "metadata").expect("metadata");
+                (id, (document, serde_json::from_str(&metadata).expect("metadata is a JSON object")))
+            })
+            .collect()
+    }
+
     /// Every document of `table`'s collection as Chroma's own API returns it:
     /// `id → (document, metadata)`. Empty when the collection does not exist.
-    pub async fn chroma_documents(&self, table: &str) -> std::collections::BTreeMap<String, (String, Map<String, Json>)> {
+    async fn chroma_documents(&self, table: &str) -> std::collections::BTreeMap<String, (String, Map<String, Json>)> {
         let (url, prefix) = self.chroma.as_ref().expect("a fixture with projections");
         let scope = format!("{url}/api/v2/tenants/default_tenant/databases/default_database/collections");
         let http = reqwest::Client::new();
@@ -338,9 +374,39 @@ impl Fixture {
         rows
     }
 
-    /// The node `(:{ns}{label} {id})` as stored: its properties and its outgoing edges as
-    /// `(relation, target label without namespace, target id)`, sorted.
+    /// The node of `label` with primary key `id` as the graph store holds it, read around the
+    /// code under test (plain Cypher, or plain SQL on the embedded store's tables): its
+    /// properties and its outgoing edges as `(relation, target label without namespace,
+    /// target id)`, sorted.
     pub async fn graph_node(&self, label: &str, id: i64) -> Option<(Map<String, Json>, Vec<(String, String, i64)>)> {
+        if self.backend == Backend::Embedded {
+            let namespace = &self.config.graph_namespace;
+            let stored = format!("{namespace}{label}");
+            let rows = self
+                .sql(
+                    "SELECT props FROM dataflow_graph_nodes WHERE label = $1 AND id = $2",
+                    vec![stored.clone().into(), id.into()],
+                )
+                .await;
+            let props: String = rows.first()?.try_get("", "props").expect("properties");
+            let edges = self
+                .sql(
+                    "SELECT rel, dst_label, dst_id FROM dataflow_graph_edges WHERE src_label = $1 AND src_id = $2 ORDER BY 1, 2, 3",
+                    vec![stored.into(), id.into()],
+                )
+                .await
+                .iter()
+                .map(|row| {
+                    let target: String = row.try_get("", "dst_label").expect("a label");
+                    (
+                        row.try_get("", "rel").expect("a relation"),
+                        target.trim_start_matches(namespace.as_str()).to_owned(),
+                        row.try_get("", "dst_id").expect("an id"),
+                    )
+                })
+                .collect();
+            return Some((serde_json::from_str(&props).expect("properties are a JSON object"), edges));
+        }
         let namespace = self.graph.as_ref().expect("a fixture with projections").1.clone();
         let rows = self
             .cypher(

@@ -6,6 +6,26 @@
 pub mod embedded;
 pub mod fixture;
 pub mod harness;
+pub mod stores;
 pub mod world;
 
 pub use harness::{BoltEndpoint, Provider, ServiceKind, Services};
+
+/// Runs the async test function `$name(backend)` once per backend set, as the tests
+/// `$name::servers` and `$name::embedded`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn servers() {
+                super::$name($crate::fixture::Backend::Servers).await
+            }
+
+            #[tokio::test]
+            async fn embedded() {
+                super::$name($crate::fixture::Backend::Embedded).await
+            }
+        }
+    };
+}

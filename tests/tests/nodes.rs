@@ -13,27 +13,8 @@ use dataflow_core::nodes::update::{UpdateInput, UpdateOutput};
 use dataflow_core::{Filter, Model, Node, Op};
 use dataflow_models::*;
 use dataflow_tests::fixture::{Backend, Fixture};
+use dataflow_tests::on_both_backends;
 use serde_json::{Value as Json, json};
-
-/// Runs a model's test on the servers and on the embedded set, as `name::servers` and
-/// `name::embedded`.
-macro_rules! on_both_backends {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test]
-            async fn servers() {
-                super::$name(Backend::Servers).await
-            }
-
-            #[tokio::test]
-            async fn embedded() {
-                super::$name(Backend::Embedded).await
-            }
-        }
-    };
-}
 
 /// What one model's test feeds its nodes.
 struct Case {

@@ -53,7 +53,7 @@ async fn assert_projections_match_postgres(
             vec![],
         )
         .await;
-    let docs = fx.chroma_documents("products").await;
+    let docs = fx.vector_documents("products").await;
     assert_eq!(docs.len(), rows.len(), "Chroma holds exactly the live rows");
     let mut snapshot = BTreeMap::new();
     for row in rows {
@@ -225,7 +225,7 @@ async fn records_that_keep_failing_become_dead_letters_that_can_be_retried() {
     stopped_chroma.start().await;
     // Dead letters are not retried by sync ...
     assert_eq!(fx.ctx.stores().sync().await.unwrap().applied, 0);
-    assert!(fx.chroma_documents("products").await.is_empty());
+    assert!(fx.vector_documents("products").await.is_empty());
     // ... until they are put back in line.
     assert_eq!(fx.ctx.stores().retry_dead(Some(&[dead[0].id])).await.unwrap(), 1);
     assert_eq!(fx.ctx.stores().retry_dead(None).await.unwrap(), 2);

@@ -171,11 +171,11 @@ async fn rows_deleted_in_postgres_never_appear_in_search() {
         )
         .await
         .unwrap();
-    assert!(!fx.chroma_documents("products").await.contains_key(&soft.to_string()));
+    assert!(!fx.vector_documents("products").await.contains_key(&soft.to_string()));
     // Behind the framework's back, in plain SQL: Chroma still has the vector, but hydration
     // from PostgreSQL drops it.
     fx.sql("DELETE FROM products WHERE id = $1", vec![bypassed.into()]).await;
-    assert!(fx.chroma_documents("products").await.contains_key(&bypassed.to_string()));
+    assert!(fx.vector_documents("products").await.contains_key(&bypassed.to_string()));
     let hits = search(&fx, json!({"query": "circular saw blade", "top_k": 3})).await.unwrap();
     assert_eq!(hits, vec![kept]);
 }
@@ -467,7 +467,7 @@ async fn hostile_text_in_relation_names_filters_and_search_is_rejected_or_stored
         .id();
     let (props, _) = fx.graph_node("Manufacturer", id).await.unwrap();
     assert_eq!(props["name"], json!(name));
-    let docs = fx.chroma_documents("manufacturers").await;
+    let docs = fx.vector_documents("manufacturers").await;
     assert_eq!(docs[&id.to_string()].1["name"], json!(name));
     assert!(docs[&id.to_string()].0.starts_with(name));
     assert_eq!(fx.count("products", "").await, 2);
@@ -540,7 +540,7 @@ async fn concurrent_updates_of_one_row_leave_its_projections_at_its_latest_versi
     let name: String = rows[0].try_get("", "name").unwrap();
     let version: i64 = rows[0].try_get("", "version").unwrap();
     assert_eq!(version, 17);
-    let docs = fx.chroma_documents("products").await;
+    let docs = fx.vector_documents("products").await;
     let (document, metadata) = &docs[&id.to_string()];
     assert_eq!(metadata["version"], json!(version));
     assert_eq!(metadata["price"].as_f64(), Some(price));
@@ -575,7 +575,7 @@ async fn bulk_upsert_projects_every_row_in_batches() {
         .expect("bulk upsert");
     assert_eq!((out.inserted, out.errors.len()), (1200, 0));
     assert!(out.pending.is_empty(), "pending {:?}", out.pending);
-    assert_eq!(fx.chroma_documents("products").await.len(), 1200);
+    assert_eq!(fx.vector_documents("products").await.len(), 1200);
     let counts = fx
         .cypher(
             "MATCH (p:`{ns}Product`)-[:IN_CATEGORY]->(c:`{ns}Category`) RETURN c.id AS category, count(p) AS n ORDER BY category",
@@ -614,7 +614,7 @@ async fn bulk_upsert_projects_every_row_in_batches() {
     assert_eq!((out.inserted, out.updated), (0, 1200));
     let pending = fx.ctx.stores().pending_records(3).await.unwrap();
     assert!(pending.is_empty(), "{pending:#?}");
-    let docs = fx.chroma_documents("products").await;
+    let docs = fx.vector_documents("products").await;
     assert!(docs.values().all(|(d, md)| d.ends_with("\nrewritten") && md["version"] == json!(2)));
     let counts = fx
         .cypher(

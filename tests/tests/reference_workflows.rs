@@ -66,7 +66,7 @@ async fn import_catalog_fills_every_store() {
         assert_eq!(fx.count(table, "TRUE").await, counts[model], "{table}");
     }
     // Every product is a vector in Chroma and a node with its category edge in the graph.
-    assert_eq!(fx.chroma_documents("products").await.len() as i64, counts["Product"]);
+    assert_eq!(fx.vector_documents("products").await.len() as i64, counts["Product"]);
     let rows = fx.sql("SELECT id, category_id FROM products ORDER BY id LIMIT 5", vec![]).await;
     for row in rows {
         let id: i64 = row.try_get("", "id").unwrap();
@@ -156,7 +156,7 @@ async fn a_failing_classification_leaves_no_partial_write() {
     assert!(report.error.as_ref().unwrap().contains("price"), "{:?}", report.error);
     assert_eq!(fx.count("products", "TRUE").await, products);
     assert_eq!(fx.count("classifications", "TRUE").await, classifications);
-    assert_eq!(fx.chroma_documents("products").await.len() as i64, products);
+    assert_eq!(fx.vector_documents("products").await.len() as i64, products);
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Every generated Search and Graph node of every shipped model (13 × 2 = 26), run against
-//! live PostgreSQL, Chroma and the Bolt graph server, with outcomes read back from Chroma's
-//! own API and plain Cypher. Together with `nodes.rs` this covers all 117 nodes.
+//! live PostgreSQL, Chroma and the Bolt graph server, and against the embedded set, with
+//! outcomes read back around the code under test (Chroma's own API and plain Cypher, or plain
+//! SQL on the embedded tables). Together with `nodes.rs` this covers all 117 nodes on both.
 
 use std::collections::BTreeSet;
 
@@ -8,20 +9,14 @@ use dataflow_core::nodes::graph::{GraphInput, GraphOutput};
 use dataflow_core::nodes::search::{SearchInput, SearchOutput};
 use dataflow_core::{Error, Filter, Model, Node, Op};
 use dataflow_models::*;
-use dataflow_tests::fixture::Fixture;
+use dataflow_tests::fixture::{Backend, Fixture};
+use dataflow_tests::on_both_backends;
 use dataflow_tests::world::{TENANT, World};
 use serde_json::{Map, Value as Json, json};
 
 /// The stored row as JSON, read with plain SQL.
 async fn stored_row(fx: &Fixture, table: &str, id: i64) -> Map<String, Json> {
-    let rows = fx
-        .sql(
-            &format!("SELECT to_jsonb(t) AS j FROM \"{table}\" t WHERE id = $1"),
-            vec![id.into()],
-        )
-        .await;
-    let j: Json = rows[0].try_get("", "j").expect("a JSON row");
-    j.as_object().cloned().expect("an object")
+    fx.stored_row(table, id).await.as_object().cloned().expect("an object")
 }
 
 /// What the graph must hold as the row's outgoing edges: one per non-null foreign key.
@@ -68,14 +63,14 @@ async fn expected_neighbors<M: Model>(fx: &Fixture, row: &Map<String, Json>, ten
     out
 }
 
-async fn exercise<M, S, G>(search: S, graph: G)
+async fn exercise<M, S, G>(search: S, graph: G, backend: Backend)
 where
     M: Model + std::fmt::Debug,
     S: Node<Input = SearchInput, Output = SearchOutput<M>>,
     G: Node<Input = GraphInput, Output = GraphOutput<M>>,
 {
     let meta = M::meta();
-    let fx = Fixture::with_projections(meta.table).await;
+    let fx = Fixture::with_projections_on(backend, meta.table).await;
     let world = World::create(&fx).await;
     let tenant = meta.multi_tenant.then_some(TENANT);
     let ctx = match tenant {
@@ -85,10 +80,10 @@ where
     let id = world.id(meta.name, 0);
     let row = stored_row(&fx, meta.table, id).await;
 
-    // Chroma holds both rows; this one's document is its embed fields, its metadata the
+    // The vector store holds both rows; this one's document is its embed fields, its metadata the
     // primary key, version, tenant and indexed fields.
-    let docs = fx.chroma_documents(meta.table).await;
-    assert_eq!(docs.len(), 2, "{} documents in Chroma: {docs:?}", meta.name);
+    let docs = fx.vector_documents(meta.table).await;
+    assert_eq!(docs.len(), 2, "{} documents in the vector store: {docs:?}", meta.name);
     let (document, metadata) = &docs[&id.to_string()];
     let expected_document: Vec<&str> = meta
         .fields
@@ -108,7 +103,11 @@ where
             (Some(a), Some(b)) => a == b,
             _ => got == want,
         };
-        assert!(same, "metadata {}: {got} in Chroma, {want} in PostgreSQL", f.name);
+        assert!(
+            same,
+            "metadata {}: {got} in the vector store, {want} in the relational store",
+            f.name
+        );
     }
 
     // The graph holds the row's node, with its version, and one edge per foreign key.
@@ -227,67 +226,67 @@ where
     assert_eq!(fx.ctx.stores().pending_count().await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn category_search_and_graph_nodes() {
-    exercise::<Category, _, _>(CategorySearchNode, CategoryGraphNode).await;
+async fn category_search_and_graph_nodes(backend: Backend) {
+    exercise::<Category, _, _>(CategorySearchNode, CategoryGraphNode, backend).await;
 }
+on_both_backends!(category_search_and_graph_nodes);
 
-#[tokio::test]
-async fn manufacturer_search_and_graph_nodes() {
-    exercise::<Manufacturer, _, _>(ManufacturerSearchNode, ManufacturerGraphNode).await;
+async fn manufacturer_search_and_graph_nodes(backend: Backend) {
+    exercise::<Manufacturer, _, _>(ManufacturerSearchNode, ManufacturerGraphNode, backend).await;
 }
+on_both_backends!(manufacturer_search_and_graph_nodes);
 
-#[tokio::test]
-async fn supplier_search_and_graph_nodes() {
-    exercise::<Supplier, _, _>(SupplierSearchNode, SupplierGraphNode).await;
+async fn supplier_search_and_graph_nodes(backend: Backend) {
+    exercise::<Supplier, _, _>(SupplierSearchNode, SupplierGraphNode, backend).await;
 }
+on_both_backends!(supplier_search_and_graph_nodes);
 
-#[tokio::test]
-async fn unspsc_code_search_and_graph_nodes() {
-    exercise::<UnspscCode, _, _>(UnspscCodeSearchNode, UnspscCodeGraphNode).await;
+async fn unspsc_code_search_and_graph_nodes(backend: Backend) {
+    exercise::<UnspscCode, _, _>(UnspscCodeSearchNode, UnspscCodeGraphNode, backend).await;
 }
+on_both_backends!(unspsc_code_search_and_graph_nodes);
 
-#[tokio::test]
-async fn etim_class_search_and_graph_nodes() {
-    exercise::<EtimClass, _, _>(EtimClassSearchNode, EtimClassGraphNode).await;
+async fn etim_class_search_and_graph_nodes(backend: Backend) {
+    exercise::<EtimClass, _, _>(EtimClassSearchNode, EtimClassGraphNode, backend).await;
 }
+on_both_backends!(etim_class_search_and_graph_nodes);
 
-#[tokio::test]
-async fn safety_standard_search_and_graph_nodes() {
-    exercise::<SafetyStandard, _, _>(SafetyStandardSearchNode, SafetyStandardGraphNode).await;
+async fn safety_standard_search_and_graph_nodes(backend: Backend) {
+    exercise::<SafetyStandard, _, _>(SafetyStandardSearchNode, SafetyStandardGraphNode, backend).await;
 }
+on_both_backends!(safety_standard_search_and_graph_nodes);
 
-#[tokio::test]
-async fn product_search_and_graph_nodes() {
-    exercise::<Product, _, _>(ProductSearchNode, ProductGraphNode).await;
+async fn product_search_and_graph_nodes(backend: Backend) {
+    exercise::<Product, _, _>(ProductSearchNode, ProductGraphNode, backend).await;
 }
+on_both_backends!(product_search_and_graph_nodes);
 
-#[tokio::test]
-async fn classification_search_and_graph_nodes() {
-    exercise::<Classification, _, _>(ClassificationSearchNode, ClassificationGraphNode).await;
+async fn classification_search_and_graph_nodes(backend: Backend) {
+    exercise::<Classification, _, _>(ClassificationSearchNode, ClassificationGraphNode, backend).await;
 }
+on_both_backends!(classification_search_and_graph_nodes);
 
-#[tokio::test]
-async fn compliance_rule_search_and_graph_nodes() {
-    exercise::<ComplianceRule, _, _>(ComplianceRuleSearchNode, ComplianceRuleGraphNode).await;
+async fn compliance_rule_search_and_graph_nodes(backend: Backend) {
+    exercise::<ComplianceRule, _, _>(ComplianceRuleSearchNode, ComplianceRuleGraphNode, backend).await;
 }
+on_both_backends!(compliance_rule_search_and_graph_nodes);
 
-#[tokio::test]
-async fn customer_search_and_graph_nodes() {
-    exercise::<Customer, _, _>(CustomerSearchNode, CustomerGraphNode).await;
+async fn customer_search_and_graph_nodes(backend: Backend) {
+    exercise::<Customer, _, _>(CustomerSearchNode, CustomerGraphNode, backend).await;
 }
+on_both_backends!(customer_search_and_graph_nodes);
 
-#[tokio::test]
-async fn project_search_and_graph_nodes() {
-    exercise::<Project, _, _>(ProjectSearchNode, ProjectGraphNode).await;
+async fn project_search_and_graph_nodes(backend: Backend) {
+    exercise::<Project, _, _>(ProjectSearchNode, ProjectGraphNode, backend).await;
 }
+on_both_backends!(project_search_and_graph_nodes);
 
-#[tokio::test]
-async fn quote_search_and_graph_nodes() {
-    exercise::<Quote, _, _>(QuoteSearchNode, QuoteGraphNode).await;
+async fn quote_search_and_graph_nodes(backend: Backend) {
+    exercise::<Quote, _, _>(QuoteSearchNode, QuoteGraphNode, backend).await;
 }
+on_both_backends!(quote_search_and_graph_nodes);
 
-#[tokio::test]
-async fn recommendation_search_and_graph_nodes() {
-    exercise::<Recommendation, _, _>(RecommendationSearchNode, RecommendationGraphNode).await;
+async fn recommendation_search_and_graph_nodes(backend: Backend) {
+    exercise::<Recommendation, _, _>(RecommendationSearchNode, RecommendationGraphNode, backend).await;
 }
+on_both_backends!(recommendation_search_and_graph_nodes);

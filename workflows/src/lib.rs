@@ -122,13 +122,18 @@ impl Settings {
         PathBuf::from(self.home.as_deref().unwrap_or(DEFAULT_HOME))
     }
 
-    /// The store configuration these settings describe. Without a database URL the relational
-    /// store is SQLite in [`Settings::home`]; without a Redis URL the cache is in-process.
-    /// Without a Chroma or graph server there is no vector or graph store.
+    /// The store configuration these settings describe, store by store: each store without a
+    /// server URL is the embedded one. The relational, vector and graph stores share the
+    /// SQLite file in [`Settings::home`] (beside PostgreSQL, the vector and graph stores keep
+    /// it to themselves); the cache is in-process.
     pub fn config(&self) -> Result<Config, String> {
+        let embedded = Config::embedded(self.home());
         let mut config = match &self.database_url {
-            Some(url) => Config::new(url.clone()).with_embedded_cache(),
-            None => Config::embedded(self.home()),
+            Some(url) => Config {
+                database_url: url.clone(),
+                ..embedded
+            },
+            None => embedded,
         };
         if let Some(schema) = &self.database_schema {
             config = config.with_schema(schema);
@@ -189,9 +194,12 @@ mod tests {
             "DATAFLOW_HOME" => Some("/var/lib/df".into()),
             _ => None,
         });
+        assert!(embedded.embedded_vector && embedded.embedded_graph);
         let mixed = mixed.config().unwrap();
         assert_eq!(mixed.redis_url.as_deref(), Some("redis://cache"));
         assert!(!mixed.embedded_cache);
+        assert!(mixed.embedded_vector && mixed.embedded_graph);
+        assert_eq!(mixed.embedded_file.as_deref(), Some(Path::new("/var/lib/df/dataflow.db")));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod graph;
 pub mod relational;
+mod sqlite;
 pub mod vector;
 
 use std::collections::BTreeMap;
@@ -16,9 +17,9 @@ use crate::error::{Error, Result, StoreKind};
 use crate::model::ModelMeta;
 
 pub use cache::{CacheStore, MemoryCache, RedisCache};
-pub use graph::{BoltGraph, GraphStore};
+pub use graph::{BoltGraph, EmbeddedGraph, GraphStore};
 pub use relational::RelationalStore;
-pub use vector::{ChromaStore, VectorStore};
+pub use vector::{ChromaStore, EmbeddedVectors, VectorStore};
 
 /// The connected stores; cheap to clone and shared by every node of a run.
 #[derive(Clone)]
@@ -60,9 +61,29 @@ impl Stores {
             None if config.embedded_cache => Some(Arc::new(MemoryCache::default())),
             None => None,
         };
-        let vector: Option<Arc<dyn VectorStore>> = match &config.chroma_url {
-            Some(url) => Some(Arc::new(ChromaStore::new(url, &config.vector_prefix, config.projection_timeout)?)),
-            None => None,
+        // The embedded vector and graph stores live in the relational store's SQLite file, or
+        // in a file of their own beside PostgreSQL.
+        let embedded_file = if (config.embedded_vector && config.chroma_url.is_none()) || (config.embedded_graph && config.graph.is_none())
+        {
+            Some(match relational.backend() {
+                sea_orm::DbBackend::Sqlite => relational.connection().clone(),
+                _ => {
+                    let file = config.embedded_file.as_deref().ok_or_else(|| {
+                        Error::Config(
+                            "the embedded vector and graph stores need a file beside PostgreSQL: set embedded_file (Config::with_embedded_file)"
+                                .into(),
+                        )
+                    })?;
+                    relational::open_sqlite(file, config.max_connections).await?
+                }
+            })
+        } else {
+            None
+        };
+        let vector: Option<Arc<dyn VectorStore>> = match (&config.chroma_url, &embedded_file) {
+            (Some(url), _) => Some(Arc::new(ChromaStore::new(url, &config.vector_prefix, config.projection_timeout)?)),
+            (None, Some(db)) if config.embedded_vector => Some(Arc::new(EmbeddedVectors::open(db.clone(), &config.vector_prefix).await?)),
+            (None, _) => None,
         };
         let graph: Option<Arc<dyn GraphStore>> = match &config.graph {
             Some(g) => Some(Arc::new(
@@ -76,7 +97,10 @@ impl Stores {
                 )
                 .await?,
             )),
-            None => None,
+            None => match &embedded_file {
+                Some(db) if config.embedded_graph => Some(Arc::new(EmbeddedGraph::open(db.clone(), &config.graph_namespace).await?)),
+                _ => None,
+            },
         };
         Ok(Stores::builder(relational)
             .cache(cache, config.cache_prefix.clone())
@@ -123,7 +147,7 @@ impl Stores {
     pub fn require_vector(&self, model: &'static str) -> Result<&dyn VectorStore> {
         self.vector().ok_or_else(|| {
             Error::Config(format!(
-                "{model}: searching needs a vector store; set chroma_url (Config::with_chroma)"
+                "{model}: searching needs a vector store; set chroma_url (Config::with_chroma) or use the embedded one (Config::with_embedded_vector)"
             ))
         })
     }
@@ -132,7 +156,7 @@ impl Stores {
     pub fn require_graph(&self, model: &'static str) -> Result<&dyn GraphStore> {
         self.graph().ok_or_else(|| {
             Error::Config(format!(
-                "{model}: traversals need a graph store; set the graph server (Config::with_graph)"
+                "{model}: traversals need a graph store; set the graph server (Config::with_graph) or use the embedded one (Config::with_embedded_graph)"
             ))
         })
     }
@@ -243,9 +267,9 @@ pub struct Backends {
     pub relational: &'static str,
     /// `redis`, `memory`, or `None` without a cache.
     pub cache: Option<&'static str>,
-    /// `chroma`, or `None` without a vector store.
+    /// `chroma`, `embedded`, or `None` without a vector store.
     pub vector: Option<&'static str>,
-    /// `bolt`, or `None` without a graph store.
+    /// `bolt`, `embedded`, or `None` without a graph store.
     pub graph: Option<&'static str>,
 }
 

@@ -63,11 +63,7 @@ impl BoltGraph {
                 redact_url(uri)
             )));
         }
-        if namespace.len() > 64 || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(Error::Config(format!(
-                "graph_namespace must be at most 64 of [A-Za-z0-9_], got {namespace:?}"
-            )));
-        }
+        super::check_namespace(namespace)?;
         let mut config = ConfigBuilder::default()
             .uri(uri)
             .user(user)

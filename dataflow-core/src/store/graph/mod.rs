@@ -5,6 +5,7 @@
 //! never from input. A backend places them in a namespace (a label prefix) it was built with.
 
 pub mod bolt;
+pub mod embedded;
 
 use std::time::Duration;
 
@@ -12,12 +13,23 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub use bolt::BoltGraph;
+pub use embedded::EmbeddedGraph;
 
 /// Deepest traversal a neighbours or path query may ask for.
 pub const MAX_DEPTH: u32 = 5;
+
+/// Checks a label namespace: at most 64 of `[A-Za-z0-9_]` (empty is fine).
+pub(crate) fn check_namespace(namespace: &str) -> Result<()> {
+    if namespace.len() > 64 || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(Error::Config(format!(
+            "graph_namespace must be at most 64 of [A-Za-z0-9_], got {namespace:?}"
+        )));
+    }
+    Ok(())
+}
 
 /// One declared relation of a label, as the graph needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

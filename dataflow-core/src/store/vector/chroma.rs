@@ -79,15 +79,7 @@ impl ChromaStore {
                 redact_url(url)
             )));
         }
-        let prefix_ok = !prefix.is_empty()
-            && prefix.len() <= 64
-            && prefix.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !prefix_ok {
-            return Err(Error::Config(format!(
-                "vector_prefix must be 1 to 64 of [A-Za-z0-9_.-] starting with a letter or digit, got {prefix:?}"
-            )));
-        }
+        super::check_prefix(prefix)?;
         let http = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .timeout(timeout)

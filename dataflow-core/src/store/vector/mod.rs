@@ -5,6 +5,7 @@
 //! the primary key, the tenant, the row version and the model's indexed scalar fields.
 
 pub mod chroma;
+pub mod embedded;
 
 use std::time::Duration;
 
@@ -17,9 +18,26 @@ use crate::model::{FieldMeta, FieldType, ModelMeta};
 use crate::values::{check_type, printable};
 
 pub use chroma::ChromaStore;
+pub use embedded::EmbeddedVectors;
 
 /// Most results one query may ask for.
 pub const MAX_QUERY_RESULTS: usize = 1000;
+
+/// Checks a collection prefix: 1 to 64 of `[A-Za-z0-9_.-]`, starting with a letter or digit
+/// (what Chroma accepts in a collection name).
+pub(crate) fn check_prefix(prefix: &str) -> Result<()> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "vector_prefix must be 1 to 64 of [A-Za-z0-9_.-] starting with a letter or digit, got {prefix:?}"
+        )))
+    }
+}
 
 /// One stored document: its id, vector, text and metadata.
 #[derive(Debug, Clone, PartialEq)]

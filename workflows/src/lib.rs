@@ -4,7 +4,9 @@
 
 #![warn(missing_docs)]
 
+pub mod demo;
 pub mod nodes;
+pub mod progress;
 
 use std::path::{Path, PathBuf};
 

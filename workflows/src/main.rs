@@ -1,16 +1,14 @@
 //! `dataflow`: list nodes, validate, run and draw workflows, migrate the stores, check their
 //! health and apply pending projections.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dataflow_core::Context;
-use dataflow_runtime::{GraphFormat, NodeStatus, Progress, RunReport, RunStatus, Runtime, Workflow, yaml};
+use dataflow_runtime::{GraphFormat, RunReport, RunStatus, Workflow, yaml};
+use dataflow_workflows::progress::{run_with_progress, status_word};
 use dataflow_workflows::{Settings, registry};
 use serde_json::{Value, json};
 
@@ -76,6 +74,10 @@ enum Command {
     Health,
     /// Applies pending outbox records to the projections.
     Sync,
+    /// Imports the sample catalogue, classifies new products, recommends products for a
+    /// project and checks a product's compliance, printing each result (embedded stores
+    /// unless servers are configured; a second run reuses the data).
+    Demo,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -179,6 +181,11 @@ async fn execute(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Health => health(&settings()?).await,
+        Command::Demo => {
+            let mut out = std::io::stdout();
+            dataflow_workflows::demo::run(&settings()?, &mut out).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sync => {
             let stores = settings()?.stores().await?;
             let report = stores.sync().await.map_err(|e| e.to_string())?;
@@ -227,44 +234,6 @@ fn nodes(model: Option<&str>, as_json: bool) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs with a progress bar of finished nodes (and items of a Map) on stderr.
-async fn run_with_progress(workflow: &Workflow, ctx: &Context, inputs: Value) -> RunReport {
-    let total = workflow.node_names().count();
-    let finished = Arc::new(AtomicUsize::new(0));
-    let seen = finished.clone();
-    let runtime = Runtime::new(registry()).on_progress(move |event| {
-        let line = match event {
-            Progress::Finished { node, status } => {
-                let done = seen.fetch_add(1, Ordering::Relaxed) + 1;
-                format!("{} {done}/{total} {node} {}", bar(done, total), symbol(*status))
-            }
-            Progress::Items { node, done, total } => format!("{} {done}/{total} items ({node})", bar(*done, *total)),
-            Progress::Started { .. } => return,
-        };
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{line}");
-        let _ = err.flush();
-    });
-    let report = runtime.run(workflow, ctx, inputs).await;
-    eprintln!();
-    report
-}
-
-fn bar(done: usize, total: usize) -> String {
-    let width = 24;
-    let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
-    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
-}
-
-fn symbol(status: NodeStatus) -> &'static str {
-    match status {
-        NodeStatus::Succeeded => "ok",
-        NodeStatus::Failed => "FAILED",
-        NodeStatus::Skipped => "skipped",
-        NodeStatus::Cancelled => "cancelled",
-    }
-}
-
 fn print_report(report: &RunReport) {
     println!("{} {:?} in {:.1} ms", report.workflow, report.status, report.duration_ms);
     println!("{:24} {:32} {:10} {:>8} {:>10}  note", "node", "type", "status", "attempts", "ms");
@@ -273,7 +242,7 @@ fn print_report(report: &RunReport) {
             "{:24} {:32} {:10} {:>8} {:>10.1}  {}",
             n.name,
             n.node_type,
-            symbol(n.status),
+            status_word(n.status),
             n.attempts,
             n.duration_ms,
             n.error.as_deref().unwrap_or("")

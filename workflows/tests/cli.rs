@@ -88,11 +88,12 @@ fn validate_points_at_the_line_and_graph_draws() {
     assert!(shown.contains("node 'rules' (CategoryGraphNode) failed"), "{shown}");
 }
 
-#[tokio::test]
-async fn migrate_health_run_and_sync_against_live_servers() {
+/// Settings that put every store on the harness's servers, in a fresh schema and under
+/// fresh prefixes.
+async fn server_env() -> Vec<(&'static str, String)> {
     let services = Services::global().await;
     let bolt = services.bolt().await;
-    let env = vec![
+    vec![
         ("DATAFLOW_DATABASE_URL", services.postgres_url().await),
         ("DATAFLOW_DATABASE_SCHEMA", services.fresh_pg_schema("cli").await),
         ("DATAFLOW_REDIS_URL", services.redis_url().await),
@@ -104,7 +105,14 @@ async fn migrate_health_run_and_sync_against_live_servers() {
         ("DATAFLOW_GRAPH_PASSWORD", bolt.password.clone()),
         ("DATAFLOW_GRAPH_DATABASE", bolt.database.clone()),
         ("DATAFLOW_GRAPH_NAMESPACE", services.unique_name("cli")),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn migrate_health_run_and_sync_against_live_servers() {
+    let services = Services::global().await;
+    let bolt = services.bolt().await;
+    let env = server_env().await;
     let run = |args: &[&str]| {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let env = env.clone();
@@ -217,4 +225,77 @@ async fn migrate_health_run_and_sync_against_live_servers() {
     let out = run(&["sync"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("pending after sync: 0"));
+}
+
+/// The README's first command on a fresh directory: everything embedded, nothing to start.
+/// The second run finds the data of the first and shows it instead of writing it again.
+#[test]
+fn demo_runs_on_the_embedded_stores_and_reuses_its_data() {
+    let home = dataflow_tests::embedded::fresh_home("cli_demo");
+    let env = [("DATAFLOW_HOME", home.display().to_string())];
+    let first = dataflow(&["demo"], &env);
+    let shown = text(&first.stdout);
+    assert!(first.status.success(), "{shown}{}", text(&first.stderr));
+    for store in [
+        "relational  sqlite",
+        "graph       embedded",
+        "vector      embedded",
+        "cache       memory",
+    ] {
+        assert!(shown.contains(store), "{store}: {shown}");
+    }
+    assert!(shown.contains("imported 676 records: "), "{shown}");
+    assert!(shown.contains("300 products, 260 classifications, 25 rules"), "{shown}");
+    assert_eq!(shown.matches("similar products voted").count(), 3, "{shown}");
+    // The first new product is a drill driver: the vote must land on the drills' codes.
+    let drill = shown.lines().find(|l| l.starts_with("PT-DRL-9001")).expect("the drill's row");
+    assert!(drill.contains("Power drills") && drill.contains("EC000143"), "{drill}");
+    assert!(shown.contains("candidates found by similarity"), "{shown}");
+    assert_eq!(
+        shown.lines().filter(|l| l.contains("rules met")).count(),
+        dataflow_workflows::demo::RECOMMENDATIONS,
+        "{shown}"
+    );
+    assert!(shown.contains("overall: "), "{shown}");
+    assert!(shown.contains(&home.join("dataflow.db").display().to_string()), "{shown}");
+    assert!(home.join("dataflow.db").exists());
+    // The progress bar of the import reached its end.
+    assert!(text(&first.stderr).contains("10/10"), "{}", text(&first.stderr));
+
+    let second = dataflow(&["demo"], &env);
+    let again = text(&second.stdout);
+    assert!(second.status.success(), "{again}{}", text(&second.stderr));
+    assert!(again.contains("already imported: 303 products"), "{again}");
+    assert_eq!(again.lines().filter(|l| l.ends_with("  from an earlier run")).count(), 3, "{again}");
+    assert!(again.contains("recommendations from an earlier run"), "{again}");
+    // The same classifications and recommendations as the first run showed.
+    let rows = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("PT-") || l.starts_with("LT-") || l.starts_with("SE-") || l.contains("rules met"))
+            .map(|l| l.split("  ").take(4).collect::<Vec<_>>().join("|"))
+            .collect()
+    };
+    assert_eq!(rows(&shown), rows(&again));
+}
+
+/// The demo against the four servers, as its last lines tell a user to run it.
+#[tokio::test]
+async fn demo_runs_against_the_servers() {
+    let env = server_env().await;
+    let out = tokio::task::spawn_blocking(move || dataflow(&["demo"], &env)).await.unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    for store in [
+        "relational  postgres",
+        "graph       bolt",
+        "vector      chroma",
+        "cache       redis",
+    ] {
+        assert!(shown.contains(store), "{store}: {shown}");
+    }
+    assert!(shown.contains("imported 676 records: "), "{shown}");
+    assert_eq!(shown.matches("similar products voted").count(), 3, "{shown}");
+    let drill = shown.lines().find(|l| l.starts_with("PT-DRL-9001")).expect("the drill's row");
+    assert!(drill.contains("Power drills") && drill.contains("EC000143"), "{drill}");
+    assert!(!shown.contains("The data is in"), "nothing is embedded: {shown}");
 }

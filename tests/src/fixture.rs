@@ -433,6 +433,56 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// How many graph nodes carry a label of this test's namespace, read around the code
+    /// under test.
+    pub async fn graph_node_count(&self) -> i64 {
+        if self.backend == Backend::Embedded {
+            let pattern = format!("{}%", self.config.graph_namespace.replace('%', "\\%").replace('_', "\\_"));
+            let rows = self
+                .sql(
+                    "SELECT COUNT(*) AS n FROM dataflow_graph_nodes WHERE label LIKE $1 ESCAPE '\\'",
+                    vec![pattern.into()],
+                )
+                .await;
+            return rows[0].try_get("", "n").expect("a count");
+        }
+        let rows = self
+            .cypher(
+                "MATCH (n) WHERE any(l IN labels(n) WHERE l STARTS WITH '{ns}') RETURN count(n) AS n",
+                vec![],
+            )
+            .await;
+        rows[0]["n"].as_i64().expect("a count")
+    }
+
+    /// For the edges `(:label)-[:relation]->(:target)`, how many end at each target id, read
+    /// around the code under test.
+    pub async fn graph_edge_counts(&self, label: &str, relation: &str, target: &str) -> std::collections::BTreeMap<i64, i64> {
+        if self.backend == Backend::Embedded {
+            let ns = &self.config.graph_namespace;
+            return self
+                .sql(
+                    "SELECT dst_id, COUNT(*) AS n FROM dataflow_graph_edges \
+                     WHERE src_label = $1 AND rel = $2 AND dst_label = $3 GROUP BY dst_id",
+                    vec![format!("{ns}{label}").into(), relation.into(), format!("{ns}{target}").into()],
+                )
+                .await
+                .iter()
+                .map(|r| (r.try_get("", "dst_id").expect("an id"), r.try_get("", "n").expect("a count")))
+                .collect();
+        }
+        self.cypher(
+            &format!("MATCH (p:`{{ns}}{label}`)-[:`{relation}`]->(c:`{{ns}}{target}`) RETURN c.id AS target, count(p) AS n"),
+            vec![],
+        )
+        .await
+        .iter()
+        .map(|r| (r["target"].as_i64().expect("an id"), r["n"].as_i64().expect("a count")))
+        .collect()
+    }
+}
+
 /// Connects the stores of `config` and, with `tables`, migrates every shipped model.
 async fn connect(config: &Config, tables: bool) -> Stores {
     let stores = Stores::connect(config).await.expect("connecting the stores");

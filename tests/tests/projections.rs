@@ -1,5 +1,5 @@
 //! How the vector and graph projections behave, against live PostgreSQL, Chroma and the Bolt
-//! graph server: search quality and filters, deletions, tenant scoping, traversals, bad and
+//! graph server and on the embedded set: search quality and filters, deletions, tenant scoping, traversals, bad and
 //! hostile input, concurrent writers and bulk writes.
 
 use std::collections::BTreeSet;
@@ -12,7 +12,8 @@ use dataflow_core::nodes::search::SearchInput;
 use dataflow_core::nodes::update::UpdateInput;
 use dataflow_core::{Error, Node};
 use dataflow_models::*;
-use dataflow_tests::fixture::{Fixture, sample_product};
+use dataflow_tests::fixture::{Backend, Fixture, sample_product};
+use dataflow_tests::on_both_backends;
 use dataflow_tests::world::{MARKERS, TENANT, World};
 use serde_json::{Map, Value as Json, json};
 
@@ -50,9 +51,8 @@ fn graph_input(value: Json) -> GraphInput {
     serde_json::from_value(value).expect("a graph input")
 }
 
-#[tokio::test]
-async fn a_query_with_words_of_one_description_returns_that_product_first() {
-    let fx = Fixture::with_projections("search_quality").await;
+async fn a_query_with_words_of_one_description_returns_that_product_first(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "search_quality").await;
     let category = create_category(&fx, "mixed").await;
     let descriptions = [
         "Cordless hammer drill with two 18 V batteries and a carry case",
@@ -87,10 +87,10 @@ async fn a_query_with_words_of_one_description_returns_that_product_first() {
     let hits = search(&fx, json!({"vector": vector, "top_k": 1})).await.unwrap();
     assert_eq!(hits, vec![ids[2]]);
 }
+on_both_backends!(a_query_with_words_of_one_description_returns_that_product_first);
 
-#[tokio::test]
-async fn search_filters_use_the_stored_metadata_and_reject_what_vectors_do_not_carry() {
-    let fx = Fixture::with_projections("search_filters").await;
+async fn search_filters_use_the_stored_metadata_and_reject_what_vectors_do_not_carry(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "search_filters").await;
     let category = create_category(&fx, "drills").await;
     let mut ids = Vec::new();
     for i in 0..6 {
@@ -150,10 +150,10 @@ async fn search_filters_use_the_stored_metadata_and_reject_what_vectors_do_not_c
         assert!(matches!(err, Error::InvalidInput { part: p, .. } if p == part), "{input}: {err}");
     }
 }
+on_both_backends!(search_filters_use_the_stored_metadata_and_reject_what_vectors_do_not_carry);
 
-#[tokio::test]
-async fn rows_deleted_in_postgres_never_appear_in_search() {
-    let fx = Fixture::with_projections("search_deleted").await;
+async fn rows_deleted_in_postgres_never_appear_in_search(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "search_deleted").await;
     let category = create_category(&fx, "saws").await;
     let kept = create_product(&fx, 1, category, "circular saw blade").await;
     let soft = create_product(&fx, 2, category, "circular saw blade").await;
@@ -179,10 +179,10 @@ async fn rows_deleted_in_postgres_never_appear_in_search() {
     let hits = search(&fx, json!({"query": "circular saw blade", "top_k": 3})).await.unwrap();
     assert_eq!(hits, vec![kept]);
 }
+on_both_backends!(rows_deleted_in_postgres_never_appear_in_search);
 
-#[tokio::test]
-async fn search_and_traversals_stay_inside_the_tenant() {
-    let fx = Fixture::with_projections("tenant_projections").await;
+async fn search_and_traversals_stay_inside_the_tenant(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "tenant_projections").await;
     let world = World::create(&fx).await;
     let other = fx.tenant("globex");
     let category = world.id("Category", 1);
@@ -269,10 +269,10 @@ async fn search_and_traversals_stay_inside_the_tenant() {
         .expect_err("acme's project");
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
 }
+on_both_backends!(search_and_traversals_stay_inside_the_tenant);
 
-#[tokio::test]
-async fn traversals_follow_direction_depth_and_relation() {
-    let fx = Fixture::with_projections("traversals").await;
+async fn traversals_follow_direction_depth_and_relation(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "traversals").await;
     let world = World::create(&fx).await;
     let product = world.id("Product", 0);
     let root = world.id("Category", 0);
@@ -409,18 +409,13 @@ async fn traversals_follow_direction_depth_and_relation() {
     let row = fx.sql("SELECT category_id FROM products WHERE id = $1", vec![product.into()]).await;
     assert_eq!(row[0].try_get::<i64>("", "category_id").unwrap(), drills);
 }
+on_both_backends!(traversals_follow_direction_depth_and_relation);
 
-#[tokio::test]
-async fn hostile_text_in_relation_names_filters_and_search_is_rejected_or_stored_literally() {
-    let fx = Fixture::with_projections("projection_injection").await;
+async fn hostile_text_in_relation_names_filters_and_search_is_rejected_or_stored_literally(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "projection_injection").await;
     let world = World::create(&fx).await;
     let product = world.id("Product", 0);
-    let before = fx
-        .cypher(
-            "MATCH (n) WHERE any(l IN labels(n) WHERE l STARTS WITH '{ns}') RETURN count(n) AS n",
-            vec![],
-        )
-        .await;
+    let before = fx.graph_node_count().await;
     let hostile = [
         "IN_CATEGORY]->(x) DETACH DELETE x //",
         "IN_CATEGORY` DETACH DELETE n //",
@@ -447,12 +442,7 @@ async fn hostile_text_in_relation_names_filters_and_search_is_rejected_or_stored
         // As search text it is just text: the search runs and nothing changes.
         search(&fx, json!({"query": name})).await.expect("search text is text");
     }
-    let after = fx
-        .cypher(
-            "MATCH (n) WHERE any(l IN labels(n) WHERE l STARTS WITH '{ns}') RETURN count(n) AS n",
-            vec![],
-        )
-        .await;
+    let after = fx.graph_node_count().await;
     assert_eq!(before, after, "no node was added or removed");
 
     // A hostile value in an indexed text field is stored literally in every store.
@@ -472,12 +462,12 @@ async fn hostile_text_in_relation_names_filters_and_search_is_rejected_or_stored
     assert!(docs[&id.to_string()].0.starts_with(name));
     assert_eq!(fx.count("products", "").await, 2);
 }
+on_both_backends!(hostile_text_in_relation_names_filters_and_search_is_rejected_or_stored_literally);
 
-#[tokio::test]
-async fn concurrent_creates_in_one_category_all_reach_the_graph() {
+async fn concurrent_creates_in_one_category_all_reach_the_graph(backend: Backend) {
     // Each create adds an edge to the same category node: ArcadeDB reports these as
     // transient conflicts, which the backend retries (see store::graph::bolt).
-    let fx = Fixture::with_projections("concurrent_creates").await;
+    let fx = Fixture::with_projections_on(backend, "concurrent_creates").await;
     let category = create_category(&fx, "busy").await;
     let mut tasks = Vec::new();
     for i in 0..24 {
@@ -493,19 +483,14 @@ async fn concurrent_creates_in_one_category_all_reach_the_graph() {
         let out = task.await.unwrap().expect("create");
         assert!(out.pending.is_empty(), "pending {:?}", out.pending);
     }
-    let rows = fx
-        .cypher(
-            "MATCH (p:`{ns}Product`)-[:IN_CATEGORY]->(c:`{ns}Category` {id: $id}) RETURN count(p) AS n",
-            vec![("id", category.into())],
-        )
-        .await;
-    assert_eq!(rows[0]["n"], json!(24));
+    let counts = fx.graph_edge_counts("Product", "IN_CATEGORY", "Category").await;
+    assert_eq!(counts.get(&category), Some(&24));
     assert_eq!(fx.ctx.stores().pending_count().await.unwrap(), 0);
 }
+on_both_backends!(concurrent_creates_in_one_category_all_reach_the_graph);
 
-#[tokio::test]
-async fn concurrent_updates_of_one_row_leave_its_projections_at_its_latest_version() {
-    let fx = Fixture::with_projections("concurrent_updates").await;
+async fn concurrent_updates_of_one_row_leave_its_projections_at_its_latest_version(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "concurrent_updates").await;
     let category = create_category(&fx, "race").await;
     let id = create_product(&fx, 1, category, "contended drill").await;
     let mut tasks = Vec::new();
@@ -550,10 +535,10 @@ async fn concurrent_updates_of_one_row_leave_its_projections_at_its_latest_versi
     assert_eq!(props["price"].as_f64(), Some(price));
     assert_eq!(fx.ctx.stores().pending_count().await.unwrap(), 0);
 }
+on_both_backends!(concurrent_updates_of_one_row_leave_its_projections_at_its_latest_version);
 
-#[tokio::test]
-async fn bulk_upsert_projects_every_row_in_batches() {
-    let fx = Fixture::with_projections("bulk_projections").await;
+async fn bulk_upsert_projects_every_row_in_batches(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "bulk_projections").await;
     let categories = [create_category(&fx, "bulk-a").await, create_category(&fx, "bulk-b").await];
     let rows: Vec<Json> = (0..1200)
         .map(|i| {
@@ -576,19 +561,8 @@ async fn bulk_upsert_projects_every_row_in_batches() {
     assert_eq!((out.inserted, out.errors.len()), (1200, 0));
     assert!(out.pending.is_empty(), "pending {:?}", out.pending);
     assert_eq!(fx.vector_documents("products").await.len(), 1200);
-    let counts = fx
-        .cypher(
-            "MATCH (p:`{ns}Product`)-[:IN_CATEGORY]->(c:`{ns}Category`) RETURN c.id AS category, count(p) AS n ORDER BY category",
-            vec![],
-        )
-        .await;
-    assert_eq!(
-        counts,
-        vec![
-            serde_json::from_value::<Map<String, Json>>(json!({"category": categories[0], "n": 600})).unwrap(),
-            serde_json::from_value::<Map<String, Json>>(json!({"category": categories[1], "n": 600})).unwrap(),
-        ]
-    );
+    let counts = fx.graph_edge_counts("Product", "IN_CATEGORY", "Category").await;
+    assert_eq!(counts, [(categories[0], 600), (categories[1], 600)].into());
 
     // Upserting again on the SKU moves every product to the first category and rewrites
     // the documents; edges and vectors follow.
@@ -616,17 +590,12 @@ async fn bulk_upsert_projects_every_row_in_batches() {
     assert!(pending.is_empty(), "{pending:#?}");
     let docs = fx.vector_documents("products").await;
     assert!(docs.values().all(|(d, md)| d.ends_with("\nrewritten") && md["version"] == json!(2)));
-    let counts = fx
-        .cypher(
-            "MATCH (p:`{ns}Product`)-[:IN_CATEGORY]->(c:`{ns}Category`) RETURN c.id AS category, count(p) AS n",
-            vec![],
-        )
-        .await;
-    assert_eq!(counts.len(), 1);
-    assert_eq!(counts[0]["n"], json!(1200));
+    let counts = fx.graph_edge_counts("Product", "IN_CATEGORY", "Category").await;
+    assert_eq!(counts, [(categories[0], 1200)].into());
     let pending = fx.ctx.stores().pending_records(3).await.unwrap();
     assert!(pending.is_empty(), "{pending:#?}");
 }
+on_both_backends!(bulk_upsert_projects_every_row_in_batches);
 
 #[tokio::test]
 async fn search_and_graph_input_is_rejected_before_any_store_is_touched() {

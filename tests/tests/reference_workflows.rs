@@ -1,9 +1,10 @@
 //! The four reference workflows end to end against live PostgreSQL, Redis, Chroma and the Bolt
-//! graph server, loaded from their YAML files: what each leaves behind in every store, and a
+//! graph server, and on the embedded set, loaded from their YAML files: what each leaves behind in every store, and a
 //! failing run that leaves nothing.
 
 use dataflow_runtime::{NodeStatus, RunReport, RunStatus, Runtime, Workflow, yaml};
-use dataflow_tests::fixture::Fixture;
+use dataflow_tests::fixture::{Backend, Fixture};
+use dataflow_tests::on_both_backends;
 use dataflow_workflows::{data_dir, registry, workflow_file};
 use serde_json::{Value, json};
 
@@ -47,9 +48,8 @@ fn new_products() -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn import_catalog_fills_every_store() {
-    let fx = Fixture::with_projections("wf_import").await;
+async fn import_catalog_fills_every_store(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "wf_import").await;
     import(&fx).await;
     let counts = catalogue_counts();
     for (model, table) in [
@@ -84,10 +84,10 @@ async fn import_catalog_fills_every_store() {
     assert_eq!(report.outputs["records_read"], json!(counts["Product"]));
     assert_eq!(report.outputs["products_inserted"], json!(0));
 }
+on_both_backends!(import_catalog_fills_every_store);
 
-#[tokio::test]
-async fn classify_product_votes_creates_and_links() {
-    let fx = Fixture::with_projections("wf_classify").await;
+async fn classify_product_votes_creates_and_links(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "wf_classify").await;
     import(&fx).await;
     for product in new_products().into_iter().take(4) {
         let report = run(&fx.ctx, "classify_product", json!({"product": product})).await;
@@ -139,10 +139,10 @@ async fn classify_product_votes_creates_and_links() {
         }
     }
 }
+on_both_backends!(classify_product_votes_creates_and_links);
 
-#[tokio::test]
-async fn a_failing_classification_leaves_no_partial_write() {
-    let fx = Fixture::with_projections("wf_classify_fail").await;
+async fn a_failing_classification_leaves_no_partial_write(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "wf_classify_fail").await;
     import(&fx).await;
     let products = fx.count("products", "TRUE").await;
     let classifications = fx.count("classifications", "TRUE").await;
@@ -158,10 +158,10 @@ async fn a_failing_classification_leaves_no_partial_write() {
     assert_eq!(fx.count("classifications", "TRUE").await, classifications);
     assert_eq!(fx.vector_documents("products").await.len() as i64, products);
 }
+on_both_backends!(a_failing_classification_leaves_no_partial_write);
 
-#[tokio::test]
-async fn compliance_check_reports_each_rule_of_the_category() {
-    let fx = Fixture::with_projections("wf_compliance").await;
+async fn compliance_check_reports_each_rule_of_the_category(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "wf_compliance").await;
     import(&fx).await;
     // A product of a category with rules.
     let row = fx
@@ -193,10 +193,10 @@ async fn compliance_check_reports_each_rule_of_the_category() {
     let report = run(&fx.ctx, "compliance_check", json!({"product_id": 987654})).await;
     assert_eq!(report.status, RunStatus::Failed, "an unknown product fails the run");
 }
+on_both_backends!(compliance_check_reports_each_rule_of_the_category);
 
-#[tokio::test]
-async fn recommend_for_project_writes_ranked_recommendations() {
-    let fx = Fixture::with_projections("wf_recommend").await;
+async fn recommend_for_project_writes_ranked_recommendations(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "wf_recommend").await;
     import(&fx).await;
     let sample: Value = serde_json::from_str(&std::fs::read_to_string(data_dir().join("sample_project.json")).unwrap()).unwrap();
     let ctx = fx.tenant(sample["tenant"].as_str().unwrap());
@@ -235,3 +235,4 @@ async fn recommend_for_project_writes_ranked_recommendations() {
     let (_, edges) = fx.graph_node("Recommendation", id).await.expect("a graph node");
     assert!(edges.contains(&("RECOMMENDED_FOR".into(), "Project".into(), project)), "{edges:?}");
 }
+on_both_backends!(recommend_for_project_writes_ranked_recommendations);

@@ -323,16 +323,16 @@ fn write_compare(f: &'static FieldMeta, op: Op, value: &Json, sql: &mut Sql) -> 
                 return Err(format!("{} values are not ordered", f.ty.describe()));
             }
             let v = typed(value)?;
-            let sym = match op {
-                Op::Eq => " = ",
-                Op::Ne if sql.is_postgres() => " IS DISTINCT FROM ",
-                Op::Ne => " IS NOT ",
-                Op::Gt => " > ",
-                Op::Gte => " >= ",
-                Op::Lt => " < ",
-                _ => " <= ",
+            sql.ident(f.name);
+            match op {
+                Op::Eq => sql.push(" = "),
+                Op::Ne => sql.distinct_from(),
+                Op::Gt => sql.push(" > "),
+                Op::Gte => sql.push(" >= "),
+                Op::Lt => sql.push(" < "),
+                _ => sql.push(" <= "),
             };
-            sql.ident(f.name).push(sym).param(to_sql(f.ty, &v));
+            sql.param(to_sql(f.ty, &v));
         }
         Op::In | Op::Nin => {
             if f.ty == FieldType::Json {

@@ -329,7 +329,7 @@ impl Stores {
             // them wait for it. There the batch is read without a transaction and its outcome
             // written in a short one; a concurrent runner may then apply a record twice, which
             // projections tolerate (each write carries the row's version).
-            let lock_batch = store.sql().is_postgres();
+            let lock_batch = store.locks_rows();
             let reading = if lock_batch {
                 Some(store.begin().await.map_err(|e| Error::relational("starting a sync", e))?)
             } else {

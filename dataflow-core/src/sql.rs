@@ -29,9 +29,23 @@ impl Sql {
         self.backend
     }
 
-    /// Whether the statement is written for PostgreSQL.
-    pub fn is_postgres(&self) -> bool {
+    /// Whether the statement is written for PostgreSQL (for this writer's own dialect
+    /// choices; code outside the relational backend asks for what it needs instead).
+    pub(crate) fn is_postgres(&self) -> bool {
         self.backend == DbBackend::Postgres
+    }
+
+    /// Appends a null-safe "differs from": ` IS DISTINCT FROM ` on PostgreSQL, ` IS NOT ` on
+    /// SQLite (where `IS NOT` compares values, nulls included).
+    pub fn distinct_from(&mut self) -> &mut Self {
+        self.push(if self.is_postgres() { " IS DISTINCT FROM " } else { " IS NOT " })
+    }
+
+    /// Appends what locks the selected rows until the transaction ends: ` FOR UPDATE` on
+    /// PostgreSQL; nothing on SQLite, where a write transaction holds the database's write lock
+    /// from its start (see [`crate::store::RelationalStore::begin`]).
+    pub fn lock_rows(&mut self) -> &mut Self {
+        if self.is_postgres() { self.push(" FOR UPDATE") } else { self }
     }
 
     /// Appends SQL text written by this crate (keywords, punctuation; never input).

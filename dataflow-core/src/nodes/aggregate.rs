@@ -167,7 +167,6 @@ pub async fn run<M: Model>(ctx: &Context, input: AggregateInput) -> Result<Aggre
 
     let store = ctx.stores().relational();
     let mut sql = store.sql();
-    let pg = sql.is_postgres();
     sql.push("SELECT ");
     let mut first = true;
     for (i, g) in groups.iter().enumerate() {
@@ -197,11 +196,11 @@ pub async fn run<M: Model>(ctx: &Context, input: AggregateInput) -> Result<Aggre
                 sql.push(")");
             }
             AggregateOp::Sum | AggregateOp::Avg => {
-                let cast = match m.ty {
-                    FieldType::Integer => "BIGINT",
-                    _ if pg => "DOUBLE PRECISION",
-                    _ => "REAL",
-                };
+                let cast = sql.column_type(if m.ty == FieldType::Integer {
+                    FieldType::Integer
+                } else {
+                    FieldType::Float
+                });
                 sql.push("CAST(").push(if m.op == AggregateOp::Sum { "SUM(" } else { "AVG(" });
                 column(&mut sql);
                 sql.push(") AS ").push(cast).push(")");

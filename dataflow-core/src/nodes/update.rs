@@ -111,9 +111,7 @@ async fn by_id<M: Model>(
 
     let mut sql = store.sql();
     select_by_id(&mut sql, meta, tenant, id, false);
-    if sql.is_postgres() {
-        sql.push(" FOR UPDATE");
-    }
+    sql.lock_rows();
     let before = tx.query_one_raw(sql.build()).await.map_err(|e| Error::relational(&action, e))?;
     let before: Record<M> = match before {
         Some(row) => decode_record(&row, &action)?,

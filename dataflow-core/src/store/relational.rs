@@ -216,6 +216,89 @@ impl RelationalStore {
         self.execute(sql, &format!("creating index {index}")).await
     }
 
+    /// `count` unused primary keys for rows of `meta`'s table inserted in `tx`, above
+    /// `explicit` (the largest id given explicitly in the same write): the next values of the
+    /// table's sequence on PostgreSQL; on SQLite the ids after the largest one the table has
+    /// used (its rows or its AUTOINCREMENT counter), which no other writer can take while `tx`
+    /// holds the write lock.
+    pub(crate) async fn next_ids(
+        &self,
+        tx: &DatabaseTransaction,
+        meta: &ModelMeta,
+        count: usize,
+        explicit: Option<i64>,
+        action: &str,
+    ) -> Result<Vec<i64>> {
+        let pk = meta.primary_key;
+        let mut sql = self.sql();
+        if self.backend == DbBackend::Sqlite {
+            sql.push("SELECT MAX(COALESCE((SELECT MAX(")
+                .ident(pk)
+                .push(") FROM ")
+                .ident(meta.table)
+                .push("), 0), COALESCE((SELECT \"seq\" FROM \"sqlite_sequence\" WHERE \"name\" = ")
+                .param(SqlValue::String(Some(meta.table.to_owned())))
+                .push("), 0)) AS \"last\"");
+            let row = tx
+                .query_one_raw(sql.build())
+                .await
+                .map_err(|e| Error::relational(action, e))?
+                .ok_or_else(|| Error::relational(action, sea_orm::DbErr::RecordNotInserted))?;
+            let last: i64 = row.try_get("", "last").map_err(|e| Error::relational(action, e))?;
+            let first = last.max(explicit.unwrap_or(0)) + 1;
+            return Ok((first..first + count as i64).collect());
+        }
+        // The sequence is resolved once: calling pg_get_serial_sequence per row costs more than
+        // the nextval calls themselves (65 ms against 5 ms for 10,000 ids on the bench machine).
+        sql.push("WITH \"s\" AS MATERIALIZED (SELECT pg_get_serial_sequence(")
+            .param(quoted(meta.table))
+            .push(", ")
+            .param(SqlValue::String(Some(pk.to_owned())))
+            .push(")::regclass AS \"seq\") SELECT nextval(\"s\".\"seq\") AS \"id\" FROM \"s\", generate_series(1, ")
+            .param(SqlValue::BigInt(Some(count as i64)))
+            .push(")");
+        let rows = tx.query_all_raw(sql.build()).await.map_err(|e| Error::relational(action, e))?;
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get::<i64>("", "id").map_err(|e| Error::relational(action, e)))
+            .collect::<Result<Vec<i64>>>()?;
+        if ids.len() != count {
+            return Err(Error::relational(action, sea_orm::DbErr::RecordNotInserted));
+        }
+        Ok(ids)
+    }
+
+    /// After rows with explicit primary keys were written in `tx`, moves the table's id
+    /// counter past them so later inserts do not collide: PostgreSQL's sequence is set to the
+    /// largest id; SQLite's AUTOINCREMENT counter moves by itself.
+    pub(crate) async fn advance_ids_past_explicit(&self, tx: &DatabaseTransaction, meta: &ModelMeta, action: &str) -> Result<()> {
+        if self.backend == DbBackend::Sqlite {
+            return Ok(());
+        }
+        let pk = || SqlValue::String(Some(meta.primary_key.to_owned()));
+        let mut sql = self.sql();
+        sql.push("SELECT setval(pg_get_serial_sequence(")
+            .param(quoted(meta.table))
+            .push(", ")
+            .param(pk())
+            .push("), GREATEST((SELECT MAX(")
+            .ident(meta.primary_key)
+            .push(") FROM ")
+            .ident(meta.table)
+            .push("), nextval(pg_get_serial_sequence(")
+            .param(quoted(meta.table))
+            .push(", ")
+            .param(pk())
+            .push("))))");
+        tx.execute_raw(sql.build()).await.map(|_| ()).map_err(|e| Error::relational(action, e))
+    }
+
+    /// Whether a transaction can lock single rows and pass over rows others locked
+    /// (`FOR UPDATE SKIP LOCKED`): PostgreSQL can; SQLite has one writer for the whole file.
+    pub(crate) fn locks_rows(&self) -> bool {
+        self.backend == DbBackend::Postgres
+    }
+
     /// Runs a statement that returns no rows; errors name `action`.
     pub(crate) async fn execute(&self, sql: Sql, action: &str) -> Result<()> {
         self.db
@@ -255,6 +338,11 @@ pub async fn open_sqlite(path: &Path, max_connections: u32) -> Result<DatabaseCo
     Database::connect(options)
         .await
         .map_err(|e| Error::relational(format!("opening the SQLite database {}", path.display()), e))
+}
+
+/// A table name quoted as `pg_get_serial_sequence` expects it.
+fn quoted(table: &str) -> SqlValue {
+    SqlValue::String(Some(format!("\"{table}\"")))
 }
 
 fn check_schema_name(schema: &str) -> Result<()> {

@@ -208,3 +208,24 @@ async fn the_embedded_copy_follows_writes_of_other_processes() {
     theirs.drop_collection("items").await.unwrap();
     assert!(ids(&ours, [1.0, 0.0, 0.0, 0.0], 5, None).await.is_empty());
 }
+
+/// A copy loads in pages: every document of a collection larger than one page is found.
+#[tokio::test]
+async fn the_embedded_copy_loads_collections_larger_than_one_page() {
+    let file = stores::embedded_file("vector_pages");
+    let writer = stores::embedded_vectors(&file).await;
+    let docs: Vec<VectorDoc> = (0..9_000)
+        .map(|i| doc(i, [1.0, i as f32 / 9_000.0, 0.0, 0.0], json!({"id": i, "even": i % 2 == 0})))
+        .collect();
+    writer.upsert("items", docs).await.unwrap();
+    let reader = stores::embedded_vectors(&file).await;
+    assert_eq!(ids(&reader, [1.0, 0.0, 0.0, 0.0], 3, None).await, ["0", "1", "2"]);
+    assert_eq!(ids(&reader, [0.0, 1.0, 0.0, 0.0], 2, None).await, ["8999", "8998"]);
+    let even = MetaFilter::Compare {
+        key: "even",
+        op: MetaOp::Eq,
+        value: json!(true),
+    };
+    assert_eq!(ids(&reader, [0.0, 1.0, 0.0, 0.0], 2, Some(&even)).await, ["8998", "8996"]);
+    assert_eq!(reader.count("items").await.unwrap(), 9_000);
+}

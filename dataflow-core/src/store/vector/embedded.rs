@@ -44,6 +44,9 @@ const SCHEMA: [&str; 2] = [
      document TEXT NOT NULL, metadata TEXT NOT NULL, UNIQUE (collection, id))",
 ];
 
+/// Documents read per statement while a copy loads.
+const LOAD_PAGE: usize = 4_096;
+
 /// Fewest vectors one search thread scores; smaller collections are searched on one thread.
 const ROWS_PER_THREAD: usize = 16_384;
 
@@ -158,32 +161,45 @@ impl EmbeddedVectors {
         if copy.data.read().unwrap_or_else(|e| e.into_inner()).generation >= Some(stored) {
             return Ok(());
         }
-        // One read transaction: the documents and the generation they belong to.
+        // One read transaction: the documents and the generation they belong to. Pages of
+        // LOAD_PAGE rows go straight into a new copy, so the load never holds more than one
+        // page besides the copy itself.
         let txn = self.file.pool().begin().await.map_err(|e| self.file.error(action, e))?;
         let generation = self.generation(&txn, collection, action).await?.unwrap_or(0);
-        let rows = self
-            .file
-            .query(
-                &txn,
-                action,
-                "SELECT id, embedding, metadata FROM dataflow_vectors WHERE collection = ?1",
-                vec![self.name(collection).into()],
-            )
-            .await?;
-        txn.commit().await.map_err(|e| self.file.error(action, e))?;
-        let mut docs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            docs.push(self.decode(row, action, false)?);
+        let mut fresh = Loaded::default();
+        let mut after = 0i64;
+        loop {
+            let rows = self
+                .file
+                .query(
+                    &txn,
+                    action,
+                    "SELECT rowid AS position, id, embedding, metadata FROM dataflow_vectors \
+                     WHERE collection = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3",
+                    vec![self.name(collection).into(), after.into(), (LOAD_PAGE as i64).into()],
+                )
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.try_get("", "position").map_err(|e| self.file.error(action, e))?;
+            let mut page = Vec::with_capacity(rows.len());
+            for row in &rows {
+                page.push(self.decode(row, action, false)?);
+            }
+            let full = rows.len() == LOAD_PAGE;
+            drop(rows);
+            fresh.apply_upserts(page);
+            if !full {
+                break;
+            }
         }
+        txn.commit().await.map_err(|e| self.file.error(action, e))?;
+        fresh.generation = Some(generation);
         let target = copy.clone();
         tokio::task::spawn_blocking(move || {
             let mut data = target.data.write().unwrap_or_else(|e| e.into_inner());
-            if data.generation >= Some(generation) {
-                return; // a write of this process got there first
-            }
-            *data = Loaded::default();
-            data.apply_upserts(docs);
-            data.generation = Some(generation);
+            if data.generation < Some(generation) {
+                *data = fresh;
+            } // else a write of this process got there first
         })
         .await
         .map_err(|e| self.file.error(action, format!("loading the collection: {e}")))?;
@@ -310,7 +326,7 @@ impl Loaded {
             return Vec::new();
         }
         let query = normalised(query);
-        let mut scores = vec![f32::NEG_INFINITY; n];
+        let mut scores = vec![0f32; n];
         let threads = std::thread::available_parallelism()
             .map(|p| p.get())
             .unwrap_or(1)
@@ -320,9 +336,7 @@ impl Loaded {
         let score_rows = |first: usize, out: &mut [f32]| {
             for (k, score) in out.iter_mut().enumerate() {
                 let i = first + k;
-                if filter.is_none_or(|f| f.matches(&self.metadata[i])) {
-                    *score = dot(&query, &self.vectors[i * d..(i + 1) * d]);
-                }
+                *score = dot(&query, &self.vectors[i * d..(i + 1) * d]);
             }
         };
         if threads == 1 {
@@ -335,14 +349,40 @@ impl Loaded {
                 }
             });
         }
-        let mut admitted: Vec<usize> = (0..n).filter(|&i| scores[i] > f32::NEG_INFINITY).collect();
         let nearer = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then_with(|| self.ids[*a].cmp(&self.ids[*b]));
-        if admitted.len() > top_k {
-            admitted.select_nth_unstable_by(top_k - 1, nearer);
-            admitted.truncate(top_k);
-        }
-        admitted.sort_by(nearer);
-        admitted
+        let chosen: Vec<usize> = match filter {
+            None => {
+                let mut all: Vec<usize> = (0..n).collect();
+                if all.len() > top_k {
+                    all.select_nth_unstable_by(top_k - 1, nearer);
+                    all.truncate(top_k);
+                }
+                all.sort_by(nearer);
+                all
+            }
+            // The filter is evaluated nearest first, and only until `top_k` documents passed:
+            // a filter admitting half the documents is checked about 2 × top_k times.
+            Some(filter) => {
+                let mut order = std::collections::BinaryHeap::from(
+                    (0..n)
+                        .map(|i| Nearest {
+                            score: scores[i],
+                            index: i,
+                            ids: &self.ids,
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                let mut chosen = Vec::with_capacity(top_k);
+                while chosen.len() < top_k {
+                    let Some(next) = order.pop() else { break };
+                    if filter.matches(&self.metadata[next.index]) {
+                        chosen.push(next.index);
+                    }
+                }
+                chosen
+            }
+        };
+        chosen
             .into_iter()
             .map(|i| VectorHit {
                 id: self.ids[i].clone(),
@@ -352,6 +392,35 @@ impl Loaded {
             .collect()
     }
 }
+
+/// A scored document in a max-heap: the highest score first, then the smallest id.
+struct Nearest<'a> {
+    score: f32,
+    index: usize,
+    ids: &'a [String],
+}
+
+impl Ord for Nearest<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| self.ids[other.index].cmp(&self.ids[self.index]))
+    }
+}
+
+impl PartialOrd for Nearest<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Nearest<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Nearest<'_> {}
 
 /// `v` scaled to length 1 (a zero vector stays zero: its distance to anything is 1).
 fn normalised(v: &[f32]) -> Vec<f32> {

@@ -1,13 +1,17 @@
-//! Search, graph and projection figures against live PostgreSQL, Redis, Chroma and ArcadeDB's
-//! Bolt server (local processes started by the test harness): Search top-10 over 10,000
-//! products, graph neighbours at depth 2 and 3, Create with every projection applied, and
-//! BulkUpsert of 10,000 products with projections (rows/s, and time until nothing is pending).
+//! Search, graph and projection figures: Search top-10 over 10,000 products, graph
+//! neighbours at depth 2 and 3, Create with every projection applied, and BulkUpsert of 10,000
+//! products with projections (rows/s, and time until nothing is pending).
+//! `DATAFLOW_BENCH_BACKEND=servers` (the default): live PostgreSQL, Redis, Chroma and
+//! ArcadeDB's Bolt server (local processes started by the test harness), groups `projections`
+//! and `projections_bulk`; `DATAFLOW_BENCH_BACKEND=embedded`: the embedded set (SQLite for the
+//! rows, the graph and the vectors, the in-process cache), groups `projections_embedded` and
+//! `projections_bulk_embedded`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dataflow_benches::{product, seed_catalogue};
+use dataflow_benches::{backend, backend_name, group_name, product, seed_catalogue};
 use dataflow_core::Node;
 use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::nodes::create::CreateInput;
@@ -43,13 +47,17 @@ async fn bulk_until_settled(fx: &Fixture, rows: Vec<Json>) -> (Duration, Duratio
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let fx = rt.block_on(Fixture::with_projections("bench_projections"));
+    let backend = backend();
+    let fx = rt.block_on(Fixture::with_projections_on(backend, "bench_projections"));
     rt.block_on(seed_catalogue(&fx.ctx));
     let (written, settled) = rt.block_on(bulk_until_settled(&fx, (0..ROWS).map(product).collect()));
-    eprintln!("seeding 10,000 products with projections: node {written:?}, 0 pending after {settled:?}");
+    eprintln!(
+        "seeding 10,000 products with projections ({}): node {written:?}, 0 pending after {settled:?}",
+        backend_name(backend)
+    );
     let seq = AtomicUsize::new(1_000_000);
 
-    let mut group = c.benchmark_group("projections");
+    let mut group = c.benchmark_group(group_name("projections", backend));
     group.measurement_time(Duration::from_secs(10));
 
     let queries = ["cordless drill 18 V", "bench product 4242", "two batteries driver", "drill driver"];
@@ -106,7 +114,7 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
-    let mut group = c.benchmark_group("projections_bulk");
+    let mut group = c.benchmark_group(group_name("projections_bulk", backend));
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(60))

@@ -1,27 +1,51 @@
-//! Relational node latency and throughput against live PostgreSQL and Redis (local processes
-//! started by the test harness): Create, Read (cache miss, cache hit), List, BulkUpsert, and raw
-//! sqlx as the ceiling for each write: a single-row INSERT for Create, COPY for BulkUpsert.
+//! Relational node latency and throughput: Create, Read (cache miss, cache hit), List,
+//! BulkUpsert, and raw sqlx as the ceiling for each write: a single-row INSERT for Create, COPY
+//! for BulkUpsert. `DATAFLOW_BENCH_BACKEND=servers` (the default): live PostgreSQL and Redis,
+//! local processes started by the test harness, groups `relational` and `bulk`;
+//! `DATAFLOW_BENCH_BACKEND=embedded`: SQLite and the in-process cache, groups
+//! `relational_embedded` and `bulk_embedded`, without the two PostgreSQL-only ceilings.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dataflow_benches::product;
+use dataflow_benches::{backend, group_name, product};
 use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::nodes::create::CreateInput;
 use dataflow_core::nodes::list::ListInput;
 use dataflow_core::nodes::read::{CacheOutcome, ReadInput};
-use dataflow_core::{Filter, Model, Node};
+use dataflow_core::{Context, Filter, MemoryCache, Model, Node, Stores};
 use dataflow_models::{NewProduct, Product, ProductBulkUpsertNode, ProductCreateNode, ProductListNode, ProductReadNode};
-use dataflow_tests::fixture::Fixture;
+use dataflow_tests::fixture::{Backend, Fixture};
 use serde_json::{Value as Json, json};
 
 const ROWS: usize = 10_000;
 
+/// The context the nodes run in: the relational store and a cache, nothing else. On the
+/// servers that is the fixture's own (PostgreSQL and Redis). The embedded fixture connects
+/// all four stores, and a write would then also embed the row and apply its vector and graph
+/// projections; so that both backends do the same work, the embedded context keeps the
+/// fixture's SQLite store with a fresh in-process cache, and leaves the vector and graph
+/// stores out.
+fn relational_and_cache(fx: &Fixture) -> Context {
+    match fx.backend {
+        Backend::Servers => fx.ctx.clone(),
+        Backend::Embedded => {
+            let stores = Stores::builder(fx.ctx.stores().relational().clone())
+                .cache(Some(Arc::new(MemoryCache::default())), fx.cache_prefix.clone())
+                .build();
+            stores.register_models(&dataflow_models::all_models());
+            Context::new(stores)
+        }
+    }
+}
+
 fn benches(c: &mut Criterion) {
+    let backend = backend();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let fx = rt.block_on(Fixture::new("bench"));
-    let ctx = fx.ctx.clone();
+    let fx = rt.block_on(Fixture::on(backend, "bench"));
+    let ctx = relational_and_cache(&fx);
     let seq = AtomicUsize::new(1_000_000);
 
     // A table of 10,000 products for List and Read.
@@ -35,7 +59,7 @@ fn benches(c: &mut Criterion) {
     let ids: Vec<i64> = seeded.expect("seed").ids.into_iter().flatten().collect();
     rt.block_on(fx.sql("ANALYZE products", vec![]));
 
-    let mut group = c.benchmark_group("relational");
+    let mut group = c.benchmark_group(group_name("relational", backend));
     group.measurement_time(Duration::from_secs(8));
 
     group.bench_function("create", |b| {
@@ -48,34 +72,38 @@ fn benches(c: &mut Criterion) {
     });
 
     // The ceiling for Create: the same single-row INSERT ... RETURNING through sqlx directly.
-    let raw_pool = fx.db().get_postgres_connection_pool().clone();
-    group.bench_function("raw_sqlx_insert", |b| {
-        b.to_async(&rt).iter(|| {
-            let i = seq.fetch_add(1, Ordering::Relaxed);
-            let pool = raw_pool.clone();
-            async move {
-                dataflow_core::sea_orm::sqlx::query(
-                    "INSERT INTO products (sku, name, description, price, currency, stock, weight_kg, active, category_id, manufacturer_id, supplier_id, attributes) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
-                )
-                .bind(format!("R-{i:08}"))
-                .bind("Bench product")
-                .bind("Cordless drill driver, 18 V, two batteries")
-                .bind(10.99f64)
-                .bind("EUR")
-                .bind(5i64)
-                .bind(1.5f64)
-                .bind(true)
-                .bind(3i64)
-                .bind(1i64)
-                .bind(2i64)
-                .bind(json!({"voltage": 18}))
-                .fetch_one(&pool)
-                .await
-                .expect("raw insert")
-            }
-        })
-    });
+    // PostgreSQL only: on the embedded set this bench is skipped (no SQLite counterpart is
+    // offered as a ceiling).
+    if backend == Backend::Servers {
+        let raw_pool = fx.db().get_postgres_connection_pool().clone();
+        group.bench_function("raw_sqlx_insert", |b| {
+            b.to_async(&rt).iter(|| {
+                let i = seq.fetch_add(1, Ordering::Relaxed);
+                let pool = raw_pool.clone();
+                async move {
+                    dataflow_core::sea_orm::sqlx::query(
+                        "INSERT INTO products (sku, name, description, price, currency, stock, weight_kg, active, category_id, manufacturer_id, supplier_id, attributes) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
+                    )
+                    .bind(format!("R-{i:08}"))
+                    .bind("Bench product")
+                    .bind("Cordless drill driver, 18 V, two batteries")
+                    .bind(10.99f64)
+                    .bind("EUR")
+                    .bind(5i64)
+                    .bind(1.5f64)
+                    .bind(true)
+                    .bind(3i64)
+                    .bind(1i64)
+                    .bind(2i64)
+                    .bind(json!({"voltage": 18}))
+                    .fetch_one(&pool)
+                    .await
+                    .expect("raw insert")
+                }
+            })
+        });
+    }
 
     let hot = ids[42];
     rt.block_on(ProductReadNode.run(
@@ -154,7 +182,7 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
-    let mut group = c.benchmark_group("bulk");
+    let mut group = c.benchmark_group(group_name("bulk", backend));
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(20))
@@ -188,41 +216,44 @@ fn benches(c: &mut Criterion) {
     });
 
     // The ceiling: the same rows as CSV through sqlx's COPY into a table of the same shape.
-    rt.block_on(fx.sql("CREATE TABLE products_copy (LIKE products INCLUDING ALL)", vec![]));
-    let pool = fx.db().get_postgres_connection_pool().clone();
-    group.bench_function("raw_sqlx_copy_10000", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let pool = pool.clone();
-            let seq = &seq;
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let base = seq.fetch_add(ROWS, Ordering::Relaxed);
-                    let start = Instant::now();
-                    let mut csv = String::with_capacity(ROWS * 160);
-                    for i in base..base + ROWS {
-                        let p = product(i);
-                        csv.push_str(&format!(
-                            "{},{},\"{}\",\"{}\",{},{},{},{},{},{},{},{},\"{}\"\n",
-                            i, p["sku"].as_str().unwrap(), p["name"].as_str().unwrap(), p["description"].as_str().unwrap(),
-                            p["price"], p["currency"].as_str().unwrap(), p["stock"], p["weight_kg"], p["active"],
-                            p["category_id"], p["manufacturer_id"], p["supplier_id"], p["attributes"].to_string().replace('"', "\"\"")
-                        ));
+    // PostgreSQL only: on the embedded set this bench is skipped (SQLite has no COPY).
+    if backend == Backend::Servers {
+        rt.block_on(fx.sql("CREATE TABLE products_copy (LIKE products INCLUDING ALL)", vec![]));
+        let pool = fx.db().get_postgres_connection_pool().clone();
+        group.bench_function("raw_sqlx_copy_10000", |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let pool = pool.clone();
+                let seq = &seq;
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let base = seq.fetch_add(ROWS, Ordering::Relaxed);
+                        let start = Instant::now();
+                        let mut csv = String::with_capacity(ROWS * 160);
+                        for i in base..base + ROWS {
+                            let p = product(i);
+                            csv.push_str(&format!(
+                                "{},{},\"{}\",\"{}\",{},{},{},{},{},{},{},{},\"{}\"\n",
+                                i, p["sku"].as_str().unwrap(), p["name"].as_str().unwrap(), p["description"].as_str().unwrap(),
+                                p["price"], p["currency"].as_str().unwrap(), p["stock"], p["weight_kg"], p["active"],
+                                p["category_id"], p["manufacturer_id"], p["supplier_id"], p["attributes"].to_string().replace('"', "\"\"")
+                            ));
+                        }
+                        let mut conn = pool.acquire().await.expect("connection");
+                        let mut copy = conn
+                            .copy_in_raw("COPY products_copy (id, sku, name, description, price, currency, stock, weight_kg, active, category_id, manufacturer_id, supplier_id, attributes) FROM STDIN (FORMAT csv)")
+                            .await
+                            .expect("copy in");
+                        copy.send(csv.as_bytes()).await.expect("send");
+                        let n = copy.finish().await.expect("finish");
+                        total += start.elapsed();
+                        assert_eq!(n as usize, ROWS);
                     }
-                    let mut conn = pool.acquire().await.expect("connection");
-                    let mut copy = conn
-                        .copy_in_raw("COPY products_copy (id, sku, name, description, price, currency, stock, weight_kg, active, category_id, manufacturer_id, supplier_id, attributes) FROM STDIN (FORMAT csv)")
-                        .await
-                        .expect("copy in");
-                    copy.send(csv.as_bytes()).await.expect("send");
-                    let n = copy.finish().await.expect("finish");
-                    total += start.elapsed();
-                    assert_eq!(n as usize, ROWS);
+                    total
                 }
-                total
-            }
-        })
-    });
+            })
+        });
+    }
     group.finish();
 }
 

@@ -1,19 +1,42 @@
-//! Load harness for the reference workflows against live servers (harness-started local
-//! processes): `classify_product` and `recommend_for_project` on the sample catalogue, p50 and
-//! p95 with one client, and `classify_product` throughput with 100 concurrent clients.
-//! Prints its figures; run with `cargo bench -p dataflow-benches --bench workflows`.
+//! Load harness for the reference workflows: `classify_product` and `recommend_for_project`
+//! on the sample catalogue, p50 and p95 with one client, and `classify_product` throughput
+//! with 100 concurrent clients. Prints its figures; run with
+//! `cargo bench -p dataflow-benches --bench workflows`.
+//!
+//! `DATAFLOW_BENCH_BACKEND=servers` (the default) runs on live PostgreSQL, Redis, Chroma and
+//! the Bolt graph server (harness-started local processes) and writes the figures `scripts/sla`
+//! gates to `target/load/workflows.json`; `DATAFLOW_BENCH_BACKEND=embedded` runs on the
+//! embedded set and writes `target/load/workflows_embedded.json`. `DATAFLOW_LOAD_SEQUENTIAL`
+//! (default 200) and `DATAFLOW_LOAD_RUNS` (default 1,000) shorten a run; with either changed
+//! the figures file is not written, so a short run never feeds the gates.
 
 use std::time::{Duration, Instant};
 
+use dataflow_benches::{backend, backend_name};
 use dataflow_runtime::{RunStatus, Runtime, Workflow, yaml};
-use dataflow_tests::fixture::Fixture;
+use dataflow_tests::fixture::{Backend, Fixture};
 use dataflow_workflows::{data_dir, registry, workflow_file};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+/// Runs of each workflow with one client, unless `DATAFLOW_LOAD_SEQUENTIAL` says otherwise.
 const SEQUENTIAL: usize = 200;
 const CONCURRENT_CLIENTS: usize = 100;
+/// `classify_product` runs from the concurrent clients, unless `DATAFLOW_LOAD_RUNS` says
+/// otherwise.
 const CONCURRENT_RUNS: usize = 1_000;
+
+/// The count in the environment variable `var`, or `default` when it is unset.
+fn count(var: &str, default: usize) -> usize {
+    match std::env::var(var) {
+        Err(std::env::VarError::NotPresent) => default,
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("{var}={v:?}: expected a positive count (default {default})"),
+        },
+        Err(e) => panic!("{var}: {e}"),
+    }
+}
 
 fn load(name: &str) -> Workflow {
     yaml::load_file(workflow_file(name), &registry()).unwrap_or_else(|e| panic!("{e}"))
@@ -37,18 +60,36 @@ fn report(what: &str, mut times: Vec<Duration>) -> (f64, f64) {
     (ms(percentile(&times, 0.50)), ms(percentile(&times, 0.95)))
 }
 
+/// The sample new products (`new_products.jsonl`), read once so that no timed run pays for
+/// reading the file.
+fn samples() -> &'static [Value] {
+    static SAMPLES: std::sync::OnceLock<Vec<Value>> = std::sync::OnceLock::new();
+    SAMPLES.get_or_init(|| {
+        let text = std::fs::read_to_string(data_dir().join("new_products.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    })
+}
+
 fn new_product(i: usize) -> Value {
-    let line = std::fs::read_to_string(data_dir().join("new_products.jsonl")).unwrap();
-    let samples: Vec<Value> = line.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let samples = samples();
     let mut p = samples[i % samples.len()].clone();
     p["sku"] = json!(format!("LOAD-{i:06}"));
     p
 }
 
 fn main() {
+    let backend = backend();
+    let sequential = count("DATAFLOW_LOAD_SEQUENTIAL", SEQUENTIAL);
+    let concurrent_runs = count("DATAFLOW_LOAD_RUNS", CONCURRENT_RUNS);
+    samples();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let fx = Fixture::with_projections("bench_workflows").await;
+        let fx = Fixture::with_projections_on(backend, "bench_workflows").await;
+        println!(
+            "backend: {} ({} sequential runs per workflow, {concurrent_runs} runs from {CONCURRENT_CLIENTS} clients)",
+            backend_name(backend),
+            sequential
+        );
         let runtime = Runtime::new(registry());
         let started = Instant::now();
         let import = runtime
@@ -63,7 +104,7 @@ fn main() {
         let classify = load("classify_product");
         let mut times = Vec::new();
         let mut per_node: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-        for i in 0..SEQUENTIAL {
+        for i in 0..sequential {
             let t = Instant::now();
             let r = runtime.run(&classify, &fx.ctx, json!({"product": new_product(i)})).await;
             assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
@@ -82,7 +123,7 @@ fn main() {
         let (classify_p50, classify_p95) = report("classify_product, 1 client", times);
 
         let t = Instant::now();
-        let runs = futures::stream::iter((0..CONCURRENT_RUNS).map(|i| {
+        let runs = futures::stream::iter((0..concurrent_runs).map(|i| {
             let (runtime, classify, ctx) = (&runtime, &classify, &fx.ctx);
             async move {
                 let t = Instant::now();
@@ -100,9 +141,9 @@ fn main() {
             runs.iter().map(|(_, d)| *d).collect(),
         );
         println!(
-            "classify_product, {CONCURRENT_CLIENTS} clients: {CONCURRENT_RUNS} runs in {:.2} s = {:.0} classifications/s, {failed} failed",
+            "classify_product, {CONCURRENT_CLIENTS} clients: {concurrent_runs} runs in {:.2} s = {:.0} classifications/s, {failed} failed",
             wall.as_secs_f64(),
-            CONCURRENT_RUNS as f64 / wall.as_secs_f64()
+            concurrent_runs as f64 / wall.as_secs_f64()
         );
 
         let sample: Value = serde_json::from_str(&std::fs::read_to_string(data_dir().join("sample_project.json")).unwrap()).unwrap();
@@ -118,7 +159,7 @@ fn main() {
         let project = setup.outputs["project"].as_i64().unwrap();
         let recommend = load("recommend_for_project");
         let mut times = Vec::new();
-        for _ in 0..SEQUENTIAL {
+        for _ in 0..sequential {
             let t = Instant::now();
             let r = runtime.run(&recommend, &ctx, json!({"project_id": project})).await;
             assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
@@ -126,17 +167,27 @@ fn main() {
         }
         let (recommend_p50, recommend_p95) = report("recommend_for_project, 1 client", times);
 
-        // For `scripts/sla`: the figures its gates read.
+        // For `scripts/sla`: the figures its gates read (it reads the servers' file only).
+        let file = match backend {
+            Backend::Servers => "workflows.json",
+            Backend::Embedded => "workflows_embedded.json",
+        };
+        if sequential != SEQUENTIAL || concurrent_runs != CONCURRENT_RUNS {
+            println!("shortened run: target/load/{file} not written");
+            return;
+        }
         let figures = json!({
+            "backend": backend_name(backend),
             "classify_p50_ms": classify_p50,
             "classify_p95_ms": classify_p95,
-            "classify_per_second_100_clients": CONCURRENT_RUNS as f64 / wall.as_secs_f64(),
+            "classify_per_second_100_clients": concurrent_runs as f64 / wall.as_secs_f64(),
             "classify_failed_100_clients": failed,
             "recommend_p50_ms": recommend_p50,
             "recommend_p95_ms": recommend_p95,
         });
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/load");
         std::fs::create_dir_all(&dir).expect("target/load");
-        std::fs::write(dir.join("workflows.json"), serde_json::to_string_pretty(&figures).unwrap()).expect("writing the figures");
+        std::fs::write(dir.join(file), serde_json::to_string_pretty(&figures).unwrap()).expect("writing the figures");
+        println!("figures written to target/load/{file}");
     });
 }

@@ -1,13 +1,54 @@
 //! dataflow-benches: criterion benchmarks of the nodes against the live servers the test
-//! harness starts (see `benches/README.md` for how to run them and the recorded figures),
-//! and the catalogue they run on.
+//! harness starts or the embedded stores (see `benches/README.md` for how to run them and the
+//! recorded figures), the backend switch they share, and the catalogue they run on.
 
 #![warn(missing_docs)]
 
 use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::{Context, Node};
 use dataflow_models::{CategoryBulkUpsertNode, ManufacturerBulkUpsertNode, SupplierBulkUpsertNode};
+use dataflow_tests::fixture::Backend;
 use serde_json::{Value as Json, json};
+
+/// The environment variable that chooses the backends a bench runs on: `servers` (the
+/// default: PostgreSQL, Redis, Chroma and the Bolt graph server, started by the test harness)
+/// or `embedded` (SQLite and the in-process cache in a fresh temporary directory).
+pub const BACKEND_VAR: &str = "DATAFLOW_BENCH_BACKEND";
+
+/// The backends chosen by [`BACKEND_VAR`]; [`Backend::Servers`] when it is unset.
+///
+/// # Panics
+///
+/// On any value other than `servers` or `embedded`.
+pub fn backend() -> Backend {
+    match std::env::var(BACKEND_VAR) {
+        Err(std::env::VarError::NotPresent) => Backend::Servers,
+        Ok(value) if value == "servers" => Backend::Servers,
+        Ok(value) if value == "embedded" => Backend::Embedded,
+        Ok(value) => panic!("{BACKEND_VAR}={value:?}: expected `servers` (the default) or `embedded`"),
+        Err(e) => panic!("{BACKEND_VAR}: expected `servers` (the default) or `embedded`: {e}"),
+    }
+}
+
+/// The backend's name as [`BACKEND_VAR`] spells it.
+pub fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Servers => "servers",
+        Backend::Embedded => "embedded",
+    }
+}
+
+/// The criterion group name of `base` on `backend`: `base` itself on the servers (the names
+/// the recorded figures and `scripts/sla` use), `{base}_embedded` on the embedded set. The
+/// bench ids inside a group are the same on both, so `relational/create` and
+/// `relational_embedded/create` compare directly, and each has its own directory under
+/// `target/criterion`.
+pub fn group_name(base: &str, backend: Backend) -> String {
+    match backend {
+        Backend::Servers => base.to_owned(),
+        Backend::Embedded => format!("{base}_embedded"),
+    }
+}
 
 /// Categories in the bench catalogue (5 roots, each with 4 children).
 pub const CATEGORIES: usize = 20;

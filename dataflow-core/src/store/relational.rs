@@ -290,7 +290,10 @@ impl RelationalStore {
             .push(", ")
             .param(pk())
             .push("))))");
-        tx.execute_raw(sql.build()).await.map(|_| ()).map_err(|e| Error::relational(action, e))
+        tx.execute_raw(sql.build())
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::relational(action, e))
     }
 
     /// Whether a transaction can lock single rows and pass over rows others locked

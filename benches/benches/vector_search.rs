@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use dataflow_benches::resident_mib;
 use dataflow_core::EmbeddedVectors;
 use dataflow_core::store::relational::open_sqlite;
 use dataflow_core::store::vector::{MetaFilter, MetaOp, VectorDoc, VectorStore};
@@ -64,17 +65,6 @@ fn document(i: usize, rng: &mut XorShift) -> VectorDoc {
         document: format!("document {i}"),
         metadata,
     }
-}
-
-/// The process's resident memory in MiB, from `VmRSS` in `/proc/self/status`.
-fn resident_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib / 1024.0
 }
 
 /// Hands memory the allocator holds free back to the operating system (glibc's

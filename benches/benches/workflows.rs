@@ -12,10 +12,10 @@
 
 use std::time::{Duration, Instant};
 
-use dataflow_benches::{backend, backend_name};
-use dataflow_runtime::{RunStatus, Runtime, Workflow, yaml};
+use dataflow_benches::{backend, backend_name, new_product, percentile, reference_workflow};
+use dataflow_runtime::{RunStatus, Runtime};
 use dataflow_tests::fixture::{Backend, Fixture};
-use dataflow_workflows::{data_dir, registry, workflow_file};
+use dataflow_workflows::{data_dir, registry};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -38,14 +38,6 @@ fn count(var: &str, default: usize) -> usize {
     }
 }
 
-fn load(name: &str) -> Workflow {
-    yaml::load_file(workflow_file(name), &registry()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
 /// Prints one line and returns `(p50, p95)` in milliseconds.
 fn report(what: &str, mut times: Vec<Duration>) -> (f64, f64) {
     times.sort();
@@ -60,28 +52,10 @@ fn report(what: &str, mut times: Vec<Duration>) -> (f64, f64) {
     (ms(percentile(&times, 0.50)), ms(percentile(&times, 0.95)))
 }
 
-/// The sample new products (`new_products.jsonl`), read once so that no timed run pays for
-/// reading the file.
-fn samples() -> &'static [Value] {
-    static SAMPLES: std::sync::OnceLock<Vec<Value>> = std::sync::OnceLock::new();
-    SAMPLES.get_or_init(|| {
-        let text = std::fs::read_to_string(data_dir().join("new_products.jsonl")).unwrap();
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-    })
-}
-
-fn new_product(i: usize) -> Value {
-    let samples = samples();
-    let mut p = samples[i % samples.len()].clone();
-    p["sku"] = json!(format!("LOAD-{i:06}"));
-    p
-}
-
 fn main() {
     let backend = backend();
     let sequential = count("DATAFLOW_LOAD_SEQUENTIAL", SEQUENTIAL);
     let concurrent_runs = count("DATAFLOW_LOAD_RUNS", CONCURRENT_RUNS);
-    samples();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let fx = Fixture::with_projections_on(backend, "bench_workflows").await;
@@ -93,7 +67,11 @@ fn main() {
         let runtime = Runtime::new(registry());
         let started = Instant::now();
         let import = runtime
-            .run(&load("import_catalog"), &fx.ctx, json!({"path": data_dir().join("catalog.jsonl")}))
+            .run(
+                &reference_workflow("import_catalog"),
+                &fx.ctx,
+                json!({"path": data_dir().join("catalog.jsonl")}),
+            )
             .await;
         assert_eq!(import.status, RunStatus::Succeeded, "{:?}", import.error);
         println!(
@@ -101,12 +79,12 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
 
-        let classify = load("classify_product");
+        let classify = reference_workflow("classify_product");
         let mut times = Vec::new();
         let mut per_node: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
         for i in 0..sequential {
             let t = Instant::now();
-            let r = runtime.run(&classify, &fx.ctx, json!({"product": new_product(i)})).await;
+            let r = runtime.run(&classify, &fx.ctx, json!({"product": new_product("LOAD", i)})).await;
             assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
             times.push(t.elapsed());
             for node in &r.nodes {
@@ -127,18 +105,24 @@ fn main() {
             let (runtime, classify, ctx) = (&runtime, &classify, &fx.ctx);
             async move {
                 let t = Instant::now();
-                let r = runtime.run(classify, ctx, json!({"product": new_product(100_000 + i)})).await;
-                (r.status, t.elapsed())
+                let r = runtime
+                    .run(classify, ctx, json!({"product": new_product("LOAD", 100_000 + i)}))
+                    .await;
+                (r.status, t.elapsed(), r.error)
             }
         }))
         .buffer_unordered(CONCURRENT_CLIENTS)
         .collect::<Vec<_>>()
         .await;
         let wall = t.elapsed();
-        let failed = runs.iter().filter(|(s, _)| *s != RunStatus::Succeeded).count();
+        let failed = runs.iter().filter(|(s, _, _)| *s != RunStatus::Succeeded).count();
+        let errors: std::collections::BTreeSet<&str> = runs.iter().filter_map(|(_, _, e)| e.as_deref()).collect();
+        for error in errors {
+            println!("  a failed run: {error}");
+        }
         report(
             &format!("classify_product, {CONCURRENT_CLIENTS} clients"),
-            runs.iter().map(|(_, d)| *d).collect(),
+            runs.iter().map(|(_, d, _)| *d).collect(),
         );
         println!(
             "classify_product, {CONCURRENT_CLIENTS} clients: {concurrent_runs} runs in {:.2} s = {:.0} classifications/s, {failed} failed",
@@ -157,7 +141,7 @@ fn main() {
             .unwrap();
         let setup = runtime.run(&customer, &ctx, json!({})).await;
         let project = setup.outputs["project"].as_i64().unwrap();
-        let recommend = load("recommend_for_project");
+        let recommend = reference_workflow("recommend_for_project");
         let mut times = Vec::new();
         for _ in 0..sequential {
             let t = Instant::now();

@@ -7,8 +7,11 @@
 use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::{Context, Node};
 use dataflow_models::{CategoryBulkUpsertNode, ManufacturerBulkUpsertNode, SupplierBulkUpsertNode};
+use dataflow_runtime::{Workflow, yaml};
 use dataflow_tests::fixture::Backend;
 use serde_json::{Value as Json, json};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 /// The environment variable that chooses the backends a bench runs on: `servers` (the
 /// default: PostgreSQL, Redis, Chroma and the Bolt graph server, started by the test harness)
@@ -123,4 +126,47 @@ pub async fn seed_catalogue(ctx: &Context) {
         let out = out.unwrap_or_else(|e| panic!("seeding {name}: {e}"));
         assert!(out.errors.is_empty() && out.pending.is_empty(), "seeding {name}: {out:?}");
     }
+}
+
+/// The reference workflow `workflows/{name}.yaml`, loaded against the full registry.
+///
+/// # Panics
+///
+/// When the file does not load: the diagnostics are the message.
+pub fn reference_workflow(name: &str) -> Workflow {
+    let registry = dataflow_workflows::registry();
+    yaml::load_file(dataflow_workflows::workflow_file(name), &registry).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The nearest-rank `p`-quantile (`0.0..=1.0`) of `sorted`, which must be sorted and not empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// A new product for `classify_product`: the sample new products (`new_products.jsonl`, read
+/// once, so that no timed run pays for reading the file) in turn, each with the unique SKU
+/// `{prefix}-{i:06}`.
+pub fn new_product(prefix: &str, i: usize) -> Json {
+    static SAMPLES: OnceLock<Vec<Json>> = OnceLock::new();
+    let samples = SAMPLES.get_or_init(|| {
+        let path = dataflow_workflows::data_dir().join("new_products.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .collect()
+    });
+    let mut product = samples[i % samples.len()].clone();
+    product["sku"] = json!(format!("{prefix}-{i:06}"));
+    product
+}
+
+/// The process's resident memory in MiB, from `VmRSS` in `/proc/self/status`.
+pub fn resident_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib / 1024.0
 }

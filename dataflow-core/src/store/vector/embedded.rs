@@ -247,7 +247,10 @@ impl EmbeddedVectors {
     }
 
     /// After a write committed at `generation`: applies it to the copy when the copy was
-    /// one generation behind, else drops the copy (the next query reloads it).
+    /// one generation behind. Otherwise (a write whose change is not here yet, or a reload
+    /// that already holds this one) the copy is left as it is: its generation says which
+    /// writes it holds, and the next query reloads it when it is behind. It is never emptied
+    /// here, because a query that already checked the generation may be about to read it.
     async fn follow(&self, collection: &'static str, generation: i64, change: Change) {
         let copy = self.copy(collection);
         let applied = tokio::task::spawn_blocking(move || {
@@ -259,8 +262,6 @@ impl EmbeddedVectors {
                     Change::Clear => *data = Loaded::default(),
                 }
                 data.generation = Some(generation);
-            } else {
-                *data = Loaded::default();
             }
         })
         .await;
@@ -647,6 +648,34 @@ mod tests {
         assert!(hits[0].distance.abs() < 1e-6);
         assert!((hits[1].distance - (1.0 - std::f32::consts::FRAC_1_SQRT_2)).abs() < 1e-6);
         assert_eq!(data.position.len(), 2);
+    }
+
+    /// Two concurrent writes may finish in the other order than they committed: the later
+    /// one's change then reaches a copy that lacks the earlier one. The copy must keep what it
+    /// holds (a query that checked its generation may be reading it), not be emptied.
+    #[tokio::test]
+    async fn a_change_out_of_order_leaves_the_copy_as_it_is() {
+        let dir = std::env::temp_dir().join(format!("dataflow_vectors_follow_{}", std::process::id()));
+        let db = crate::store::relational::open_sqlite(&dir.join("vectors.db"), 2)
+            .await
+            .expect("SQLite");
+        let store = EmbeddedVectors::open(db, "t_").await.expect("the store");
+        store
+            .upsert("docs", vec![doc("a", &[1.0, 0.0]), doc("b", &[0.0, 1.0])])
+            .await
+            .expect("upsert");
+        assert_eq!(store.query("docs", &[1.0, 0.0], 10, None).await.expect("query").len(), 2);
+        let held = |store: &EmbeddedVectors| {
+            let copy = store.copy("docs");
+            let data = copy.data.read().expect("the copy");
+            (data.generation, data.ids.len())
+        };
+        assert_eq!(held(&store), (Some(1), 2));
+        store.follow("docs", 3, Change::Upsert(vec![doc("c", &[1.0, 1.0])])).await;
+        assert_eq!(held(&store), (Some(1), 2), "generation 3's change reached a copy at 1");
+        store.follow("docs", 2, Change::Upsert(vec![doc("d", &[1.0, 1.0])])).await;
+        assert_eq!(held(&store), (Some(2), 3), "generation 2's change applies to a copy at 1");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -15,6 +15,11 @@ pub struct Config {
     pub database_schema: Option<String>,
     /// Most pooled relational connections.
     pub max_connections: u32,
+    /// How long a relational call waits for a pooled connection (PostgreSQL). While the server
+    /// cannot be reached, calls fail after this long with an error naming the relational store
+    /// (so the runtime's breaker counts them) instead of waiting for it to come back; keep it
+    /// below the runtime's node timeout.
+    pub relational_timeout: Duration,
     /// `redis://...` URL of the cache; `None`: the in-process cache when `embedded_cache`,
     /// else no cache.
     pub redis_url: Option<String>,
@@ -35,7 +40,8 @@ pub struct Config {
     pub graph_namespace: String,
     /// How long one call to the vector or graph store may take.
     pub projection_timeout: Duration,
-    /// Failed attempts after which an outbox record is moved to the dead letters.
+    /// Failed attempts after which an outbox record is moved to the dead letters (one whose
+    /// cache invalidation is still pending is retried until that is applied).
     pub outbox_max_attempts: u32,
     /// Keep the read-through cache in this process when `redis_url` is `None`.
     pub embedded_cache: bool,
@@ -82,6 +88,7 @@ impl fmt::Debug for Config {
             .field("database_url", &redact_url(&self.database_url))
             .field("database_schema", &self.database_schema)
             .field("max_connections", &self.max_connections)
+            .field("relational_timeout", &self.relational_timeout)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("cache_prefix", &self.cache_prefix)
             .field("cache_timeout", &self.cache_timeout)
@@ -106,6 +113,7 @@ impl Config {
             database_url: database_url.into(),
             database_schema: None,
             max_connections: 16,
+            relational_timeout: Duration::from_secs(10),
             redis_url: None,
             cache_prefix: "dataflow".into(),
             cache_timeout: Duration::from_millis(250),

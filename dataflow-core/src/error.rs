@@ -177,6 +177,27 @@ impl Error {
         }
     }
 
+    /// This error with the password of the connection URL `url` replaced by `***` wherever
+    /// its text quotes it (drivers quote the connection string they could not use).
+    pub fn without_password_of(self, url: &str) -> Self {
+        let scrub = |text: String| crate::store::relational::scrub_password(&text, url);
+        match self {
+            Error::Store {
+                store,
+                action,
+                message,
+                transient,
+            } => Error::Store {
+                store,
+                action: scrub(action),
+                message: scrub(message),
+                transient,
+            },
+            Error::Config(message) => Error::Config(scrub(message)),
+            other => other,
+        }
+    }
+
     /// Wraps a cache error with what was being done.
     pub fn cache(action: impl Into<String>, message: impl fmt::Display) -> Self {
         Error::Store {

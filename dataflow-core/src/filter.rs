@@ -23,6 +23,10 @@ use crate::values::{check_type, printable, to_sql, unknown_field_message};
 pub const MAX_FILTER_DEPTH: usize = 32;
 /// Most values accepted in one `$in`/`$nin` list.
 pub const MAX_IN_LIST: usize = 10_000;
+/// Longest text `$contains` and `$starts_with` accept, in characters. It keeps the LIKE
+/// pattern they become (up to four bytes a character, plus escapes) well under SQLite's
+/// 50,000-byte limit, so both backends accept and refuse the same filters.
+pub const MAX_PATTERN_CHARS: usize = 4_096;
 
 /// A comparison operator of the filter language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +56,8 @@ pub enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 11] = [
+    /// Every operator, in the order error messages list them.
+    pub const ALL: [Op; 11] = [
         Op::Eq,
         Op::Ne,
         Op::Gt,
@@ -192,8 +197,16 @@ fn parse(value: &Json, path: &str, depth: usize) -> Result<Filter, String> {
         return Err(format!("{path}: filters nest deeper than {MAX_FILTER_DEPTH} levels"));
     }
     let Json::Object(obj) = value else {
-        return Err(format!("{path}: a filter must be a JSON object, got {value}"));
+        // The kind, not the value: the value may be huge or nested deep.
+        return Err(format!("{path}: a filter must be a JSON object, got {}", kind(value)));
     };
+    // Several conditions in one object become an implicit `$and`, which is a level of its own
+    // for `write_sql` and in `to_json`; counting it here keeps every parsed filter within
+    // what those accept.
+    let depth = if conditions(obj) > 1 { depth + 1 } else { depth };
+    if depth > MAX_FILTER_DEPTH {
+        return Err(format!("{path}: filters nest deeper than {MAX_FILTER_DEPTH} levels"));
+    }
     let mut parts = Vec::with_capacity(obj.len());
     for (key, val) in obj {
         let here = format!("{path}.{}", printable(key));
@@ -256,6 +269,29 @@ fn parse(value: &Json, path: &str, depth: usize) -> Result<Filter, String> {
     } else {
         Filter::And(parts)
     })
+}
+
+/// How many conditions a filter object holds: one per key, one per operator of a field with
+/// an object of operators.
+fn conditions(obj: &Map<String, Json>) -> usize {
+    obj.iter()
+        .map(|(key, val)| match val {
+            Json::Object(ops) if !key.starts_with('$') && !ops.is_empty() && ops.keys().all(|k| k.starts_with('$')) => ops.len(),
+            _ => 1,
+        })
+        .sum()
+}
+
+/// A JSON value's kind, for messages that must not echo the value.
+fn kind(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
 }
 
 fn write_filter(filter: &Filter, meta: &'static ModelMeta, sql: &mut Sql, errors: &mut FieldErrors, depth: usize) {
@@ -370,6 +406,10 @@ fn write_compare(f: &'static FieldMeta, op: Op, value: &Json, sql: &mut Sql) -> 
                 return Err("expects a string".into());
             };
             typed(value)?;
+            let length = text.chars().count();
+            if length > MAX_PATTERN_CHARS {
+                return Err(format!("accepts at most {MAX_PATTERN_CHARS} characters, got {length}"));
+            }
             let mut pattern = String::with_capacity(text.len() + 2);
             if op == Op::Contains {
                 pattern.push('%');
@@ -729,5 +769,46 @@ impl CheckedSort {
         }
         sql.push(")");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn nested_not(mut filter: Json, levels: usize) -> Json {
+        for _ in 0..levels {
+            filter = json!({ "$not": filter });
+        }
+        filter
+    }
+
+    #[test]
+    fn an_implicit_and_counts_as_a_level_so_parsed_filters_round_trip() {
+        // Found by fuzzing: two conditions at the deepest level parsed, but their `$and` was one
+        // level too deep for `to_json` and `write_sql`.
+        let deepest = nested_not(json!({"a": 1}), MAX_FILTER_DEPTH);
+        let parsed = Filter::from_json(&deepest).unwrap();
+        assert_eq!(Filter::from_json(&parsed.to_json()), Ok(parsed));
+
+        let too_deep = nested_not(json!({"a": 1, "b": 2}), MAX_FILTER_DEPTH);
+        let err = Filter::from_json(&too_deep).unwrap_err();
+        assert!(err.contains("nest deeper than 32 levels"), "{err}");
+        let ops = nested_not(json!({"a": {"$gt": 1, "$lt": 5}}), MAX_FILTER_DEPTH);
+        assert!(Filter::from_json(&ops).is_err());
+
+        let fits = nested_not(json!({"a": 1, "b": 2}), MAX_FILTER_DEPTH - 1);
+        let parsed = Filter::from_json(&fits).unwrap();
+        assert_eq!(Filter::from_json(&parsed.to_json()), Ok(parsed));
+    }
+
+    #[test]
+    fn a_value_where_a_filter_belongs_is_not_echoed() {
+        let err = Filter::from_json(&json!({ "$not": "x".repeat(100_000) })).unwrap_err();
+        assert_eq!(err, "$.$not: a filter must be a JSON object, got a string");
+        let err = Filter::from_json(&json!({ "$and": [[1, 2]] })).unwrap_err();
+        assert_eq!(err, "$.$and[0]: a filter must be a JSON object, got an array");
     }
 }

@@ -6,7 +6,9 @@
 //! projection that fails leaves its record pending, with the error and an attempt count.
 //! [`Stores::sync`] applies pending records later, in order, with exponential backoff; a
 //! record that keeps failing becomes a *dead letter*, listed by [`Stores::dead_letters`] and
-//! put back in line by [`Stores::retry_dead`]. Applying a record means making each pending
+//! put back in line by [`Stores::retry_dead`], unless its cache invalidation is still pending:
+//! reads stop trusting the cache until every pending invalidation is applied, so that one is
+//! retried for as long as it takes. Applying a record means making each pending
 //! projection match the row's current state in PostgreSQL, so applying one twice changes
 //! nothing.
 
@@ -211,7 +213,7 @@ async fn record_failures(
     attempts: i64,
     next_attempt_at: DateTime<Utc>,
 ) -> Result<()> {
-    let dead = attempts >= i64::from(stores.outbox_max_attempts());
+    let dead = becomes_dead(stores, outcome, attempts);
     let error: String = outcome.error.chars().take(2000).collect();
     for chunk in ids.chunks(10_000) {
         let mut sql = stores.relational().sql();
@@ -232,6 +234,15 @@ async fn record_failures(
             .map_err(|e| Error::relational("recording a failed projection", e))?;
     }
     Ok(())
+}
+
+/// Whether a record that failed for the `attempts`-th time becomes a dead letter: after
+/// [`Stores::outbox_max_attempts`], unless its cache invalidation is still pending. A dead
+/// record is not counted as pending, so reads would trust the cache again while it may still
+/// hold the row from before the write (Redis keeps its data over a restart); an invalidation
+/// only fails while Redis cannot be reached, so it is retried until it is applied.
+fn becomes_dead(stores: &Stores, outcome: &Outcome, attempts: i64) -> bool {
+    attempts >= i64::from(stores.outbox_max_attempts()) && !outcome.remaining.cache
 }
 
 /// `("cache_pending" OR ...)`: the record still needs one of the projections in `set`.
@@ -377,7 +388,7 @@ impl Stores {
                 let next = now + chrono::Duration::from_std(backoff(*attempts)).unwrap_or_else(|_| chrono::Duration::seconds(300));
                 record_failures(&tx, self, &[*id], outcome, *attempts, next).await?;
                 report.failed += 1;
-                if *attempts >= i64::from(self.outbox_max_attempts()) {
+                if becomes_dead(self, outcome, *attempts) {
                     report.dead += 1;
                 }
             }

@@ -155,9 +155,18 @@ type ProgressHook = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 #[derive(Debug, Clone, Copy)]
 enum BreakerState {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen,
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe was let through. If it has not reported by `until` (its run was dropped, or
+    /// another store's breaker refused the node before it ran), the next call is the probe:
+    /// without a deadline the breaker would stay half-open, refusing every call, for good.
+    HalfOpen {
+        until: Instant,
+    },
 }
 
 /// One circuit breaker per store, shared by every run of a [`Runtime`].
@@ -170,17 +179,20 @@ struct Breakers {
 
 impl Breakers {
     /// Whether a call to `store` may go ahead; an open breaker past its cooldown lets one
-    /// probe through (half-open).
+    /// probe through (half-open), and another one a cooldown later if that one never reports.
     fn admit(&self, store: StoreKind) -> bool {
         let mut states = self.states.lock().expect("breaker lock");
         let state = states.entry(store).or_insert(BreakerState::Closed { failures: 0 });
+        let now = Instant::now();
         match *state {
             BreakerState::Closed { .. } => true,
-            BreakerState::Open { until } if Instant::now() >= until => {
-                *state = BreakerState::HalfOpen;
+            BreakerState::Open { until } | BreakerState::HalfOpen { until } if now >= until => {
+                *state = BreakerState::HalfOpen {
+                    until: now + self.cooldown,
+                };
                 true
             }
-            BreakerState::Open { .. } | BreakerState::HalfOpen => false,
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => false,
         }
     }
 
@@ -681,5 +693,62 @@ fn check_inputs(workflow: &Workflow, inputs: Value) -> Result<Value, String> {
         Ok(Value::Object(map))
     } else {
         Err(problems.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breakers(cooldown: Duration) -> Breakers {
+        Breakers {
+            states: Mutex::new(HashMap::new()),
+            threshold: 1,
+            cooldown,
+        }
+    }
+
+    /// A Search needs the vector and the relational store. With both breakers open and only
+    /// the vector store's cooldown over, the vector breaker lets the Search through as its
+    /// probe and the relational one refuses it, so the probe never runs. Once the relational
+    /// store is back, Searches must go through again (they used to be refused for good: the
+    /// vector breaker stayed half-open, and only a Search could close it).
+    #[test]
+    fn a_probe_refused_by_another_store_does_not_keep_the_breaker_half_open() {
+        let b = breakers(Duration::ZERO);
+        b.failure(StoreKind::Vector);
+        b.states.lock().unwrap().insert(
+            StoreKind::Relational,
+            BreakerState::Open {
+                until: Instant::now() + Duration::from_secs(3600),
+            },
+        );
+        assert!(b.admit(StoreKind::Vector), "the vector store's cooldown is over: a probe may go");
+        assert!(!b.admit(StoreKind::Relational), "the relational store's breaker is still open");
+        b.success(StoreKind::Relational);
+        assert!(b.admit(StoreKind::Vector), "the Search after it is the vector store's probe");
+        assert!(b.admit(StoreKind::Relational));
+    }
+
+    /// While a probe is out, other calls are refused; a probe whose run was dropped (it never
+    /// reports) does not keep them refused past a cooldown.
+    #[test]
+    fn a_probe_that_never_reports_is_replaced_after_a_cooldown() {
+        let b = breakers(Duration::from_secs(3600));
+        b.states
+            .lock()
+            .unwrap()
+            .insert(StoreKind::Graph, BreakerState::Open { until: Instant::now() });
+        assert!(b.admit(StoreKind::Graph), "the probe");
+        assert!(!b.admit(StoreKind::Graph), "one probe at a time");
+        let b = breakers(Duration::ZERO);
+        b.failure(StoreKind::Graph);
+        assert!(b.admit(StoreKind::Graph), "the probe");
+        assert!(b.admit(StoreKind::Graph), "the probe never reported: the next call probes");
+        b.success(StoreKind::Graph);
+        assert!(matches!(
+            b.states.lock().unwrap()[&StoreKind::Graph],
+            BreakerState::Closed { failures: 0 }
+        ));
     }
 }

@@ -59,6 +59,12 @@ impl NodeFailure {
         matches!(self, NodeFailure::Failed { transient: true, .. })
     }
 
+    /// Input that does not fit the node, the message cut to a few hundred characters: serde
+    /// quotes the offending key or value, which may be as long as the input itself.
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        NodeFailure::BadInput(crate::workflow::shorten(message.into(), crate::workflow::MAX_MESSAGE_CHARS))
+    }
+
     /// A failure that is not worth retrying.
     pub fn permanent(message: impl Into<String>) -> Self {
         NodeFailure::Failed {
@@ -173,7 +179,7 @@ impl<N: Node> DynNode for TypedNode<N> {
     }
 
     async fn run(&self, env: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure> {
-        let input: N::Input = serde_json::from_value(input).map_err(|e| NodeFailure::BadInput(e.to_string()))?;
+        let input: N::Input = serde_json::from_value(input).map_err(|e| NodeFailure::bad_input(e.to_string()))?;
         let output = self.node.run(env.ctx, input).await?;
         serde_json::to_value(output).map_err(|e| NodeFailure::permanent(format!("output does not serialise: {e}")))
     }
@@ -240,7 +246,7 @@ where
     }
 
     async fn run(&self, _: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure> {
-        let input: I = serde_json::from_value(input).map_err(|e| NodeFailure::BadInput(e.to_string()))?;
+        let input: I = serde_json::from_value(input).map_err(|e| NodeFailure::bad_input(e.to_string()))?;
         let output = (self.compute)(input).map_err(NodeFailure::permanent)?;
         serde_json::to_value(output).map_err(|e| NodeFailure::permanent(format!("output does not serialise: {e}")))
     }

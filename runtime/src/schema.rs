@@ -296,8 +296,13 @@ fn static_name(t: &str) -> &'static str {
 
 /// The known name closest to `wanted`, if it is close enough to be a typo.
 pub fn did_you_mean<'n>(wanted: &str, known: impl IntoIterator<Item = &'n str>) -> Option<&'n str> {
+    let wanted_len = wanted.chars().count();
     known
         .into_iter()
+        // The distance is at least the difference in length, so names too long or too short
+        // to be close are skipped: comparing costs time and memory proportional to the
+        // product of the lengths, and a hostile name may be megabytes long.
+        .filter(|k| wanted_len.abs_diff(k.chars().count()) <= 2.max(k.len() / 4))
         .map(|k| (strsim::damerau_levenshtein(wanted, k), k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))
         .min_by_key(|(d, _)| *d)
@@ -350,6 +355,19 @@ mod tests {
         assert_eq!(view.required(), BTreeSet::from(["id".to_string(), "op".to_string()]));
         assert_eq!(resolve(&schema, "x").unwrap(), Ty::one("string"));
         assert!(resolve(&schema, "y").is_err());
+    }
+
+    #[test]
+    fn did_you_mean_skips_names_of_a_distant_length() {
+        // Found by fuzzing: a megabyte-long node type was compared with every registered name
+        // by edit distance, taking seconds and hundreds of megabytes per name.
+        let long = "Q".repeat(1 << 20);
+        assert_eq!(did_you_mean(&long, ["ProductCreateNode", "Switch"]), None);
+        assert_eq!(
+            did_you_mean("ProductCreatNode", ["ProductCreateNode", "Switch"]),
+            Some("ProductCreateNode")
+        );
+        assert_eq!(did_you_mean("Swtch", ["ProductCreateNode", "Switch"]), Some("Switch"));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Workflows: the definition (what a YAML file or the builder describes), the Rust builder, and
 //! validation into a runnable [`Workflow`], which reports every problem at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
 use dataflow_core::Node;
+use dataflow_core::values::printable;
 use petgraph::graph::DiGraph;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -401,14 +403,32 @@ impl fmt::Debug for Workflow {
 
 struct Checker {
     problems: Vec<Problem>,
+    /// Names "did you mean" may still compare against: a definition with thousands of
+    /// problems among thousands of names would otherwise take quadratic time for its hints.
+    hint_budget: Cell<usize>,
 }
+
+/// Names compared for "did you mean" hints in one validation, at most.
+const HINT_BUDGET: usize = 100_000;
 
 impl Checker {
     fn problem(&mut self, pointer: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             pointer: pointer.into(),
-            message: message.into(),
+            message: shorten(message.into(), MAX_MESSAGE_CHARS),
         });
+    }
+}
+
+/// Longest problem message, in characters: messages quote names and paths from the
+/// definition, and a 100,000-character name must not make a 100,000-character report.
+pub(crate) const MAX_MESSAGE_CHARS: usize = 500;
+
+/// `text` cut to `max` characters, with how much was left out, when it is longer.
+pub(crate) fn shorten(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text,
+        Some((cut, _)) => format!("{}… ({} more bytes)", &text[..cut], text.len() - cut),
     }
 }
 
@@ -419,17 +439,34 @@ fn valid_node_name(name: &str) -> bool {
         && name.len() <= 64
 }
 
-fn suggestion(wanted: &str, known: &[String]) -> String {
-    did_you_mean(wanted, known.iter().map(String::as_str))
-        .map(|s| format!(" (did you mean '{s}'?)"))
-        .unwrap_or_default()
+impl Checker {
+    /// ` (did you mean 'x'?)` when a known name is close to `wanted`, while the hint budget
+    /// lasts; empty otherwise.
+    fn hint<'n, I>(&self, wanted: &str, known: I) -> String
+    where
+        I: IntoIterator<Item = &'n String>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let known = known.into_iter();
+        let left = self.hint_budget.get();
+        if known.len() > left {
+            return String::new();
+        }
+        self.hint_budget.set(left - known.len());
+        did_you_mean(wanted, known.map(String::as_str))
+            .map(|s| format!(" (did you mean '{s}'?)"))
+            .unwrap_or_default()
+    }
 }
 
 impl Workflow {
     /// Validates `def` against `registry` and compiles it. Every problem is reported, each with
     /// a pointer into the definition.
     pub fn build(def: WorkflowDef, registry: &Registry) -> Result<Workflow, Problems> {
-        let mut c = Checker { problems: Vec::new() };
+        let mut c = Checker {
+            problems: Vec::new(),
+            hint_budget: Cell::new(HINT_BUDGET),
+        };
         if def.name.trim().is_empty() {
             c.problem("/name", "the workflow needs a name");
         }
@@ -438,7 +475,10 @@ impl Workflow {
             if !valid_node_name(name) {
                 c.problem(
                     &at,
-                    format!("input name {name:?} must start with a letter and hold only letters, digits, '_' and '-'"),
+                    format!(
+                        "input name \"{}\" must start with a letter and hold only letters, digits, '_' and '-'",
+                        printable(name)
+                    ),
                 );
             }
             if Ty::named(&input.ty).is_none() {
@@ -460,7 +500,10 @@ impl Workflow {
             if name == INPUT || !valid_node_name(name) {
                 c.problem(
                     &at,
-                    format!("node name {name:?} must start with a letter, hold only letters, digits, '_' and '-', and not be 'input'"),
+                    format!(
+                        "node name \"{}\" must start with a letter, hold only letters, digits, '_' and '-', and not be 'input'",
+                        printable(name)
+                    ),
                 );
             }
             if index.insert(name, compiled.len()).is_some() {
@@ -534,12 +577,15 @@ impl Workflow {
                     ),
                     None => c.problem(
                         format!("/nodes/{}/after/{j}", escape(name)),
-                        format!("node '{name}' runs after unknown node '{before}'{}", suggestion(before, &names)),
+                        format!("node '{name}' runs after unknown node '{before}'{}", c.hint(before, &names)),
                     ),
                 }
             }
         }
-        let mut targets: Vec<(usize, FieldPath, usize)> = Vec::new();
+        // Connected inputs: the first connection into each (node, path), and each (node, root
+        // field) fed at all.
+        let mut fed: HashMap<(usize, FieldPath), usize> = HashMap::new();
+        let mut fed_roots: HashSet<(usize, String)> = HashSet::new();
         for (k, conn) in def.connections.iter().enumerate() {
             let at = format!("/connections/{k}");
             let source = resolve_source(&mut c, &def, &index, &compiled, &names, &conn.from, &format!("{at}/from"));
@@ -561,7 +607,7 @@ impl Workflow {
             let Some(&to) = index.get(to_name) else {
                 c.problem(
                     format!("{at}/to"),
-                    format!("connection into unknown node '{to_name}'{}", suggestion(to_name, &names)),
+                    format!("connection into unknown node '{to_name}'{}", c.hint(to_name, &names)),
                 );
                 continue;
             };
@@ -582,7 +628,7 @@ impl Workflow {
                         .join(".");
                     c.problem(
                         format!("{at}/to"),
-                        format!("node '{to_name}' has no input '{shown}'{}", suggestion(&e.missing, &known)),
+                        format!("node '{to_name}' has no input '{shown}'{}", c.hint(&e.missing, &known)),
                     );
                     None
                 }
@@ -604,18 +650,21 @@ impl Workflow {
                     ),
                 );
             }
-            for (other_to, other_path, other_k) in &targets {
-                if *other_to == to && *other_path == to_path && !target.node.merges() {
-                    c.problem(
-                        format!("{at}/to"),
-                        format!(
-                            "input '{to_path}' of node '{to_name}' is already fed by connection {other_k} ('{}')",
-                            def.connections[*other_k].from
-                        ),
-                    );
+            // By lookup, not by scanning earlier connections: a file may hold a great many.
+            match fed.get(&(to, to_path.clone())) {
+                Some(&other_k) if !target.node.merges() => c.problem(
+                    format!("{at}/to"),
+                    format!(
+                        "input '{to_path}' of node '{to_name}' is already fed by connection {other_k} ('{}')",
+                        def.connections[other_k].from
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    fed.insert((to, to_path.clone()), k);
                 }
             }
-            targets.push((to, to_path.clone(), k));
+            fed_roots.insert((to, to_path.root().to_string()));
             if let Some((source, _)) = source {
                 edges.push(Edge {
                     from: source,
@@ -631,7 +680,7 @@ impl Workflow {
             let view = SchemaView::new(node.node.input_schema());
             for field in view.required() {
                 let given = node.static_input.get(&field).is_some();
-                let connected = targets.iter().any(|(to, path, _)| *to == i && path.root() == field);
+                let connected = fed_roots.contains(&(i, field.clone()));
                 if !given && !connected {
                     c.problem(
                         format!("/nodes/{}", escape(&node.name)),
@@ -648,6 +697,15 @@ impl Workflow {
         // Outputs.
         let mut outputs = Vec::new();
         for (name, from) in &def.outputs {
+            if !valid_node_name(name) {
+                c.problem(
+                    format!("/outputs/{}", escape(name)),
+                    format!(
+                        "output name \"{}\" must start with a letter and hold only letters, digits, '_' and '-'",
+                        printable(name)
+                    ),
+                );
+            }
             if let Some((source, _)) = resolve_source(&mut c, &def, &index, &compiled, &names, from, &format!("/outputs/{}", escape(name)))
             {
                 outputs.push((name.clone(), source));
@@ -816,10 +874,13 @@ fn resolve_source(
     };
     if node == INPUT {
         let Some(input) = def.inputs.get(path.root()) else {
-            let known: Vec<String> = def.inputs.keys().cloned().collect();
             c.problem(
                 at,
-                format!("the workflow has no input '{}'{}", path.root(), suggestion(path.root(), &known)),
+                format!(
+                    "the workflow has no input '{}'{}",
+                    path.root(),
+                    c.hint(path.root(), def.inputs.keys())
+                ),
             );
             return None;
         };
@@ -833,7 +894,7 @@ fn resolve_source(
         return Some((Source::Input(path), ty));
     }
     let Some(&i) = index.get(node) else {
-        c.problem(at, format!("connection from unknown node '{node}'{}", suggestion(node, names)));
+        c.problem(at, format!("connection from unknown node '{node}'{}", c.hint(node, names)));
         return None;
     };
     let compiled = compiled[i].as_ref()?;
@@ -842,10 +903,7 @@ fn resolve_source(
         Ok(ty) => Some((Source::Node(i, path), ty)),
         Err(e) => {
             let known = if e.depth == 0 { view.properties() } else { e.known.clone() };
-            c.problem(
-                at,
-                format!("node '{node}' has no output '{path}'{}", suggestion(&e.missing, &known)),
-            );
+            c.problem(at, format!("node '{node}' has no output '{path}'{}", c.hint(&e.missing, &known)));
             None
         }
     }
@@ -868,7 +926,7 @@ fn check_params(c: &mut Checker, name: &str, at: &str, node: &NodeRef, params: &
             }
             Err(_) => c.problem(
                 format!("{at}/params/{}", escape(key)),
-                format!("node '{name}' has no input '{key}'{}", suggestion(key, &known)),
+                format!("node '{name}' has no input '{key}'{}", c.hint(key, &known)),
             ),
         }
     }

@@ -11,12 +11,15 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
 
 use crate::registry::Registry;
-use crate::workflow::{Problem, Workflow, WorkflowDef};
+use crate::workflow::{MAX_MESSAGE_CHARS, Problem, Workflow, WorkflowDef, shorten};
 
 /// Largest workflow file read.
 pub const MAX_FILE_BYTES: usize = 4 << 20;
 /// Deepest nesting accepted.
 const MAX_DEPTH: usize = 64;
+/// Most values the aliases of a document may copy in all. Without a bound, a few lines of
+/// nested aliases ("billion laughs") expand to billions of values.
+pub const MAX_ALIASED_VALUES: usize = 1_000_000;
 
 /// A 1-based line and column in a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,12 +49,14 @@ impl fmt::Display for Diagnostic {
     /// `file:line:col: message`, then the line with a caret under the column.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let file = self.file.display();
+        let message = shorten(self.message.clone(), MAX_MESSAGE_CHARS);
         match self.position {
-            Some(p) => write!(f, "{file}:{}:{}: {}", p.line, p.column, self.message)?,
-            None => write!(f, "{file}: {}", self.message)?,
+            Some(p) => write!(f, "{file}:{}:{}: {message}", p.line, p.column)?,
+            None => write!(f, "{file}: {message}")?,
         }
         if let (Some(p), Some(line)) = (self.position, &self.source_line) {
             let gutter = p.line.to_string().len();
+            let (line, caret) = excerpt(line, p.column);
             write!(
                 f,
                 "\n{:gutter$} |\n{} | {}\n{:gutter$} | {}^",
@@ -59,11 +64,35 @@ impl fmt::Display for Diagnostic {
                 p.line,
                 line,
                 "",
-                " ".repeat(p.column.saturating_sub(1))
+                " ".repeat(caret.saturating_sub(1))
             )?;
         }
         Ok(())
     }
+}
+
+/// Characters of a source line shown under a diagnostic, at most.
+const EXCERPT_CHARS: usize = 120;
+
+/// What of `line` a diagnostic shows: all of it when short, else [`EXCERPT_CHARS`] characters
+/// around `column` (1-based, in characters) with `…` where it was cut; and the caret's column
+/// in what is shown.
+fn excerpt(line: &str, column: usize) -> (String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= EXCERPT_CHARS {
+        return (line.to_owned(), column);
+    }
+    let start = column.saturating_sub(1 + EXCERPT_CHARS / 2).min(chars.len() - EXCERPT_CHARS);
+    let end = start + EXCERPT_CHARS;
+    let mut shown = String::new();
+    if start > 0 {
+        shown.push('…');
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    (shown, column - start + usize::from(start > 0))
 }
 
 /// Every problem in one workflow file.
@@ -91,6 +120,10 @@ pub struct Located {
     pub value: Value,
     keys: HashMap<String, Position>,
     values: HashMap<String, Position>,
+    /// Values made so far, aliases counted by the size of what they copy.
+    made: usize,
+    /// Values copied by aliases so far.
+    copied: usize,
 }
 
 impl Located {
@@ -131,7 +164,7 @@ fn escape(segment: &str) -> String {
 pub fn parse(text: &str) -> Result<Located, (Option<Position>, String)> {
     let mut parser = Parser::new_from_str(text);
     let mut located = Located::default();
-    let mut anchors: HashMap<usize, Value> = HashMap::new();
+    let mut anchors: HashMap<usize, Anchor> = HashMap::new();
     let mut next = || -> Result<(Event<'_>, Span), (Option<Position>, String)> {
         match parser.next() {
             Some(Ok(e)) => Ok(e),
@@ -167,12 +200,19 @@ pub fn parse(text: &str) -> Result<Located, (Option<Position>, String)> {
 
 type Next<'a, 'i> = dyn FnMut() -> Result<(Event<'i>, Span), (Option<Position>, String)> + 'a;
 
+/// An anchored value and how many values it holds, so an alias to it can be counted
+/// against [`MAX_ALIASED_VALUES`] before it is copied.
+struct Anchor {
+    value: Value,
+    size: usize,
+}
+
 fn node<'i>(
     event: Event<'i>,
     span: Span,
     next: &mut Next<'_, 'i>,
     located: &mut Located,
-    anchors: &mut HashMap<usize, Value>,
+    anchors: &mut HashMap<usize, Anchor>,
     pointer: &str,
     depth: usize,
 ) -> Result<Value, (Option<Position>, String)> {
@@ -180,8 +220,10 @@ fn node<'i>(
         return Err((Some(position(&span)), format!("nested deeper than {MAX_DEPTH} levels")));
     }
     located.values.insert(pointer.to_string(), position(&span));
+    let made_before = located.made;
     let (value, anchor) = match event {
         Event::Scalar(text, style, anchor, tag) => {
+            located.made += 1;
             let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
             (
                 scalar(&text, style, tag.as_deref()).map_err(|m| (Some(position(&span)), m))?,
@@ -189,13 +231,18 @@ fn node<'i>(
             )
         }
         Event::Alias(id) => {
-            let value = anchors
+            let anchor = anchors
                 .get(&id)
-                .cloned()
                 .ok_or_else(|| (Some(position(&span)), "alias to an unknown anchor".to_string()))?;
-            (value, 0)
+            located.copied = located.copied.saturating_add(anchor.size);
+            if located.copied > MAX_ALIASED_VALUES {
+                return Err((Some(position(&span)), format!("aliases copy more than {MAX_ALIASED_VALUES} values")));
+            }
+            located.made += anchor.size;
+            (anchor.value.clone(), 0)
         }
         Event::SequenceStart(anchor, _) => {
+            located.made += 1;
             let mut items = Vec::new();
             loop {
                 let (event, span) = next()?;
@@ -208,15 +255,17 @@ fn node<'i>(
             (Value::Array(items), anchor)
         }
         Event::MappingStart(anchor, _) => {
+            located.made += 1;
             let mut map = Map::new();
             loop {
                 let (event, key_span) = next()?;
-                let key = match event {
+                let (key, style) = match event {
                     Event::MappingEnd => break,
-                    Event::Scalar(text, ..) => text.into_owned(),
+                    Event::Scalar(text, style, ..) => (text.into_owned(), style),
                     _ => return Err((Some(position(&key_span)), "mapping keys must be plain strings".into())),
                 };
-                if key == "<<" {
+                // Only a plain `<<` is a merge key; a quoted one is an ordinary string.
+                if key == "<<" && style == ScalarStyle::Plain {
                     return Err((Some(position(&key_span)), "merge keys (<<) are not supported".into()));
                 }
                 let child = format!("{pointer}/{}", escape(&key));
@@ -233,7 +282,14 @@ fn node<'i>(
         _ => return Err((Some(position(&span)), "unexpected YAML event".into())),
     };
     if anchor > 0 {
-        anchors.insert(anchor, value.clone());
+        let size = located.made - made_before;
+        anchors.insert(
+            anchor,
+            Anchor {
+                value: value.clone(),
+                size,
+            },
+        );
     }
     Ok(value)
 }
@@ -316,9 +372,13 @@ pub fn load_file(path: impl AsRef<Path>, registry: &Registry) -> Result<Workflow
 /// Parses and validates workflow YAML `text`; `file` names it in diagnostics.
 pub fn load_str(text: &str, file: impl AsRef<Path>, registry: &Registry) -> Result<Workflow, Diagnostics> {
     let file = file.as_ref();
+    // Collected once: a file with many problems would otherwise be scanned once per problem.
+    let lines = source_lines(text);
     let diagnostic = |position: Option<Position>, pointer: String, message: String| Diagnostic {
         file: file.to_path_buf(),
-        source_line: position.and_then(|p| text.lines().nth(p.line - 1)).map(str::to_string),
+        source_line: position
+            .and_then(|p| lines.get(p.line.checked_sub(1)?))
+            .map(|line| line.to_string()),
         position,
         pointer,
         message,
@@ -348,6 +408,14 @@ pub fn load_str(text: &str, file: impl AsRef<Path>, registry: &Registry) -> Resu
     })
 }
 
+/// The lines of `text` as YAML counts them, so positions find their line: a line ends at
+/// LF, CRLF or a lone CR.
+fn source_lines(text: &str) -> Vec<&str> {
+    text.split('\n')
+        .flat_map(|line| line.strip_suffix('\r').unwrap_or(line).split('\r'))
+        .collect()
+}
+
 /// Locates a serde error about the file's structure: `unknown field `x``, `missing field
 /// `y`` and type errors name a field; the first key of that name in the file is the place.
 fn structure_error(located: &Located, message: &str, diagnostic: &dyn Fn(Option<Position>, String, String) -> Diagnostic) -> Diagnostic {
@@ -358,7 +426,12 @@ fn structure_error(located: &Located, message: &str, diagnostic: &dyn Fn(Option<
         hits.sort_by_key(|(_, p)| (p.line, p.column));
         hits.first().map(|(k, _)| (*k).clone())
     });
-    let position = pointer.as_ref().and_then(|p| located.position(p));
+    // Failing a key of that name (a wrong type of the whole document, a missing top-level
+    // field), the place is the document itself.
+    let position = pointer
+        .as_ref()
+        .and_then(|p| located.position(p))
+        .or_else(|| located.value_position(""));
     diagnostic(position, pointer.unwrap_or_default(), message.to_string())
 }
 
@@ -367,6 +440,17 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_long_line_shows_an_excerpt_around_the_column() {
+        let line = format!("{}X{}", "a".repeat(500), "b".repeat(500));
+        let (shown, caret) = excerpt(&line, 501);
+        assert_eq!(shown.chars().count(), EXCERPT_CHARS + 2, "the excerpt and two ellipses");
+        assert_eq!(shown.chars().nth(caret - 1), Some('X'), "the caret stays under the column");
+        assert_eq!(excerpt("short", 3), ("short".to_owned(), 3));
+        let (shown, caret) = excerpt(&line, 1);
+        assert_eq!((shown.chars().next(), caret), (Some('a'), 1));
+    }
 
     #[test]
     fn scalars_follow_the_core_schema() {
@@ -394,5 +478,52 @@ mod tests {
         assert!(parse("a: [1, 2\n").is_err());
         assert!(parse("a: .nan\n").is_err());
         assert!(parse("a: 99999999999999999999\n").is_err());
+    }
+
+    #[test]
+    fn only_a_plain_double_angle_is_a_merge_key() {
+        // Found by fuzzing: a quoted "<<" key was refused as a merge key.
+        assert_eq!(parse("\"<<\": 1\n'<<': 2\n").unwrap_err().1, "duplicate key '<<'");
+        assert_eq!(parse("\"<<\": 1\n").unwrap().value, json!({"<<": 1}));
+        assert!(parse("<<: {a: 1}\n").unwrap_err().1.starts_with("merge keys"));
+    }
+
+    #[test]
+    fn lines_end_where_yaml_ends_them() {
+        // Found by fuzzing: with lone CRs as line breaks, a problem's line was past the lines
+        // the excerpt looked in.
+        assert_eq!(source_lines("a\r\nb\rc\r\r\nd\n"), ["a", "b", "c", "", "d", ""]);
+        let err = load_str("name: x\rnodes:\r  a: {type: Nope}\r", "w.yaml", &Registry::new()).unwrap_err();
+        let d = &err.0[0];
+        assert_eq!(d.position.map(|p| p.line), Some(3));
+        assert_eq!(d.source_line.as_deref(), Some("  a: {type: Nope}"));
+    }
+
+    #[test]
+    fn a_document_of_the_wrong_shape_is_located() {
+        // Found by fuzzing: a list or a mapping without `name` where the workflow belongs had
+        // no line and column.
+        let registry = Registry::new();
+        for text in ["[]\n", "\n# comment\nnodes: {}\n"] {
+            let err = load_str(text, "w.yaml", &registry).unwrap_err();
+            assert!(err.0[0].position.is_some(), "{err}");
+        }
+    }
+
+    #[test]
+    fn aliases_cannot_expand_without_bound() {
+        // Found by fuzzing: nine lines of nested aliases ("billion laughs") expanded to 10^9
+        // values; seven took seconds and gigabytes.
+        let mut text = String::from("l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n");
+        for level in 1..9 {
+            let refs = vec![format!("*l{}", level - 1); 10].join(", ");
+            text.push_str(&format!("l{level}: &l{level} [{refs}]\n"));
+        }
+        let (pos, message) = parse(&text).unwrap_err();
+        assert_eq!(message, format!("aliases copy more than {MAX_ALIASED_VALUES} values"));
+        assert_eq!(pos.map(|p| p.line), Some(6));
+        // Anchors used within the bound still work.
+        let doc = parse("a: &a [1, 2]\nb: &b [*a, *a]\nc: [*b, *b]\n").unwrap();
+        assert_eq!(doc.value["c"], json!([[[1, 2], [1, 2]], [[1, 2], [1, 2]]]));
     }
 }

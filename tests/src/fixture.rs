@@ -212,6 +212,26 @@ impl Fixture {
         }
     }
 
+    /// Creates the five categories [`sample_product`] rows point at (ids 1 to 5, through the
+    /// Category BulkUpsert node), so that their foreign keys name real rows.
+    pub async fn sample_categories(&self) {
+        use dataflow_core::Node;
+        let rows = (1..=5)
+            .map(|id| json!({"id": id, "slug": format!("sample-{id}"), "name": format!("Sample category {id}"), "description": "", "parent_id": null, "active": true}))
+            .collect();
+        let out = dataflow_models::CategoryBulkUpsertNode
+            .run(
+                &self.ctx,
+                dataflow_core::nodes::bulk_upsert::BulkUpsertInput {
+                    rows,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("the sample categories");
+        assert_eq!((out.inserted, out.errors.len()), (5, 0), "the sample categories: {out:?}");
+    }
+
     /// The context acting for `tenant`.
     pub fn tenant(&self, tenant: &str) -> Context {
         self.ctx.with_tenant(tenant).expect("a valid tenant id")
@@ -251,32 +271,31 @@ impl Fixture {
             assert_eq!(rows.len(), 1, "row {id} of {table}");
             return rows[0].try_get("", "j").expect("a JSON row");
         }
-        let meta = dataflow_models::all_models()
-            .into_iter()
-            .find(|m| m.table == table)
-            .unwrap_or_else(|| panic!("no shipped model has the table {table}"));
         let rows = self.sql(&format!("SELECT * FROM \"{table}\" WHERE id = $1"), vec![id.into()]).await;
         assert_eq!(rows.len(), 1, "row {id} of {table}");
-        let row = &rows[0];
-        let mut out = Map::new();
-        for column in row.column_names() {
-            let field = meta.fields.iter().find(|f| f.name == column).map(|f| f.ty);
-            let value = match (column.as_str(), field) {
-                (_, Some(dataflow_core::FieldType::Boolean)) => row.try_get::<Option<bool>>("", &column).ok().flatten().map(Json::from),
-                (_, Some(dataflow_core::FieldType::Json)) => row
-                    .try_get::<Option<String>>("", &column)
-                    .ok()
-                    .flatten()
-                    .map(|t| serde_json::from_str(&t).unwrap_or_else(|e| panic!("{table}.{column} holds invalid JSON: {e}"))),
-                (_, Some(dataflow_core::FieldType::Float)) => row.try_get::<Option<f64>>("", &column).ok().flatten().map(Json::from),
-                (_, Some(dataflow_core::FieldType::Integer)) | ("version", None) => {
-                    row.try_get::<Option<i64>>("", &column).ok().flatten().map(Json::from)
-                }
-                _ => row.try_get::<Option<String>>("", &column).ok().flatten().map(Json::from),
+        sqlite_row_to_json(table, &rows[0])
+    }
+
+    /// Every row of `table` (soft-deleted ones too) by primary key, each as
+    /// [`Fixture::stored_row`] reads it, in plain SQL.
+    pub async fn all_rows(&self, table: &str) -> std::collections::BTreeMap<i64, Json> {
+        let postgres = self.ctx.stores().relational().backend() == DbBackend::Postgres;
+        let sql = if postgres {
+            format!("SELECT id, to_jsonb(t) AS j FROM \"{table}\" t")
+        } else {
+            format!("SELECT * FROM \"{table}\"")
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for row in self.sql(&sql, vec![]).await {
+            let id: i64 = row.try_get("", "id").expect("an id column");
+            let json = if postgres {
+                row.try_get("", "j").expect("a JSON row")
+            } else {
+                sqlite_row_to_json(table, &row)
             };
-            out.insert(column, value.unwrap_or(Json::Null));
+            out.insert(id, json);
         }
-        Json::Object(out)
+        out
     }
 
     /// `SELECT COUNT(*) FROM table [WHERE condition]` in plain SQL.
@@ -507,6 +526,34 @@ fn positional_to_sqlite(sql: &str) -> String {
         }
     }
     out
+}
+
+/// A row of `table` read from SQLite as a JSON object of its columns, each decoded by its
+/// model field's type (booleans are stored as 0/1, JSON and timestamps as text there).
+fn sqlite_row_to_json(table: &str, row: &QueryResult) -> Json {
+    let meta = dataflow_models::all_models()
+        .into_iter()
+        .find(|m| m.table == table)
+        .unwrap_or_else(|| panic!("no shipped model has the table {table}"));
+    let mut out = Map::new();
+    for column in row.column_names() {
+        let field = meta.fields.iter().find(|f| f.name == column).map(|f| f.ty);
+        let value = match (column.as_str(), field) {
+            (_, Some(dataflow_core::FieldType::Boolean)) => row.try_get::<Option<bool>>("", &column).ok().flatten().map(Json::from),
+            (_, Some(dataflow_core::FieldType::Json)) => row
+                .try_get::<Option<String>>("", &column)
+                .ok()
+                .flatten()
+                .map(|t| serde_json::from_str(&t).unwrap_or_else(|e| panic!("{table}.{column} holds invalid JSON: {e}"))),
+            (_, Some(dataflow_core::FieldType::Float)) => row.try_get::<Option<f64>>("", &column).ok().flatten().map(Json::from),
+            (_, Some(dataflow_core::FieldType::Integer)) | ("version", None) => {
+                row.try_get::<Option<i64>>("", &column).ok().flatten().map(Json::from)
+            }
+            _ => row.try_get::<Option<String>>("", &column).ok().flatten().map(Json::from),
+        };
+        out.insert(column, value.unwrap_or(Json::Null));
+    }
+    Json::Object(out)
 }
 
 /// A valid `Product` row as JSON; `i` makes the SKU unique and varies price (`i % 100 + 0.5`),

@@ -6,6 +6,7 @@
 pub mod embedded;
 pub mod fixture;
 pub mod harness;
+pub mod hostile;
 pub mod stores;
 pub mod world;
 

@@ -35,6 +35,7 @@ fn patch(value: Json) -> serde_json::Map<String, Json> {
 
 async fn validation_errors_name_every_bad_field(backend: Backend) {
     let fx = Fixture::on(backend, "validation").await;
+    fx.sample_categories().await;
     let mut bad = new_product(1);
     bad.price = -3.0;
     bad.sku = "lower case".into();
@@ -75,6 +76,7 @@ on_both_backends!(validation_errors_name_every_bad_field);
 
 async fn update_with_stale_version_is_rejected(backend: Backend) {
     let fx = Fixture::on(backend, "stale").await;
+    fx.sample_categories().await;
     let id = create_product(&fx, 1).await;
     let first = ProductUpdateNode
         .run(
@@ -137,6 +139,7 @@ on_both_backends!(update_with_stale_version_is_rejected);
 
 async fn update_and_delete_by_filter_report_how_many_rows(backend: Backend) {
     let fx = Fixture::on(backend, "by_filter").await;
+    fx.sample_categories().await;
     for i in 0..10 {
         create_product(&fx, i).await;
     }
@@ -211,6 +214,7 @@ async fn filter_with_unknown_field_is_rejected_before_any_query() {
 
 async fn identifier_injection_in_filter_keys_and_sort_fields_is_rejected(backend: Backend) {
     let fx = Fixture::on(backend, "injection").await;
+    fx.sample_categories().await;
     create_product(&fx, 1).await;
     let hostile = "price\" OR 1=1 --";
     let filter: Filter = serde_json::from_value(json!({ hostile: 1 })).unwrap();
@@ -255,6 +259,7 @@ on_both_backends!(identifier_injection_in_filter_keys_and_sort_fields_is_rejecte
 
 async fn values_that_look_like_sql_are_stored_byte_for_byte(backend: Backend) {
     let fx = Fixture::on(backend, "sql_values").await;
+    fx.sample_categories().await;
     let mut p = new_product(1);
     p.name = "Robert'); DROP TABLE products;-- \"quoted\" $1 \\ ü 🚀".into();
     p.description = "' OR '1'='1".into();
@@ -312,6 +317,7 @@ on_both_backends!(values_that_look_like_sql_are_stored_byte_for_byte);
 #[tokio::test]
 async fn cache_entry_is_present_after_read_and_gone_after_update() {
     let fx = Fixture::new("cache").await;
+    fx.sample_categories().await;
     let id = create_product(&fx, 1).await;
     let key = format!("{}:products:{id}", fx.cache_prefix);
     assert_eq!(fx.redis_get(&key).await, None);
@@ -372,6 +378,7 @@ async fn cache_entry_is_present_after_read_and_gone_after_update() {
 
 async fn a_stale_fill_cannot_overwrite_a_newer_invalidation(backend: Backend) {
     let fx = Fixture::on(backend, "cache_race").await;
+    fx.sample_categories().await;
     let id = create_product(&fx, 1).await;
     ProductUpdateNode
         .run(
@@ -409,6 +416,7 @@ on_both_backends!(a_stale_fill_cannot_overwrite_a_newer_invalidation);
 
 async fn bulk_upsert_of_ten_thousand_rows_lands_the_valid_ones_and_reports_the_invalid(backend: Backend) {
     let fx = Fixture::on(backend, "bulk").await;
+    fx.sample_categories().await;
     let mut rows: Vec<Json> = (0..10_000).map(product).collect();
     rows[17]["price"] = json!(-1);
     rows[4_242]["currency"] = json!("XYZ");
@@ -488,6 +496,7 @@ on_both_backends!(bulk_upsert_of_ten_thousand_rows_lands_the_valid_ones_and_repo
 
 async fn multi_tenant_rows_are_invisible_across_tenants_and_a_tenant_is_required(backend: Backend) {
     let fx = Fixture::on(backend, "tenants").await;
+    fx.sample_categories().await;
     let acme = fx.tenant("acme");
     let globex = fx.tenant("globex");
     let customer = |email: &str| -> NewCustomer {
@@ -617,6 +626,7 @@ on_both_backends!(multi_tenant_rows_are_invisible_across_tenants_and_a_tenant_is
 
 async fn soft_deleted_rows_are_invisible_unless_asked_for(backend: Backend) {
     let fx = Fixture::on(backend, "soft_delete").await;
+    fx.sample_categories().await;
     let id = create_product(&fx, 1).await;
     create_product(&fx, 2).await;
     ProductReadNode
@@ -699,6 +709,7 @@ on_both_backends!(soft_deleted_rows_are_invisible_unless_asked_for);
 
 async fn keyset_pagination_visits_every_row_once_in_order(backend: Backend) {
     let fx = Fixture::on(backend, "pages").await;
+    fx.sample_categories().await;
     let rows: Vec<Json> = (0..237).map(product).collect();
     ProductBulkUpsertNode
         .run(
@@ -774,6 +785,7 @@ on_both_backends!(keyset_pagination_visits_every_row_once_in_order);
 
 async fn aggregates_group_and_compute_under_a_filter(backend: Backend) {
     let fx = Fixture::on(backend, "aggregate").await;
+    fx.sample_categories().await;
     let rows: Vec<Json> = (0..50).map(product).collect();
     ProductBulkUpsertNode
         .run(

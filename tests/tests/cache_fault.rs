@@ -33,6 +33,7 @@ async fn read(ctx: &Context, id: i64) -> (f64, CacheOutcome) {
 async fn updates_while_redis_is_stopped_are_never_hidden_by_its_old_entries() {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::new("redis_stale").await;
+    fx.sample_categories().await;
     let record: NewProduct = serde_json::from_value(sample_product(1)).unwrap();
     let id = ProductCreateNode.run(&fx.ctx, CreateInput { record }).await.unwrap().record.id();
     assert_eq!(read(&fx.ctx, id).await, (1.5, CacheOutcome::Miss));
@@ -83,6 +84,7 @@ async fn updates_while_redis_is_stopped_are_never_hidden_by_its_old_entries() {
 async fn read_answers_from_postgres_while_redis_is_stopped() {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::new("redis_down").await;
+    fx.sample_categories().await;
     let record: NewProduct = serde_json::from_value(sample_product(1)).unwrap();
     let id = ProductCreateNode.run(&fx.ctx, CreateInput { record }).await.unwrap().record.id();
     assert_eq!(

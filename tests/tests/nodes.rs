@@ -14,6 +14,7 @@ use dataflow_core::{Filter, Model, Node, Op};
 use dataflow_models::*;
 use dataflow_tests::fixture::{Backend, Fixture};
 use dataflow_tests::on_both_backends;
+use dataflow_tests::world::World;
 use serde_json::{Value as Json, json};
 
 /// What one model's test feeds its nodes.
@@ -43,6 +44,11 @@ where
     let meta = M::meta();
     let table = meta.table;
     let fx = Fixture::on(backend, table).await;
+    // Foreign keys must name visible rows: the world's (two rows of every model, ids 1 and 2,
+    // customer-owned ones of tenant "acme"), without the rows of the model under test, whose
+    // table starts empty.
+    World::create(&fx).await;
+    fx.sql(&format!("DELETE FROM \"{table}\""), vec![]).await;
     let ctx = match case.tenant {
         Some(t) => fx.tenant(t),
         None => fx.ctx.clone(),
@@ -215,7 +221,7 @@ on_both_backends!(category_nodes);
 async fn category_nodes(backend: Backend) {
     let case = Case {
         sample: |i| json!({"slug": format!("power-tools-{i}"), "name": format!("Power tools {i}"), "description": "Corded and cordless power tools", "parent_id": null, "active": true}),
-        patch: json!({"name": "Power tools (renamed)", "parent_id": 7}),
+        patch: json!({"name": "Power tools (renamed)", "active": false}),
         tenant: None,
     };
     exercise::<Category, _, _, _, _, _, _, _>(
@@ -379,8 +385,8 @@ async fn product_nodes(backend: Backend) {
 on_both_backends!(classification_nodes);
 async fn classification_nodes(backend: Backend) {
     let case = Case {
-        sample: |i| json!({"product_id": i as i64, "unspsc_id": 1, "etim_id": null, "confidence": 0.9, "method": "vote", "rationale": "4 of 5 similar drills are 27112700"}),
-        patch: json!({"confidence": 0.95, "etim_id": 3}),
+        sample: |i| json!({"product_id": (i % 2 + 1) as i64, "unspsc_id": 1, "etim_id": null, "confidence": 0.9, "method": "vote", "rationale": "4 of 5 similar drills are 27112700"}),
+        patch: json!({"confidence": 0.95, "etim_id": 2}),
         tenant: None,
     };
     exercise::<Classification, _, _, _, _, _, _, _>(
@@ -503,7 +509,7 @@ async fn quote_nodes(backend: Backend) {
 on_both_backends!(recommendation_nodes);
 async fn recommendation_nodes(backend: Backend) {
     let case = Case {
-        sample: |i| json!({"project_id": 1, "product_id": i as i64, "score": 0.82, "rationale": "Matches the project's drilling needs", "status": "proposed"}),
+        sample: |i| json!({"project_id": 1, "product_id": (i % 2 + 1) as i64, "score": 0.82, "rationale": "Matches the project's drilling needs", "status": "proposed"}),
         patch: json!({"status": "accepted", "score": 0.9}),
         tenant: Some("acme"),
     };

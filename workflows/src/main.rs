@@ -275,12 +275,23 @@ async fn health(settings: &Settings) -> Result<ExitCode, String> {
     let stores = match dataflow_core::Stores::connect(&config).await {
         Ok(stores) => stores,
         Err(e) => {
-            let backend = if config.database_url.starts_with("sqlite:") {
-                "sqlite"
-            } else {
-                "postgres"
+            // The row of the store that failed to connect, or of the configuration when a
+            // setting was refused before any store was tried.
+            let store = match &e {
+                dataflow_core::Error::Store { store, .. } => match store {
+                    dataflow_core::StoreKind::Relational => "relational",
+                    dataflow_core::StoreKind::Cache => "cache",
+                    dataflow_core::StoreKind::Vector => "vector",
+                    dataflow_core::StoreKind::Graph => "graph",
+                },
+                _ => "settings",
             };
-            line("relational", backend, Err(e.to_string()));
+            let backend = match store {
+                "relational" if config.database_url.starts_with("sqlite:") => "sqlite",
+                "relational" => "postgres",
+                _ => "-",
+            };
+            line(store, backend, Err(e.to_string()));
             return Ok(ExitCode::FAILURE);
         }
     };

@@ -299,3 +299,25 @@ async fn demo_runs_against_the_servers() {
     assert!(drill.contains("Power drills") && drill.contains("EC000143"), "{drill}");
     assert!(!shown.contains("The data is in"), "nothing is embedded: {shown}");
 }
+
+/// `dataflow health` with passwords in every store URL and nothing listening: each store is
+/// reported down on its own row, and no password shows, whatever characters it holds.
+#[test]
+fn health_never_prints_a_password() {
+    for password in ["Pw-SECRET-1", "Pw/SECRET@2", "Pw%2FSECRET%403"] {
+        for (var, url) in [
+            ("DATAFLOW_DATABASE_URL", format!("postgres://app:{password}@127.0.0.1:9/db")),
+            ("DATAFLOW_REDIS_URL", format!("redis://:{password}@127.0.0.1:9/0")),
+            ("DATAFLOW_CHROMA_URL", format!("http://app:{password}@127.0.0.1:9")),
+            ("DATAFLOW_GRAPH_URL", format!("bolt://neo4j:{password}@127.0.0.1:9")),
+        ] {
+            let out = dataflow(&["health"], &[(var, url)]);
+            let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+            assert!(!out.status.success(), "{var}: {shown}");
+            assert!(shown.contains("DOWN"), "{var}: {shown}");
+            for form in [password.to_owned(), password.replace("%2F", "/").replace("%40", "@")] {
+                assert!(!shown.contains(&form), "{var} with {password:?}: {shown}");
+            }
+        }
+    }
+}

@@ -154,6 +154,23 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
             Err(errors) => out.errors.push(RowError { index, errors }),
         }
     }
+    // Rows whose foreign keys name no visible row are reported like any invalid row.
+    let batch_ids: Vec<i64> = valid
+        .iter()
+        .filter_map(|(_, r)| r.get(meta.primary_key).and_then(Json::as_i64))
+        .collect();
+    let records: Vec<&CheckedRecord> = valid.iter().map(|(_, r)| r).collect();
+    let unknown = super::unknown_references(ctx, meta, &records, &batch_ids).await?;
+    let mut kept = Vec::with_capacity(valid.len());
+    for ((index, record), errors) in valid.into_iter().zip(unknown) {
+        if errors.is_empty() {
+            kept.push((index, record));
+        } else {
+            out.errors.push(RowError { index, errors });
+        }
+    }
+    let mut valid = kept;
+    out.errors.sort_by_key(|e| e.index);
     if valid.is_empty() {
         return Ok(out);
     }

@@ -39,6 +39,13 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
     let tenant = ctx.tenant_scope(meta)?;
     let object = to_object(meta.name, &input.record)?;
     let checked = check_record(meta, &object, RecordMode::Create).map_err(|errors| Error::Validation { model: meta.name, errors })?;
+    if let Some(errors) = super::unknown_references(ctx, meta, &[&checked], &[])
+        .await?
+        .pop()
+        .filter(|e| !e.is_empty())
+    {
+        return Err(Error::Validation { model: meta.name, errors });
+    }
 
     let store = ctx.stores().relational();
     let mut sql = store.sql();

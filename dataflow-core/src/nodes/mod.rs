@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult, Statement};
 use serde_json::{Map, Value as Json};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FieldErrors, Result};
 use crate::filter::Filter;
 use crate::model::{FieldType, Model, ModelMeta};
 use crate::node::Context;
@@ -28,7 +28,7 @@ use crate::outbox;
 use crate::projection::{ProjectionSet, RowState};
 use crate::record::Record;
 use crate::sql::Sql;
-use crate::values::timestamp_to_json;
+use crate::values::{CheckedRecord, timestamp_to_json};
 
 /// Writes the conditions every query on `meta` carries: the tenant, and `deleted_at IS NULL`
 /// unless deleted rows were asked for. Always writes at least `TRUE`, so callers can append
@@ -61,6 +61,85 @@ pub(crate) fn select_by_id(sql: &mut Sql, meta: &ModelMeta, tenant: Option<&str>
         .ident(meta.primary_key)
         .push(" = ")
         .param(sea_orm::Value::BigInt(Some(id)));
+}
+
+/// For each of `records` (rows about to be written to `meta`), the foreign keys that name no
+/// row the context can see: a row that is not there, is soft-deleted, or is another tenant's.
+/// One query for all records and relations. `batch_ids` are primary keys written by the same
+/// call, which rows may name in a relation of `meta` to itself (a parent in the same batch).
+///
+/// The check runs before the write's transaction: a target deleted between the two is not
+/// seen (the tables carry no foreign-key constraints).
+pub(crate) async fn unknown_references(
+    ctx: &Context,
+    meta: &'static ModelMeta,
+    records: &[&CheckedRecord],
+    batch_ids: &[i64],
+) -> Result<Vec<FieldErrors>> {
+    let mut errors = vec![FieldErrors::default(); records.len()];
+    let named: Vec<Vec<i64>> = meta
+        .relations
+        .iter()
+        .map(|relation| {
+            let mut ids: Vec<i64> = records
+                .iter()
+                .filter_map(|r| r.get(relation.field).and_then(Json::as_i64))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        })
+        .collect();
+    if named.iter().all(Vec::is_empty) {
+        return Ok(errors);
+    }
+    let store = ctx.stores().relational();
+    let mut sql = store.sql();
+    let mut first = true;
+    for (index, (relation, ids)) in meta.relations.iter().zip(&named).enumerate() {
+        if ids.is_empty() {
+            continue;
+        }
+        let target = (relation.target_meta)();
+        if !first {
+            sql.push(" UNION ALL ");
+        }
+        first = false;
+        sql.push(&format!("SELECT CAST({index} AS BIGINT) AS relation, "))
+            .ident(target.primary_key)
+            .push(" AS id FROM ")
+            .ident(target.table)
+            .push(" WHERE ");
+        write_scope(&mut sql, target, ctx.tenant_scope(target)?, false);
+        sql.push(" AND ").ident(target.primary_key).in_ids(ids);
+    }
+    let action = format!("checking the references of {} rows", meta.table);
+    let rows = store
+        .connection()
+        .query_all_raw(sql.build())
+        .await
+        .map_err(|e| Error::relational(&action, e))?;
+    let mut found: Vec<std::collections::HashSet<i64>> = vec![Default::default(); meta.relations.len()];
+    for row in rows {
+        let relation: i64 = row.try_get("", "relation").map_err(|e| Error::relational(&action, e))?;
+        let id: i64 = row.try_get("", "id").map_err(|e| Error::relational(&action, e))?;
+        found[relation as usize].insert(id);
+    }
+    for (relation, found) in meta.relations.iter().zip(&mut found) {
+        let target = (relation.target_meta)();
+        if target.table == meta.table {
+            found.extend(batch_ids);
+        }
+        let whose = if target.multi_tenant { " of this tenant" } else { "" };
+        for (record, errors) in records.iter().zip(&mut errors) {
+            if let Some(id) = record.get(relation.field).and_then(Json::as_i64)
+                && !found.contains(&id)
+            {
+                errors.push(relation.field, format!("names no {} {id}{whose} ({})", target.name, relation.name));
+            }
+        }
+    }
+    Ok(errors)
 }
 
 /// The visible rows (tenant scope, not soft-deleted) among `ids`, by primary key.

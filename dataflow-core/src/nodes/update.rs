@@ -75,6 +75,13 @@ pub async fn run<M: Model>(ctx: &Context, input: UpdateInput) -> Result<UpdateOu
         ));
     }
     let patch = check_record(meta, &input.patch, RecordMode::Patch).map_err(|errors| Error::Validation { model: meta.name, errors })?;
+    if let Some(errors) = super::unknown_references(ctx, meta, &[&patch], &[])
+        .await?
+        .pop()
+        .filter(|e| !e.is_empty())
+    {
+        return Err(Error::Validation { model: meta.name, errors });
+    }
     match (input.id, input.filter) {
         (Some(id), None) => by_id::<M>(ctx, tenant, id, input.expected_version, patch).await,
         (None, Some(filter)) if input.expected_version.is_none() => by_filter::<M>(ctx, tenant, &filter, patch).await,

@@ -43,10 +43,20 @@ impl RelationalStore {
                 redact_url(url)
             )));
         };
-        let mut options = ConnectOptions::new(url);
+        // The password goes to the driver apart from the URL: sea-orm records the connect
+        // options, URL included, in its trace spans, and a password must not be in a trace.
+        let (url_without_password, password) = split_password(url);
+        let mut options = ConnectOptions::new(url_without_password);
+        if let Some(password) = password {
+            options.map_sqlx_postgres_opts(move |o| o.password(&password));
+        }
+        // Without a bound, a call waits for a connection while the server is down (the pool
+        // retries refused connections until its own 30 s limit), so an outage shows as runs
+        // that hang and then time out without naming the store.
         options
             .max_connections(config.max_connections)
             .min_connections(1)
+            .acquire_timeout(config.relational_timeout)
             .sqlx_logging(false);
         if let Some(schema) = &config.database_schema {
             check_schema_name(schema)?;
@@ -54,7 +64,7 @@ impl RelationalStore {
         }
         let db = Database::connect(options)
             .await
-            .map_err(|e| Error::relational(format!("connecting to {}", redact_url(url)), e))?;
+            .map_err(|e| Error::relational(format!("connecting to {}", redact_url(url)), e).without_password_of(url))?;
         Ok(RelationalStore {
             db,
             backend,
@@ -362,23 +372,80 @@ fn check_schema_name(schema: &str) -> Result<()> {
     }
 }
 
+/// Where the password of a connection URL is, as a byte range: between the first `:` after
+/// `scheme://` and the last `@`. The last `@`, not the first `/`, ends it, so that a password
+/// holding `/`, `@` or `#` (which should be percent-encoded, but often is not) is still found;
+/// an `@` later in the URL only makes more of it hidden.
+fn password_span(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let at = rest.rfind('@')?;
+    let colon = rest[..at].find(':')?;
+    Some(start + colon + 1..start + at)
+}
+
 /// A connection URL with its password replaced by `***`, for messages and logs.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match (authority.rfind('@'), authority.find(':')) {
-        (Some(at), Some(colon)) if colon < at => {
-            format!("{}://{}:***{}", &url[..scheme_end], &authority[..colon], &rest[at..])
-        }
-        _ => url.to_owned(),
+    match password_span(url) {
+        Some(span) => format!("{}***{}", &url[..span.start], &url[span.end..]),
+        None => url.to_owned(),
     }
+}
+
+/// `url` without its password (and the `:` before it), and the password, percent-decoded.
+fn split_password(url: &str) -> (String, Option<String>) {
+    match password_span(url) {
+        Some(span) => {
+            let password = &url[span.clone()];
+            let decoded = percent_decoded(password).unwrap_or_else(|| password.to_owned());
+            (format!("{}{}", &url[..span.start - 1], &url[span.end..]), Some(decoded))
+        }
+        None => (url.to_owned(), None),
+    }
+}
+
+/// `text` with every appearance of `url`'s password, as written and percent-decoded,
+/// replaced by `***`: for messages of drivers that quote the connection string they were given.
+pub fn scrub_password(text: &str, url: &str) -> String {
+    let Some(span) = password_span(url) else { return text.to_owned() };
+    let password = &url[span];
+    if password.is_empty() {
+        return text.to_owned();
+    }
+    let mut out = text.replace(password, "***");
+    if let Some(decoded) = percent_decoded(password).filter(|d| !d.is_empty() && d != password) {
+        out = out.replace(&decoded, "***");
+    }
+    out
+}
+
+/// `text` with `%XX` escapes decoded, when that gives UTF-8.
+fn percent_decoded(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, scrub_password};
 
     #[test]
     fn passwords_are_redacted_from_urls() {
@@ -386,5 +453,32 @@ mod tests {
         assert_eq!(redact_url("redis://:pw@127.0.0.1:6379/"), "redis://:***@127.0.0.1:6379/");
         assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        // Characters that should have been percent-encoded, but were not.
+        assert_eq!(redact_url("postgres://app:s3c/r@t#1@db/x"), "postgres://app:***@db/x");
+        assert_eq!(redact_url("sqlite:///data/x@y.db"), "sqlite:///data/x@y.db");
+    }
+
+    #[test]
+    fn the_password_is_split_from_the_url() {
+        assert_eq!(
+            super::split_password("postgres://app:p%40ss/w@db:5432/x"),
+            ("postgres://app@db:5432/x".to_owned(), Some("p@ss/w".to_owned()))
+        );
+        assert_eq!(
+            super::split_password("postgres://app@db/x"),
+            ("postgres://app@db/x".to_owned(), None)
+        );
+    }
+
+    #[test]
+    fn passwords_are_scrubbed_from_messages_that_quote_the_url() {
+        let url = "postgres://app:s3c/r%40t@db/x";
+        let message = format!("The connection string '{url}' cannot be parsed (password s3c/r@t)");
+        let scrubbed = scrub_password(&message, url);
+        assert_eq!(
+            scrubbed,
+            "The connection string 'postgres://app:***@db/x' cannot be parsed (password ***)"
+        );
+        assert_eq!(scrub_password("no secret here", "postgres://app@db/x"), "no secret here");
     }
 }

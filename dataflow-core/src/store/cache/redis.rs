@@ -55,7 +55,8 @@ impl RedisCache {
     /// A cache at `url` (`redis://host:port/db`). Connects lazily, so a Redis that is down now
     /// does not stop the application; every call gives up after `timeout`.
     pub fn new(url: &str, timeout: Duration) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| Error::Config(format!("redis url '{}': {e}", redact_url(url))))?;
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::Config(format!("redis url '{}': {e}", redact_url(url))).without_password_of(url))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -63,7 +64,7 @@ impl RedisCache {
             .set_max_delay(Duration::from_millis(500));
         let manager = client
             .get_connection_manager_lazy(config)
-            .map_err(|e| Error::Config(format!("redis url '{}': {e}", redact_url(url))))?;
+            .map_err(|e| Error::Config(format!("redis url '{}': {e}", redact_url(url))).without_password_of(url))?;
         Ok(RedisCache {
             manager,
             timeout,

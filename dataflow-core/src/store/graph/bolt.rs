@@ -75,10 +75,10 @@ impl BoltGraph {
         }
         let config = config
             .build()
-            .map_err(|e| Error::Config(format!("graph server '{}': {e}", redact_url(uri))))?;
+            .map_err(|e| Error::Config(format!("graph server '{}': {e}", redact_url(uri))).without_password_of(uri))?;
         let graph = Graph::connect(config)
             .await
-            .map_err(|e| Error::Config(format!("graph server '{}': {e}", redact_url(uri))))?;
+            .map_err(|e| Error::Config(format!("graph server '{}': {e}", redact_url(uri))).without_password_of(uri))?;
         Ok(BoltGraph {
             graph,
             namespace: namespace.to_owned(),
@@ -102,19 +102,27 @@ impl BoltGraph {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let once = async {
-                let mut txn = self.graph.start_txn().await?;
-                let mut stream = txn.execute(query.clone()).await?;
+            let (graph, query) = (self.graph.clone(), query.clone());
+            // The exchange runs in a task of its own, and a timeout leaves it running to its
+            // end instead of dropping it: a transaction dropped halfway returns its pooled
+            // connection out of step with the server, and the next query on that connection
+            // reads this one's replies as its own (a delete could then report success without
+            // having run). Whatever the late exchange writes, its outbox record stays pending
+            // (the caller was told it failed), so `sync` applies the row's state again.
+            let mut exchange = tokio::spawn(async move {
+                let mut txn = graph.start_txn().await?;
+                let mut stream = txn.execute(query).await?;
                 let mut rows = Vec::new();
                 while let Some(row) = stream.next(txn.handle()).await? {
                     rows.push(row);
                 }
                 txn.commit().await?;
                 Ok::<_, neo4rs::Error>(rows)
-            };
-            let error = match tokio::time::timeout(self.timeout, once).await {
-                Ok(Ok(rows)) => return Ok(rows),
-                Ok(Err(e)) => e,
+            });
+            let error = match tokio::time::timeout(self.timeout, &mut exchange).await {
+                Ok(Ok(Ok(rows))) => return Ok(rows),
+                Ok(Ok(Err(e))) => e,
+                Ok(Err(e)) => return Err(graph_error(action, format!("the query's task ended: {e}"), true)),
                 Err(_) => return Err(graph_error(action, format!("no answer within {:?}", self.timeout), true)),
             };
             let transient = is_transient(&error);

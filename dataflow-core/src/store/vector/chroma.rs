@@ -12,7 +12,7 @@ use serde_json::{Map, Value as Json, json};
 
 use super::{MetaFilter, VectorDoc, VectorHit, VectorStore};
 use crate::error::{Error, Result, StoreKind};
-use crate::store::relational::redact_url;
+use crate::store::relational::{redact_url, scrub_password};
 
 /// Documents per upsert request (Chroma accepts up to its `max_batch_size`, 5,461 on 1.5).
 const UPSERT_BATCH: usize = 500;
@@ -364,14 +364,14 @@ fn vector_error(action: &str, message: impl Into<String>, transient: bool) -> Er
 /// A transport error (connection refused, timeout, ...) with its causes, URL redacted.
 fn request_error(action: &str, e: &reqwest::Error) -> Error {
     let mut message = e.to_string();
-    if let Some(url) = e.url() {
-        message = message.replace(url.as_str(), &redact_url(url.as_str()));
-    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         message.push_str(": ");
         message.push_str(&s.to_string());
         source = s.source();
+    }
+    if let Some(url) = e.url() {
+        message = scrub_password(&message, url.as_str());
     }
     vector_error(action, message, true)
 }

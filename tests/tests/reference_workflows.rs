@@ -190,6 +190,20 @@ async fn compliance_check_reports_each_rule_of_the_category(backend: Backend) {
         "every rule names its standard: {results:?}"
     );
 
+    // A product of a category without rules passes, with no results (the Graph node's empty
+    // `neighbors` used to be left out of its output, and the check failed on a missing input).
+    let row = fx
+        .sql(
+            "SELECT p.id FROM products p WHERE NOT EXISTS (SELECT 1 FROM compliance_rules r WHERE r.category_id = p.category_id) ORDER BY p.id LIMIT 1",
+            vec![],
+        )
+        .await;
+    let unruled: i64 = row[0].try_get("", "id").unwrap();
+    let report = run(&fx.ctx, "compliance_check", json!({"product_id": unruled})).await;
+    succeeded(&report);
+    assert_eq!(report.outputs["results"], json!([]));
+    assert_eq!(report.outputs["passed"], json!(true));
+
     let report = run(&fx.ctx, "compliance_check", json!({"product_id": 987654})).await;
     assert_eq!(report.status, RunStatus::Failed, "an unknown product fails the run");
 }

@@ -141,8 +141,9 @@ pub struct GraphOutput<M: Model> {
     /// `link`/`unlink`: whether the relation changed.
     #[serde(default)]
     pub changed: bool,
-    /// `neighbors`: the rows reached, nearest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// `neighbors`: the rows reached, nearest first. Always present, empty when none was
+    /// reached (and for the other operations), so that a connection from it always delivers.
+    #[serde(default)]
     pub neighbors: Vec<GraphNeighbor>,
     /// `path`: the path, or `null` when there is none within the depth.
     #[serde(default, skip_serializing_if = "Option::is_none")]

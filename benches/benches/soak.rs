@@ -205,6 +205,20 @@ fn main() {
         for error in distinct.iter().take(10) {
             println!("  error: {error}");
         }
+        // When the errors happened: runs and failures per window, to tell a steady error
+        // rate from a store that stopped answering at some point.
+        let windows = elapsed.as_secs().div_ceil(window.as_secs().max(1));
+        for w in 0..windows {
+            let range = window * w as u32..window * (w as u32 + 1);
+            let ended: Vec<&Finished> = runs.iter().filter(|r| range.contains(&r.at)).collect();
+            let failed = ended.iter().filter(|r| r.error.is_some()).count();
+            println!(
+                "  window {:>4}-{:<4} s: {:6} runs, {failed:6} failed",
+                range.start.as_secs(),
+                range.end.as_secs(),
+                ended.len()
+            );
+        }
         // The first window is warm-up (its runs met empty queues); "start" is the second.
         let (n_start, p50_start, p99_start) = window_percentiles(&runs, window..window * 2);
         let (n_end, p50_end, p99_end) = window_percentiles(&runs, length.saturating_sub(window)..elapsed + Duration::from_secs(1));

@@ -36,6 +36,8 @@ use crate::store::relational::redact_url;
 pub const BATCH_ROWS: usize = 200;
 /// Attempts of one write when the server reports a transient error.
 pub const WRITE_ATTEMPTS: u32 = 10;
+/// Time limit of a schema change (an index), at least.
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A Bolt graph server; labels are written `{namespace}{Model}`.
 pub struct BoltGraph {
@@ -99,6 +101,11 @@ impl BoltGraph {
     /// Runs `query` in its own transaction and returns every row; retries conflicts the server
     /// reports as transient (writes only: `attempts` is 1 for reads).
     async fn run(&self, action: &str, query: Query, attempts: u32) -> Result<Vec<neo4rs::Row>> {
+        self.run_within(action, query, attempts, self.timeout).await
+    }
+
+    /// [`BoltGraph::run`] with a time limit of its own.
+    async fn run_within(&self, action: &str, query: Query, attempts: u32, timeout: Duration) -> Result<Vec<neo4rs::Row>> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -119,11 +126,11 @@ impl BoltGraph {
                 txn.commit().await?;
                 Ok::<_, neo4rs::Error>(rows)
             });
-            let error = match tokio::time::timeout(self.timeout, &mut exchange).await {
+            let error = match tokio::time::timeout(timeout, &mut exchange).await {
                 Ok(Ok(Ok(rows))) => return Ok(rows),
                 Ok(Ok(Err(e))) => e,
                 Ok(Err(e)) => return Err(graph_error(action, format!("the query's task ended: {e}"), true)),
-                Err(_) => return Err(graph_error(action, format!("no answer within {:?}", self.timeout), true)),
+                Err(_) => return Err(graph_error(action, format!("no answer within {timeout:?}"), true)),
             };
             let transient = is_transient(&error);
             // Retry what the server reported as a conflict; a server that cannot be reached
@@ -167,7 +174,11 @@ impl GraphStore for BoltGraph {
     async fn prepare(&self, labels: &[&'static str]) -> Result<()> {
         for label in labels {
             let text = format!("CREATE INDEX IF NOT EXISTS FOR (n:{}) ON (n.id)", self.label(label));
-            self.run("creating an index", Query::new(text), WRITE_ATTEMPTS).await?;
+            // Schema changes are not bound by the time a projection may take: a server that
+            // just started can need seconds for one.
+            let timeout = self.timeout.max(SCHEMA_TIMEOUT);
+            self.run_within("creating an index", Query::new(text), WRITE_ATTEMPTS, timeout)
+                .await?;
         }
         Ok(())
     }

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dataflow_benches::{percentile, reference_workflow, resident_mib};
-use dataflow_runtime::{RunStatus, Runtime, WorkflowBuilder};
+use dataflow_benches::{create_sample_project, percentile, reference_workflow, resident_mib};
+use dataflow_runtime::{RunStatus, Runtime};
 use dataflow_tests::fixture::Fixture;
 use dataflow_workflows::{data_dir, registry};
 use serde_json::{Value, json};
@@ -106,19 +106,7 @@ fn main() {
             .iter()
             .map(|r| r.try_get("", "id").expect("an id"))
             .collect();
-        let sample: Value = serde_json::from_str(&std::fs::read_to_string(data_dir().join("sample_project.json")).expect("sample project"))
-            .expect("sample project JSON");
-        let tenant_ctx = fx.tenant(sample["tenant"].as_str().expect("a tenant"));
-        let setup = WorkflowBuilder::new("setup")
-            .add_node("customer", "CustomerCreateNode", json!({"record": sample["customer"]}))
-            .add_node("project", "ProjectCreateNode", json!({"record": sample["project"]}))
-            .connect("customer", "record.id", "project", "record.customer_id")
-            .output("project", "project", "record.id")
-            .build(&registry())
-            .expect("the setup workflow");
-        let project = runtime.run(&setup, &tenant_ctx, json!({})).await.outputs["project"]
-            .as_i64()
-            .expect("a project id");
+        let (tenant_ctx, project) = create_sample_project(&runtime, &fx).await;
 
         let originals = Arc::new(catalogue_products());
         let classify = Arc::new(reference_workflow("classify_product"));

@@ -12,12 +12,12 @@
 
 use std::time::{Duration, Instant};
 
-use dataflow_benches::{backend, backend_name, new_product, percentile, reference_workflow};
+use dataflow_benches::{backend, backend_name, create_sample_project, new_product, percentile, reference_workflow};
 use dataflow_runtime::{RunStatus, Runtime};
 use dataflow_tests::fixture::{Backend, Fixture};
 use dataflow_workflows::{data_dir, registry};
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Runs of each workflow with one client, unless `DATAFLOW_LOAD_SEQUENTIAL` says otherwise.
 const SEQUENTIAL: usize = 200;
@@ -130,17 +130,7 @@ fn main() {
             concurrent_runs as f64 / wall.as_secs_f64()
         );
 
-        let sample: Value = serde_json::from_str(&std::fs::read_to_string(data_dir().join("sample_project.json")).unwrap()).unwrap();
-        let ctx = fx.tenant(sample["tenant"].as_str().unwrap());
-        let customer = dataflow_runtime::WorkflowBuilder::new("setup")
-            .add_node("customer", "CustomerCreateNode", json!({"record": sample["customer"]}))
-            .add_node("project", "ProjectCreateNode", json!({"record": sample["project"]}))
-            .connect("customer", "record.id", "project", "record.customer_id")
-            .output("project", "project", "record.id")
-            .build(&registry())
-            .unwrap();
-        let setup = runtime.run(&customer, &ctx, json!({})).await;
-        let project = setup.outputs["project"].as_i64().unwrap();
+        let (ctx, project) = create_sample_project(&runtime, &fx).await;
         let recommend = reference_workflow("recommend_for_project");
         let mut times = Vec::new();
         for _ in 0..sequential {

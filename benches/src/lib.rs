@@ -170,3 +170,29 @@ pub fn resident_mib() -> f64 {
         .expect("VmRSS in /proc/self/status");
     kib / 1024.0
 }
+
+/// Creates the sample project of `workflows/data/sample_project.json` (its customer, then the
+/// project) through a small workflow on `runtime`; returns the context of the sample's tenant
+/// and the project's id.
+///
+/// # Panics
+///
+/// When the sample does not load or the workflow fails.
+pub async fn create_sample_project(runtime: &dataflow_runtime::Runtime, fx: &dataflow_tests::fixture::Fixture) -> (Context, i64) {
+    let path = dataflow_workflows::data_dir().join("sample_project.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let sample: Json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let ctx = fx.tenant(sample["tenant"].as_str().expect("the sample names its tenant"));
+    let setup = dataflow_runtime::WorkflowBuilder::new("setup")
+        .add_node("customer", "CustomerCreateNode", json!({"record": sample["customer"]}))
+        .add_node("project", "ProjectCreateNode", json!({"record": sample["project"]}))
+        .connect("customer", "record.id", "project", "record.customer_id")
+        .output("project", "project", "record.id")
+        .build(&dataflow_workflows::registry())
+        .expect("the setup workflow");
+    let report = runtime.run(&setup, &ctx, json!({})).await;
+    let project = report.outputs["project"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("the sample project: {:?}", report.error));
+    (ctx, project)
+}

@@ -32,6 +32,46 @@ const DEFAULT_SECONDS: u64 = 600;
 const MAX_P99_DRIFT: f64 = 0.20;
 const MAX_MEMORY_GROWTH: f64 = 0.10;
 
+/// Where the time of the runs that ended in one window went: per `workflow.node`, the sum and
+/// the longest of its durations; and the runs' waits for admission. Kept as sums (a few
+/// hundred entries in all), so that recording them does not grow the memory being measured.
+#[derive(Default)]
+struct TimeSpent {
+    nodes: std::collections::BTreeMap<(u64, String), (f64, f64)>,
+    queued_ms: std::collections::BTreeMap<u64, f64>,
+}
+
+impl TimeSpent {
+    fn add(&mut self, window: u64, workflow: &str, report: &dataflow_runtime::RunReport) {
+        *self.queued_ms.entry(window).or_default() += report.queued_ms;
+        for node in &report.nodes {
+            let entry = self.nodes.entry((window, format!("{workflow}.{}", node.name))).or_default();
+            entry.0 += node.duration_ms;
+            entry.1 = entry.1.max(node.duration_ms);
+        }
+    }
+
+    /// One line for `window`: the admission wait and the three nodes that took longest in all.
+    fn line(&self, window: u64) -> String {
+        let mut nodes: Vec<(&String, &(f64, f64))> = self
+            .nodes
+            .range((window, String::new())..(window + 1, String::new()))
+            .map(|((_, n), v)| (n, v))
+            .collect();
+        nodes.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+        let top: Vec<String> = nodes
+            .iter()
+            .take(3)
+            .map(|(name, (sum, max))| format!("{name} {:.0} s (longest {:.1} s)", sum / 1e3, max / 1e3))
+            .collect();
+        format!(
+            "queued {:.0} s; {}",
+            self.queued_ms.get(&window).copied().unwrap_or_default() / 1e3,
+            top.join(", ")
+        )
+    }
+}
+
 /// One finished run: when it ended (since the soak started), how long it took, and its error.
 struct Finished {
     at: Duration,
@@ -113,6 +153,7 @@ fn main() {
         let compliance = Arc::new(reference_workflow("compliance_check"));
         let recommend = Arc::new(reference_workflow("recommend_for_project"));
         let finished: Arc<Mutex<Vec<Finished>>> = Arc::default();
+        let spent: Arc<Mutex<TimeSpent>> = Arc::default();
         let serial = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         println!(
@@ -139,6 +180,7 @@ fn main() {
                 let (runtime, ctx, tenant_ctx) = (runtime.clone(), fx.ctx.clone(), tenant_ctx.clone());
                 let (classify, compliance, recommend) = (classify.clone(), compliance.clone(), recommend.clone());
                 let (finished, serial, products, originals) = (finished.clone(), serial.clone(), products.clone(), originals.clone());
+                let spent = spent.clone();
                 tokio::spawn(async move {
                     let mut turn = client;
                     while started.elapsed() < length {
@@ -162,10 +204,15 @@ fn main() {
                                 runtime.run(&recommend, &tenant_ctx, json!({"project_id": project})).await,
                             ),
                         };
+                        let at = started.elapsed();
+                        spent
+                            .lock()
+                            .expect("time spent")
+                            .add(at.as_secs() / window.as_secs().max(1), workflow, &report);
                         let error =
                             (report.status != RunStatus::Succeeded).then(|| report.error.unwrap_or_else(|| format!("{:?}", report.status)));
                         finished.lock().expect("finished runs").push(Finished {
-                            at: started.elapsed(),
+                            at,
                             took: begun.elapsed(),
                             workflow,
                             error,
@@ -194,17 +241,19 @@ fn main() {
             println!("  error: {error}");
         }
         // When the errors happened: runs and failures per window, to tell a steady error
-        // rate from a store that stopped answering at some point.
+        // rate from a store that stopped answering at some point; and where the time went.
+        let spent = std::mem::take(&mut *spent.lock().expect("time spent"));
         let windows = elapsed.as_secs().div_ceil(window.as_secs().max(1));
         for w in 0..windows {
             let range = window * w as u32..window * (w as u32 + 1);
             let ended: Vec<&Finished> = runs.iter().filter(|r| range.contains(&r.at)).collect();
             let failed = ended.iter().filter(|r| r.error.is_some()).count();
             println!(
-                "  window {:>4}-{:<4} s: {:6} runs, {failed:6} failed",
+                "  window {:>4}-{:<4} s: {:6} runs, {failed:6} failed; {}",
                 range.start.as_secs(),
                 range.end.as_secs(),
-                ended.len()
+                ended.len(),
+                spent.line(w)
             );
         }
         // The first window is warm-up (its runs met empty queues); "start" is the second.

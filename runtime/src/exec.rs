@@ -21,7 +21,8 @@ use crate::path::FieldPath;
 use crate::registry::Registry;
 use crate::workflow::{RetryPolicy, Source, Workflow};
 
-/// How runs behave: concurrency, defaults for timeout and retry, failure handling, breakers.
+/// How runs behave: concurrency, admission, defaults for timeout and retry, failure handling,
+/// breakers.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Nodes running at once in one run (and sub-runs of a `Map` each count their own).
@@ -37,6 +38,13 @@ pub struct RunOptions {
     pub breaker_threshold: u32,
     /// How long an open breaker fails calls at once before letting one probe through.
     pub breaker_cooldown: Duration,
+    /// Runs of one [`Runtime`] executing at once; more wait, first come first served, before
+    /// their first node, against no timeout (0: no limit). Without a limit, a hundred runs
+    /// at once on a machine that finishes twenty a second all wait inside the stores (for a
+    /// pooled connection, for Chroma), where waits have time limits and failures open
+    /// breakers: the stores' load, not the server, then fails runs. The wait shows in
+    /// [`RunReport::queued_ms`]. Sub-runs of a `Map` run within their parent's admission.
+    pub max_concurrent_runs: usize,
 }
 
 impl Default for RunOptions {
@@ -48,6 +56,7 @@ impl Default for RunOptions {
             continue_on_failure: false,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(5),
+            max_concurrent_runs: 32,
         }
     }
 }
@@ -106,10 +115,13 @@ pub struct RunReport {
     pub workflow: String,
     /// How it ended.
     pub status: RunStatus,
-    /// When it started.
+    /// When it started (after its wait for admission).
     pub started_at: DateTime<Utc>,
-    /// Wall time in milliseconds.
+    /// Wall time in milliseconds, from its start.
     pub duration_ms: f64,
+    /// How long it waited for admission before it started, in milliseconds
+    /// ([`RunOptions::max_concurrent_runs`]).
+    pub queued_ms: f64,
     /// Every node, in definition order.
     pub nodes: Vec<NodeReport>,
     /// The workflow's declared outputs (those whose node succeeded).
@@ -239,6 +251,8 @@ pub struct Runtime {
     registry: Arc<Registry>,
     options: RunOptions,
     breakers: Arc<Breakers>,
+    /// Permits for runs executing at once; `None` without a limit, and for sub-runs.
+    admission: Option<Arc<tokio::sync::Semaphore>>,
     progress: Option<ProgressHook>,
 }
 
@@ -266,6 +280,7 @@ impl Runtime {
                 cooldown: options.breaker_cooldown,
             }),
             registry: Arc::new(registry),
+            admission: (options.max_concurrent_runs > 0).then(|| Arc::new(tokio::sync::Semaphore::new(options.max_concurrent_runs))),
             options,
             progress: None,
         }
@@ -293,10 +308,12 @@ impl Runtime {
     }
 
     /// The same runtime without the progress hook, for sub-runs (a `Map`'s elements), whose
-    /// nodes are not the nodes a progress display counts.
+    /// nodes are not the nodes a progress display counts; and without admission: a sub-run
+    /// runs within its parent's (waiting for a permit its parent holds could wait for good).
     pub fn quiet(&self) -> Runtime {
         Runtime {
             progress: None,
+            admission: None,
             ..self.clone()
         }
     }
@@ -320,10 +337,22 @@ impl Runtime {
     /// Runs `workflow` with `inputs` (an object of the declared inputs) in `ctx`.
     pub async fn run(&self, workflow: &Workflow, ctx: &Context, inputs: Value) -> RunReport {
         let span = tracing::info_span!("workflow", name = %workflow.name());
-        self.run_inner(workflow, ctx, inputs).instrument(span).await
+        async {
+            let queued = Instant::now();
+            let _permit = match &self.admission {
+                // Never closed: the runtime holds it.
+                Some(admission) => Some(admission.acquire().await.expect("the admission semaphore is never closed")),
+                None => None,
+            };
+            let queued = queued.elapsed();
+            metrics::histogram!("dataflow_run_queued_seconds", "workflow" => workflow.name().to_string()).record(queued.as_secs_f64());
+            self.run_inner(workflow, ctx, inputs, queued).await
+        }
+        .instrument(span)
+        .await
     }
 
-    async fn run_inner(&self, workflow: &Workflow, ctx: &Context, inputs: Value) -> RunReport {
+    async fn run_inner(&self, workflow: &Workflow, ctx: &Context, inputs: Value, queued: Duration) -> RunReport {
         let started_at = Utc::now();
         let clock = Instant::now();
         let n = workflow.nodes.len();
@@ -351,6 +380,7 @@ impl Runtime {
                 status,
                 started_at,
                 duration_ms: clock.elapsed().as_secs_f64() * 1e3,
+                queued_ms: queued.as_secs_f64() * 1e3,
                 nodes: reports,
                 outputs,
                 error,

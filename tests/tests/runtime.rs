@@ -450,6 +450,57 @@ async fn independent_nodes_run_concurrently_under_the_limit_and_timeouts_apply()
     assert!(node.error.as_ref().unwrap().contains("no result within"), "{:?}", node.error);
 }
 
+/// Runs beyond `max_concurrent_runs` wait their turn (and say how long), none fails for it;
+/// a `Map`'s sub-runs run within their parent's admission, even with room for one run only.
+#[tokio::test]
+async fn runs_beyond_the_admission_limit_wait_their_turn() {
+    let fx = Fixture::new("rt_admission").await;
+    let slow = probe("Slow", 0, false, Duration::from_millis(30));
+    let mut registry = registry();
+    registry.register_dyn(Arc::new(ProbeRef(slow.clone())));
+    let mut b = WorkflowBuilder::new("one");
+    b.add_node("slow", "Slow", json!({}));
+    let workflow = Arc::new(b.build(&registry).unwrap());
+    let runtime = Runtime::with_options(
+        registry.clone(),
+        RunOptions {
+            max_concurrent_runs: 2,
+            ..RunOptions::default()
+        },
+    );
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let (runtime, workflow, ctx) = (runtime.clone(), workflow.clone(), fx.ctx.clone());
+            tokio::spawn(async move { runtime.run(&workflow, &ctx, json!({})).await })
+        })
+        .collect();
+    let mut queued = 0;
+    for run in runs {
+        let report = run.await.unwrap();
+        assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+        // Each of the last six waited at least for a first run (30 ms) to end.
+        queued += usize::from(report.queued_ms >= 20.0);
+    }
+    assert_eq!(slow.peak.load(Ordering::SeqCst), 2, "two runs at once, never more");
+    assert_eq!(queued, 6, "six of eight runs waited for a turn");
+
+    let sub = json!({"name": "each", "inputs": {"item": {"type": "integer"}}, "nodes": {"slow": {"type": "Slow"}}, "outputs": {}});
+    let mut b = WorkflowBuilder::new("map");
+    b.input("items", "array");
+    b.add_node("each", "Map", json!({"workflow": sub, "concurrency": 3}));
+    b.connect("input", "items", "each", "items");
+    let workflow = b.build(&registry).unwrap();
+    let alone = Runtime::with_options(
+        registry.clone(),
+        RunOptions {
+            max_concurrent_runs: 1,
+            ..RunOptions::default()
+        },
+    );
+    let report = alone.run(&workflow, &fx.ctx, json!({"items": [1, 2, 3, 4]})).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+}
+
 #[tokio::test]
 async fn bad_run_inputs_are_rejected_before_any_node_runs() {
     let fx = Fixture::new("rt_inputs").await;

@@ -16,6 +16,11 @@ use crate::store::relational::{redact_url, scrub_password};
 
 /// Documents per upsert request (Chroma accepts up to its `max_batch_size`, 5,461 on 1.5).
 const UPSERT_BATCH: usize = 500;
+/// Requests one client has in flight at once; more wait for a turn in this process, where
+/// the wait has no time limit (the node's own timeout bounds it), instead of in the server,
+/// where it counts against the request's timeout. A hundred concurrent workflow runs made
+/// Chroma answer later than the projection timeout, and its breaker opened (the soak).
+const MAX_IN_FLIGHT: usize = 8;
 
 /// A Chroma server: one collection per model, named `{prefix}{table}`, cosine space.
 pub struct ChromaStore {
@@ -27,6 +32,8 @@ pub struct ChromaStore {
     prefix: String,
     /// Collection ids by logical name, filled on first use.
     ids: RwLock<HashMap<&'static str, String>>,
+    /// Turns to send a request ([`MAX_IN_FLIGHT`]).
+    in_flight: tokio::sync::Semaphore,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +100,7 @@ impl ChromaStore {
             scope,
             prefix: prefix.to_owned(),
             ids: RwLock::new(HashMap::new()),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         })
     }
 
@@ -102,6 +110,8 @@ impl ChromaStore {
     }
 
     async fn send(&self, method: Method, url: &str, body: Option<&Json>, action: &str) -> std::result::Result<Json, Failure> {
+        // Never closed: the store holds it. The request's timeout starts after the wait.
+        let _turn = self.in_flight.acquire().await.expect("the request semaphore is never closed");
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.json(body);

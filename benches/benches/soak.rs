@@ -11,8 +11,10 @@
 //!
 //! Each client loops over a mix: `classify_product` on a copy of a catalogue product (3 writes
 //! with every projection), `compliance_check` on an imported product (graph and relational reads), and
-//! every fourth run `recommend_for_project` on the sample project. Figures are also written to
-//! `target/load/soak.json`.
+//! every fourth run `recommend_for_project` on the sample project. Per window it prints the
+//! runs and failures, each store's slowest answer to a ping sent twice a second, the runs' wait
+//! for admission and the nodes that took longest, to tell which store slowed. Figures are also
+//! written to `target/load/soak.json`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,6 +71,40 @@ impl TimeSpent {
             self.queued_ms.get(&window).copied().unwrap_or_default() / 1e3,
             top.join(", ")
         )
+    }
+}
+
+/// The slowest answer of each store to a ping, per window: which store stalled when runs slowed.
+type SlowestPings = std::collections::BTreeMap<(u64, &'static str), f64>;
+
+/// How long `answer` took in milliseconds, and whether it succeeded.
+async fn timed(answer: impl std::future::Future<Output = bool>) -> (f64, bool) {
+    let begun = Instant::now();
+    let ok = answer.await;
+    (begun.elapsed().as_secs_f64() * 1e3, ok)
+}
+
+/// Pings the four stores twice a second until `until`, keeping the slowest answer (with the
+/// wait for a pooled connection or a turn) per window and store.
+async fn ping_stores(fx: Arc<Fixture>, started: Instant, until: Duration, window: Duration, slowest: Arc<Mutex<SlowestPings>>) {
+    let stores = fx.ctx.stores();
+    while started.elapsed() < until {
+        let w = started.elapsed().as_secs() / window.as_secs().max(1);
+        let (relational, vector, graph, cache) = tokio::join!(
+            timed(async { !fx.sql("SELECT 1", vec![]).await.is_empty() }),
+            timed(async { stores.vector().expect("a vector store").ping().await.is_ok() }),
+            timed(async { stores.graph().expect("a graph store").ping().await.is_ok() }),
+            timed(async { stores.cache().expect("a cache").ping().await.is_ok() }),
+        );
+        {
+            let mut slowest = slowest.lock().expect("pings");
+            for (store, (ms, ok)) in [("relational", relational), ("vector", vector), ("graph", graph), ("cache", cache)] {
+                let ms = if ok { ms } else { f64::INFINITY };
+                let entry = slowest.entry((w, store)).or_default();
+                *entry = entry.max(ms);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -130,7 +166,7 @@ fn main() {
     let window = (length / 10).min(Duration::from_secs(60));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let ok = rt.block_on(async {
-        let fx = Fixture::with_projections("soak").await;
+        let fx = Arc::new(Fixture::with_projections("soak").await);
         let runtime = Arc::new(Runtime::new(registry()));
         let import = runtime
             .run(
@@ -174,6 +210,9 @@ fn main() {
                 }
             })
         };
+
+        let pings: Arc<Mutex<SlowestPings>> = Arc::default();
+        let pinger = tokio::spawn(ping_stores(fx.clone(), started, length, window, pings.clone()));
 
         let clients: Vec<_> = (0..CLIENTS)
             .map(|client| {
@@ -226,6 +265,8 @@ fn main() {
             client.await.expect("a client panicked");
         }
         sampler.abort();
+        pinger.await.expect("the pinger panicked");
+        let pings = std::mem::take(&mut *pings.lock().expect("pings"));
         let elapsed = started.elapsed();
         let runs = std::mem::take(&mut *finished.lock().expect("finished runs"));
         let memory = std::mem::take(&mut *memory.lock().expect("memory samples"));
@@ -248,11 +289,16 @@ fn main() {
             let range = window * w as u32..window * (w as u32 + 1);
             let ended: Vec<&Finished> = runs.iter().filter(|r| range.contains(&r.at)).collect();
             let failed = ended.iter().filter(|r| r.error.is_some()).count();
+            let slowest: Vec<String> = pings
+                .range((w, "")..(w + 1, ""))
+                .map(|((_, store), ms)| format!("{store} {ms:.0}"))
+                .collect();
             println!(
-                "  window {:>4}-{:<4} s: {:6} runs, {failed:6} failed; {}",
+                "  window {:>4}-{:<4} s: {:6} runs, {failed:6} failed; slowest ping (ms) {}; {}",
                 range.start.as_secs(),
                 range.end.as_secs(),
                 ended.len(),
+                slowest.join(", "),
                 spent.line(w)
             );
         }

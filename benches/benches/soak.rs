@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dataflow_benches::{create_sample_project, percentile, reference_workflow, resident_mib};
+use dataflow_benches::{create_sample_project, import_sample_catalog, percentile, reference_workflow, resident_mib};
 use dataflow_runtime::{RunStatus, Runtime};
 use dataflow_tests::fixture::Fixture;
 use dataflow_workflows::{data_dir, registry};
@@ -168,14 +168,7 @@ fn main() {
     let ok = rt.block_on(async {
         let fx = Arc::new(Fixture::with_projections("soak").await);
         let runtime = Arc::new(Runtime::new(registry()));
-        let import = runtime
-            .run(
-                &reference_workflow("import_catalog"),
-                &fx.ctx,
-                json!({"path": data_dir().join("catalog.jsonl")}),
-            )
-            .await;
-        assert_eq!(import.status, RunStatus::Succeeded, "import: {:?}", import.error);
+        import_sample_catalog(&runtime, &fx).await;
         let products: Vec<i64> = fx
             .sql("SELECT id FROM products ORDER BY id", vec![])
             .await

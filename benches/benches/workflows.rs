@@ -12,10 +12,10 @@
 
 use std::time::{Duration, Instant};
 
-use dataflow_benches::{backend, backend_name, create_sample_project, new_product, percentile, reference_workflow};
+use dataflow_benches::{backend, backend_name, create_sample_project, import_sample_catalog, new_product, percentile, reference_workflow};
 use dataflow_runtime::{RunStatus, Runtime};
 use dataflow_tests::fixture::{Backend, Fixture};
-use dataflow_workflows::{data_dir, registry};
+use dataflow_workflows::registry;
 use futures::StreamExt;
 use serde_json::json;
 
@@ -66,14 +66,7 @@ fn main() {
         );
         let runtime = Runtime::new(registry());
         let started = Instant::now();
-        let import = runtime
-            .run(
-                &reference_workflow("import_catalog"),
-                &fx.ctx,
-                json!({"path": data_dir().join("catalog.jsonl")}),
-            )
-            .await;
-        assert_eq!(import.status, RunStatus::Succeeded, "{:?}", import.error);
+        import_sample_catalog(&runtime, &fx).await;
         println!(
             "import_catalog (676 records, every projection): {:.2} s",
             started.elapsed().as_secs_f64()

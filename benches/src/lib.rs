@@ -171,6 +171,23 @@ pub fn resident_mib() -> f64 {
     kib / 1024.0
 }
 
+/// Imports the sample catalogue (`workflows/data/catalog.jsonl`, every projection) through the
+/// `import_catalog` workflow on `runtime`.
+///
+/// # Panics
+///
+/// When the import fails.
+pub async fn import_sample_catalog(runtime: &dataflow_runtime::Runtime, fx: &dataflow_tests::fixture::Fixture) {
+    let import = runtime
+        .run(
+            &reference_workflow("import_catalog"),
+            &fx.ctx,
+            json!({"path": dataflow_workflows::data_dir().join("catalog.jsonl")}),
+        )
+        .await;
+    assert_eq!(import.status, dataflow_runtime::RunStatus::Succeeded, "import: {:?}", import.error);
+}
+
 /// Creates the sample project of `workflows/data/sample_project.json` (its customer, then the
 /// project) through a small workflow on `runtime`; returns the context of the sample's tenant
 /// and the project's id.

@@ -51,20 +51,6 @@ static NAMES: LazyLock<Vec<String>> = LazyLock::new(|| {
     names
 });
 
-const OPS: [&str; 11] = [
-    "$eq",
-    "$ne",
-    "$gt",
-    "$gte",
-    "$lt",
-    "$lte",
-    "$in",
-    "$nin",
-    "$contains",
-    "$starts_with",
-    "$is_null",
-];
-
 /// A field name: mostly one of `model`'s (when given) or of any model, sometimes misspelt,
 /// differently cased, or hostile.
 fn field_name(model: Option<&'static ModelMeta>) -> BoxedStrategy<String> {
@@ -90,7 +76,7 @@ fn field_name(model: Option<&'static ModelMeta>) -> BoxedStrategy<String> {
 /// An operator name: mostly real, sometimes not.
 fn op_name() -> BoxedStrategy<String> {
     prop_oneof![
-        20 => prop::sample::select(OPS.to_vec()).prop_map(str::to_string),
+        20 => prop::sample::select(Op::ALL.map(Op::name).to_vec()).prop_map(str::to_string),
         1 => prop::sample::select(vec!["$EQ", "$regex", "$where", "$", "eq", "$in ", "$and", "$not", "$exists"]).prop_map(str::to_string),
         1 => hostile_string(),
     ]
@@ -146,7 +132,7 @@ fn typed_value(ty: FieldType) -> BoxedStrategy<Value> {
 fn typed_condition(meta: &'static ModelMeta) -> BoxedStrategy<(String, Value)> {
     prop::sample::select(meta.fields.iter().collect::<Vec<&'static FieldMeta>>())
         .prop_flat_map(|field| {
-            let op_and_operand = prop::sample::select(OPS.to_vec()).prop_flat_map(move |op| {
+            let op_and_operand = prop::sample::select(Op::ALL.map(Op::name).to_vec()).prop_flat_map(move |op| {
                 let operand = match op {
                     "$in" | "$nin" => prop::collection::vec(typed_value(field.ty), 0..5).prop_map(Value::Array).boxed(),
                     "$is_null" => any::<bool>().prop_map(Value::Bool).boxed(),

@@ -29,7 +29,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use common::{CASE_LIMIT, Target, corpus, deep_value, fuzz, hostile_string, in_time, json, json_number, panic_text};
-use dataflow_core::{FieldType, ModelMeta};
+use dataflow_core::{FieldType, ModelMeta, Op};
 use dataflow_runtime::path::Segment;
 use dataflow_runtime::schema::{SchemaView, Ty};
 use dataflow_runtime::{NodeEnv, NodeFailure, NodeRef, Registry, Runtime, Workflow, WorkflowBuilder};
@@ -175,20 +175,9 @@ fn filter(model: Option<&'static ModelMeta>) -> BoxedStrategy<Value> {
     let Some(meta) = model else {
         return json(hostile_string(), 2);
     };
-    let ops = vec![
-        "$eq",
-        "$ne",
-        "$gt",
-        "$gte",
-        "$lt",
-        "$lte",
-        "$in",
-        "$nin",
-        "$contains",
-        "$starts_with",
-        "$is_null",
-        "$bogus",
-    ];
+    // Every operator, and one that does not exist.
+    let mut ops = Op::ALL.map(Op::name).to_vec();
+    ops.push("$bogus");
     let condition = prop::sample::select(meta.fields.iter().collect::<Vec<_>>()).prop_flat_map(move |f| {
         let operand = prop_oneof![
             3 => field_value(f.ty),

@@ -404,10 +404,10 @@ impl Runtime {
         let mut untaken = vec![false; n];
         let mut blocked = vec![false; n];
         let mut delivered = vec![false; n];
-        let mut merge_order: Vec<Vec<Value>> = vec![Vec::new(); n];
-        // Values wait here until their node starts, then land shallow paths first, so a
-        // connection into `record.category_id` refines one into `record`.
-        let mut arrived: Vec<Vec<(usize, FieldPath, Value)>> = vec![Vec::new(); n];
+        // Values wait here (with the index of the edge that brought them) until their node
+        // starts, then land shallow paths first, so a connection into `record.category_id`
+        // refines one into `record`.
+        let mut arrived: Vec<Vec<(usize, Value)>> = vec![Vec::new(); n];
         let mut outgoing: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (k, e) in workflow.edges.iter().enumerate() {
             match &e.from {
@@ -416,9 +416,8 @@ impl Runtime {
                     outgoing[*from].push(k);
                 }
                 Source::Input(path) => {
-                    let to_path = e.to_path.as_ref().expect("input edges carry data");
                     if let Some(value) = path.get(&inputs) {
-                        arrived[e.to].push((k, to_path.clone(), value));
+                        arrived[e.to].push((k, value));
                         delivered[e.to] = true;
                     }
                 }
@@ -477,15 +476,20 @@ impl Runtime {
                 }
                 let mut input = std::mem::take(&mut assembled[i]);
                 let mut values = std::mem::take(&mut arrived[i]);
-                values.sort_by_key(|(k, path, _)| (path.segments().len(), *k));
-                for (_, path, value) in values {
-                    deliver(&mut input, &path, value, &mut merge_order[i]);
-                }
-                if node.node.merges() {
-                    let order = std::mem::take(&mut merge_order[i]);
-                    if let Value::Object(map) = &mut input {
-                        map.insert("$order".into(), Value::Array(order));
+                values.sort_by_key(|(k, _)| (workflow.edges[*k].data_path().segments().len(), *k));
+                // A merge learns the order its inputs were delivered in, as `$order`.
+                let mut order = node.node.merges().then(|| Vec::with_capacity(values.len()));
+                for (k, value) in values {
+                    let path = workflow.edges[k].data_path();
+                    if let Some(order) = &mut order {
+                        order.push(Value::String(path.root().to_string()));
                     }
+                    deliver(&mut input, path, value);
+                }
+                if let Some(order) = order
+                    && let Value::Object(map) = &mut input
+                {
+                    map.insert("$order".into(), Value::Array(order));
                 }
                 let runtime = self.clone();
                 let ctx = ctx.clone();
@@ -493,19 +497,19 @@ impl Runtime {
                 let instance_is_instant = instance.is_instant();
                 let timeout = node.timeout.unwrap_or(self.options.node_timeout);
                 let retry = node.retry.unwrap_or(self.options.retry);
-                let name = node.name.clone();
-                self.emit(|| Progress::Started { node: name.clone() });
-                let span = tracing::info_span!("node", name = %name, node_type = %instance.info().type_name);
+                let type_label = node.type_label.clone();
+                self.emit(|| Progress::Started { node: node.name.clone() });
+                let span = tracing::info_span!("node", name = %node.name, node_type = %instance.info().type_name);
                 let task = async move {
-                        let started = Utc::now();
-                        let clock = Instant::now();
-                        let (result, attempts) = runtime.attempt_all(&instance, &ctx, input, timeout, retry).await;
-                        let elapsed = clock.elapsed();
-                        metrics::histogram!("dataflow_node_seconds", "node_type" => instance.info().type_name.clone()).record(elapsed.as_secs_f64());
-                        metrics::counter!("dataflow_node_runs_total", "node_type" => instance.info().type_name.clone(), "ok" => result.is_ok().to_string()).increment(1);
-                        (i, result, attempts, started, Utc::now(), elapsed)
-                    }
-                    .instrument(span);
+                    let started = Instant::now();
+                    let (result, attempts) = runtime.attempt_all(&instance, &ctx, input, timeout, retry).await;
+                    let ended = Instant::now();
+                    let ok = if result.is_ok() { "true" } else { "false" };
+                    metrics::histogram!("dataflow_node_seconds", "node_type" => type_label.clone()).record((ended - started).as_secs_f64());
+                    metrics::counter!("dataflow_node_runs_total", "node_type" => type_label, "ok" => ok).increment(1);
+                    (i, result, attempts, started, ended)
+                }
+                .instrument(span);
                 if instance_is_instant || (running.is_empty() && ready.is_empty()) {
                     // A node that only computes, or the only node that can run: run it here,
                     // saving a task spawn and a wake-up. Panics are caught as a task's would be.
@@ -526,7 +530,7 @@ impl Runtime {
                     None => break,
                 },
             };
-            let (i, result, attempts, started, ended, elapsed) = match joined {
+            let (i, result, attempts, started, ended) = match joined {
                 Ok(r) => r,
                 Err(e) => {
                     // A node task panicked: the run fails, naming the panic.
@@ -538,9 +542,11 @@ impl Runtime {
             let node = &workflow.nodes[i];
             let report = &mut reports[i];
             report.attempts = attempts;
-            report.started_at = Some(started);
-            report.ended_at = Some(ended);
-            report.duration_ms = elapsed.as_secs_f64() * 1e3;
+            // Wall-clock times from the run's start and the monotonic clock: one clock read
+            // per event instead of two.
+            report.started_at = Some(started_at + (started - clock));
+            report.ended_at = Some(started_at + (ended - clock));
+            report.duration_ms = (ended - started).as_secs_f64() * 1e3;
             match result {
                 Ok(output) => {
                     report.status = NodeStatus::Succeeded;
@@ -550,10 +556,10 @@ impl Runtime {
                     });
                     for &k in &outgoing[i] {
                         let edge = &workflow.edges[k];
-                        if let (Source::Node(_, path), Some(to_path)) = (&edge.from, &edge.to_path) {
+                        if let (Source::Node(_, path), Some(_)) = (&edge.from, &edge.to_path) {
                             match path.get(&output) {
                                 Some(value) => {
-                                    arrived[edge.to].push((k, to_path.clone(), value));
+                                    arrived[edge.to].push((k, value));
                                     delivered[edge.to] = true;
                                 }
                                 None if node.node.routes() => untaken[edge.to] = true,
@@ -623,18 +629,27 @@ impl Runtime {
         retry: RetryPolicy,
     ) -> (Result<Value, NodeFailure>, u32) {
         let env = NodeEnv { ctx, runtime: self };
-        let stores = node.info().stores.clone();
+        let stores = &node.info().stores;
+        // A node that only computes fails the same way every time: one attempt.
+        let attempts = if node.is_instant() { 1 } else { retry.attempts.max(1) };
+        let mut input = Some(input);
         let mut attempt = 0;
         loop {
             attempt += 1;
             if let Some(store) = stores.iter().find(|s| !self.breakers.admit(**s)) {
                 return (Err(NodeFailure::CircuitOpen(*store)), attempt);
             }
+            // The last attempt takes the input itself; earlier ones a copy.
+            let this_input = if attempt >= attempts {
+                input.take().expect("the input is taken by the last attempt only")
+            } else {
+                input.clone().expect("the input is kept until the last attempt")
+            };
             let result = if node.is_instant() {
                 // Nothing to wait for, so nothing to time out (and no timer to register).
-                node.run(&env, input.clone()).await
+                node.run(&env, this_input).await
             } else {
-                match tokio::time::timeout(timeout, node.run(&env, input.clone())).await {
+                match tokio::time::timeout(timeout, node.run(&env, this_input)).await {
                     Ok(r) => r,
                     Err(_) => Err(NodeFailure::Timeout(timeout)),
                 }
@@ -649,7 +664,7 @@ impl Runtime {
                 Err(_) => stores.iter().for_each(|s| self.breakers.success(*s)),
             }
             match result {
-                Err(failure) if failure.is_transient() && attempt < retry.attempts => {
+                Err(failure) if failure.is_transient() && attempt < attempts => {
                     let ceiling = retry.backoff_ceiling(attempt + 1).as_millis() as u64;
                     tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=ceiling))).await;
                 }
@@ -659,11 +674,10 @@ impl Runtime {
     }
 }
 
-fn deliver(target: &mut Value, path: &FieldPath, value: Value, merge_order: &mut Vec<Value>) {
+fn deliver(target: &mut Value, path: &FieldPath, value: Value) {
     if target.is_null() {
         *target = Value::Object(Map::new());
     }
-    merge_order.push(Value::String(path.root().to_string()));
     // Paths were checked against the schema; a clash with a scalar param is reported by the
     // node's own input check.
     let _ = path.set(target, value);

@@ -362,6 +362,8 @@ impl WorkflowBuilder {
 pub(crate) struct CompiledNode {
     pub name: String,
     pub node: NodeRef,
+    /// The node type as a metrics label, shared instead of copied on every run.
+    pub type_label: std::sync::Arc<str>,
     pub static_input: Value,
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
@@ -382,6 +384,14 @@ pub(crate) struct Edge {
     pub from: Source,
     pub to: usize,
     pub to_path: Option<FieldPath>,
+}
+
+impl Edge {
+    /// Where the edge writes into its target's input; only edges that carry data (all but
+    /// `after` ordering edges) ever deliver a value.
+    pub fn data_path(&self) -> &FieldPath {
+        self.to_path.as_ref().expect("only edges that carry data deliver values")
+    }
 }
 
 /// A validated workflow, ready to run any number of times.
@@ -535,6 +545,7 @@ impl Workflow {
                     }
                     compiled.push(Some(CompiledNode {
                         name: name.clone(),
+                        type_label: instance.info().type_name.as_str().into(),
                         node: instance,
                         static_input: if static_input.is_null() {
                             Value::Object(Map::new())

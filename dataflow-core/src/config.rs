@@ -43,6 +43,9 @@ pub struct Config {
     /// Failed attempts after which an outbox record is moved to the dead letters (one whose
     /// cache invalidation is still pending is retried until that is applied).
     pub outbox_max_attempts: u32,
+    /// When a write's vector and graph projections are applied: before the write returns
+    /// (the default), or by a background task of the process.
+    pub projections: ProjectionMode,
     /// Keep the read-through cache in this process when `redis_url` is `None`.
     pub embedded_cache: bool,
     /// Keep vectors in the embedded vector store when `chroma_url` is `None`.
@@ -53,6 +56,37 @@ pub struct Config {
     /// PostgreSQL. With SQLite as the relational store they share its file and this is not
     /// used.
     pub embedded_file: Option<PathBuf>,
+}
+
+/// When a write's vector and graph projections are applied. Either way the row and its outbox
+/// record commit together and the cache entry is invalidated before the write returns, so a
+/// Read after a write never sees the old row; the modes differ in when Search and Graph nodes
+/// see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProjectionMode {
+    /// The write node applies them before it returns: a Search or Graph node after it sees
+    /// the row. The write takes as long as the slower of the vector and graph servers.
+    #[default]
+    Inline,
+    /// A background task of the process applies them (the same work as `sync`, in batches
+    /// across writes): a write wakes it, it lets other writes gather for a tenth of a second,
+    /// then applies what is pending. The write's `pending` output names them.
+    /// A Search or Graph node right after the write may not see the row yet. The outbox
+    /// keeps what the task has not applied when the process stops, for `sync` or the next
+    /// process.
+    Background,
+}
+
+impl std::str::FromStr for ProjectionMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "inline" => Ok(ProjectionMode::Inline),
+            "background" => Ok(ProjectionMode::Background),
+            other => Err(format!("projections: expected 'inline' or 'background', got {other:?}")),
+        }
+    }
 }
 
 /// The name of the SQLite file the embedded stores keep their data in, inside their directory.
@@ -98,6 +132,7 @@ impl fmt::Debug for Config {
             .field("graph_namespace", &self.graph_namespace)
             .field("projection_timeout", &self.projection_timeout)
             .field("outbox_max_attempts", &self.outbox_max_attempts)
+            .field("projections", &self.projections)
             .field("embedded_cache", &self.embedded_cache)
             .field("embedded_vector", &self.embedded_vector)
             .field("embedded_graph", &self.embedded_graph)
@@ -123,6 +158,7 @@ impl Config {
             graph_namespace: String::new(),
             projection_timeout: Duration::from_secs(5),
             outbox_max_attempts: 10,
+            projections: ProjectionMode::Inline,
             embedded_cache: false,
             embedded_vector: false,
             embedded_graph: false,
@@ -212,6 +248,12 @@ impl Config {
     /// Labels graph nodes `{namespace}{Model}`.
     pub fn with_graph_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.graph_namespace = namespace.into();
+        self
+    }
+
+    /// When writes apply their vector and graph projections ([`ProjectionMode`]).
+    pub fn with_projections(mut self, mode: ProjectionMode) -> Self {
+        self.projections = mode;
         self
     }
 }

@@ -34,7 +34,7 @@ pub mod sql;
 pub mod store;
 pub mod values;
 
-pub use config::{Config, GraphConfig};
+pub use config::{Config, GraphConfig, ProjectionMode};
 pub use dataflow_macros::Model;
 pub use embed::{Embedder, HashingEmbedder};
 pub use error::{Error, FieldError, FieldErrors, Result, StoreKind};

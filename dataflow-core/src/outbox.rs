@@ -20,6 +20,7 @@ use schemars::JsonSchema;
 use sea_orm::{ConnectionTrait, QueryResult, Value as SqlValue};
 use serde::{Deserialize, Serialize};
 
+use crate::config::ProjectionMode;
 use crate::error::{Error, Result, StoreKind};
 use crate::model::ModelMeta;
 use crate::projection::{ProjectionSet, RowState, apply, apply_verified, read_states};
@@ -164,6 +165,9 @@ pub(crate) async fn settle(
     if set.is_empty() {
         return Vec::new();
     }
+    if stores.projection_mode() == ProjectionMode::Background {
+        return hand_to_projector(stores, meta, &rows, set).await;
+    }
     let applied = apply_verified(stores, meta, rows, set).await;
     let failed = applied.failed_set();
     if failed.cache {
@@ -186,6 +190,24 @@ pub(crate) async fn settle(
         tracing::warn!(model = meta.name, error = %e, "could not update the outbox after applying projections");
     }
     failed.kinds()
+}
+
+/// [`ProjectionMode::Background`]: invalidates the cache now (a Read right after the write
+/// must not be served the old row) and leaves the rest to the background projector. The
+/// record stays whole, so the projector invalidates the cache once more, harmlessly; when the
+/// invalidation failed here, reads distrust the cache until it is applied.
+async fn hand_to_projector(stores: &Stores, meta: &'static ModelMeta, rows: &[RowState], set: ProjectionSet) -> Vec<StoreKind> {
+    let cache = ProjectionSet::only(StoreKind::Cache).and(set);
+    let mut cache_failed = ProjectionSet::default();
+    if cache.cache {
+        let applied = apply(stores, meta, rows, cache).await;
+        if !applied.failed.is_empty() {
+            stores.cache_needs_repair();
+            cache_failed = cache;
+        }
+    }
+    stores.wake_projector();
+    set.minus(cache).or(cache_failed).kinds()
 }
 
 struct Outcome {

@@ -121,9 +121,14 @@ impl Fixture {
     /// Every shipped model migrated on `backend`, with all four stores: on the servers what
     /// [`Fixture::with_projections`] gives; embedded, every store is.
     pub async fn with_projections_on(backend: Backend, hint: &str) -> Fixture {
+        Fixture::with_projections_config_on(backend, hint, |c| c).await
+    }
+
+    /// [`Fixture::with_projections_on`] with the configuration changed by `adjust` first.
+    pub async fn with_projections_config_on(backend: Backend, hint: &str, adjust: impl FnOnce(Config) -> Config) -> Fixture {
         match backend {
-            Backend::Servers => Fixture::with_projections(hint).await,
-            Backend::Embedded => Fixture::build_embedded(hint).await,
+            Backend::Servers => Fixture::with_projections_config(hint, adjust).await,
+            Backend::Embedded => Fixture::build_embedded(hint, adjust).await,
         }
     }
 
@@ -136,15 +141,15 @@ impl Fixture {
         };
         match backend {
             Backend::Servers => Fixture::build(hint, wanted, |c| c).await,
-            Backend::Embedded => Fixture::build_embedded(hint).await,
+            Backend::Embedded => Fixture::build_embedded(hint, |c| c).await,
         }
     }
 
     /// The embedded set (SQLite for the relational, vector and graph stores, and the
     /// in-process cache) in a fresh directory, every shipped model migrated.
-    async fn build_embedded(hint: &str) -> Fixture {
+    async fn build_embedded(hint: &str, adjust: impl FnOnce(Config) -> Config) -> Fixture {
         let home = crate::embedded::fresh_home(hint);
-        let config = Config::embedded(&home);
+        let config = adjust(Config::embedded(&home));
         let stores = connect(&config, true).await;
         Fixture {
             backend: Backend::Embedded,

@@ -8,9 +8,10 @@ use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::nodes::create::CreateInput;
 use dataflow_core::nodes::delete::DeleteInput;
 use dataflow_core::nodes::graph::GraphInput;
+use dataflow_core::nodes::read::{CacheOutcome, ReadInput};
 use dataflow_core::nodes::search::SearchInput;
 use dataflow_core::nodes::update::UpdateInput;
-use dataflow_core::{Error, Node};
+use dataflow_core::{Error, Node, ProjectionMode, StoreKind};
 use dataflow_models::*;
 use dataflow_tests::fixture::{Backend, Fixture, sample_product};
 use dataflow_tests::on_both_backends;
@@ -601,6 +602,93 @@ async fn bulk_upsert_projects_every_row_in_batches(backend: Backend) {
     assert!(pending.is_empty(), "{pending:#?}");
 }
 on_both_backends!(bulk_upsert_projects_every_row_in_batches);
+
+/// With background projections a write returns once its row is committed and its cache entry
+/// invalidated: its output names the vector and graph projections as pending, a Read right
+/// after an Update is served the new row, and the projector applies the rest by itself (no
+/// one calls `sync` here) to the same documents, nodes and edges an inline write leaves.
+async fn background_projections_land_without_a_sync_and_reads_never_see_the_old_row(backend: Backend) {
+    let fx = Fixture::with_projections_config_on(backend, "background_projections", |c| {
+        c.with_projections(ProjectionMode::Background)
+    })
+    .await;
+    let category = create_category(&fx, "background").await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let ctx = fx.ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut row = sample_product(i);
+            row["category_id"] = category.into();
+            let record: NewProduct = serde_json::from_value(row).unwrap();
+            ProductCreateNode.run(&ctx, CreateInput { record }).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        let out = task.await.unwrap().expect("create");
+        assert_eq!(out.pending, [StoreKind::Vector, StoreKind::Graph], "left to the projector");
+        ids.push(out.record.id());
+    }
+
+    // The cache is invalidated before the Update returns: the cached old row is never served.
+    let id = ids[0];
+    let read = |ctx: dataflow_core::Context| async move {
+        ProductReadNode
+            .run(
+                &ctx,
+                ReadInput {
+                    id,
+                    include_deleted: false,
+                },
+            )
+            .await
+            .expect("read")
+    };
+    read(fx.ctx.clone()).await;
+    assert_eq!(read(fx.ctx.clone()).await.cache, CacheOutcome::Hit, "the row is cached");
+    let mut patch = Map::new();
+    patch.insert("name".into(), json!("Renamed in the background"));
+    let updated = ProductUpdateNode
+        .run(
+            &fx.ctx,
+            UpdateInput {
+                id: Some(id),
+                expected_version: None,
+                filter: None,
+                patch,
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.pending, [StoreKind::Vector, StoreKind::Graph]);
+    let after = read(fx.ctx.clone()).await.record.expect("the row");
+    assert_eq!((after.data.name.as_str(), after.version), ("Renamed in the background", 2));
+
+    // The projector catches up by itself; the deadline only turns a hang into a failure.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while fx.ctx.stores().pending_count().await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:#?}",
+            fx.ctx.stores().pending_records(5).await.unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let docs = fx.vector_documents("products").await;
+    assert_eq!(docs.len(), 20);
+    let (document, metadata) = &docs[&id.to_string()];
+    assert!(document.starts_with("Renamed in the background"), "{document}");
+    assert_eq!(metadata["version"], json!(2));
+    let counts = fx.graph_edge_counts("Product", "IN_CATEGORY", "Category").await;
+    assert_eq!(counts, [(category, 20)].into());
+    let (props, _) = fx.graph_node("Product", id).await.expect("the node");
+    assert_eq!(props["version"], json!(2));
+    let hits = search(&fx, json!({"query": "Renamed in the background", "top_k": 1}))
+        .await
+        .expect("search");
+    assert_eq!(hits, [id]);
+}
+on_both_backends!(background_projections_land_without_a_sync_and_reads_never_see_the_old_row);
 
 #[tokio::test]
 async fn search_and_graph_input_is_rejected_before_any_store_is_touched() {

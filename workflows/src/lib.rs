@@ -72,6 +72,9 @@ pub struct Settings {
     pub tenant: Option<String>,
     /// Directory of the embedded stores' SQLite file (`DATAFLOW_HOME`, default `./.dataflow`).
     pub home: Option<String>,
+    /// When writes apply their vector and graph projections: `inline` (default) or
+    /// `background` (`DATAFLOW_PROJECTIONS`; see [`dataflow_core::ProjectionMode`]).
+    pub projections: Option<String>,
 }
 
 /// Where the embedded stores live when neither `DATAFLOW_HOME` nor `home` says otherwise.
@@ -97,7 +100,7 @@ impl Settings {
 
     /// Overrides settings from `DATAFLOW_*` variables read through `var`.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
-        let fields: [(&str, &mut Option<String>); 13] = [
+        let fields: [(&str, &mut Option<String>); 14] = [
             ("DATAFLOW_DATABASE_URL", &mut self.database_url),
             ("DATAFLOW_DATABASE_SCHEMA", &mut self.database_schema),
             ("DATAFLOW_REDIS_URL", &mut self.redis_url),
@@ -111,6 +114,7 @@ impl Settings {
             ("DATAFLOW_VECTOR_PREFIX", &mut self.vector_prefix),
             ("DATAFLOW_TENANT", &mut self.tenant),
             ("DATAFLOW_HOME", &mut self.home),
+            ("DATAFLOW_PROJECTIONS", &mut self.projections),
         ];
         for (key, slot) in fields {
             if let Some(value) = var(key).filter(|v| !v.is_empty()) {
@@ -163,6 +167,9 @@ impl Settings {
         if let Some(namespace) = &self.graph_namespace {
             config = config.with_graph_namespace(namespace);
         }
+        if let Some(mode) = &self.projections {
+            config = config.with_projections(mode.parse()?);
+        }
         Ok(config)
     }
 
@@ -177,6 +184,8 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
+    use dataflow_core::ProjectionMode;
+
     use super::*;
 
     #[test]
@@ -202,6 +211,20 @@ mod tests {
         assert!(!mixed.embedded_cache);
         assert!(mixed.embedded_vector && mixed.embedded_graph);
         assert_eq!(mixed.embedded_file.as_deref(), Some(Path::new("/var/lib/df/dataflow.db")));
+    }
+
+    #[test]
+    fn the_projection_mode_is_a_setting_and_a_wrong_one_is_named() {
+        assert_eq!(Settings::default().config().unwrap().projections, ProjectionMode::Inline);
+        let mut s: Settings = toml::from_str("projections = 'inline'\n").unwrap();
+        s.apply_env(|k| (k == "DATAFLOW_PROJECTIONS").then(|| "background".to_string()));
+        assert_eq!(s.config().unwrap().projections, ProjectionMode::Background);
+        s.projections = Some("later".into());
+        let err = s.config().unwrap_err();
+        assert!(
+            err.contains("projections") && err.contains("'inline' or 'background'") && err.contains("\"later\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dataflow_core::Context;
+use dataflow_core::{Context, ProjectionMode};
 use dataflow_runtime::{GraphFormat, RunReport, RunStatus, Workflow, yaml};
 use dataflow_workflows::progress::{run_with_progress, status_word};
 use dataflow_workflows::{Settings, registry};
@@ -160,6 +160,15 @@ async fn execute(cli: Cli) -> Result<ExitCode, String> {
                 ctx = ctx.with_tenant(tenant).map_err(|e| e.to_string())?;
             }
             let report = run_with_progress(&workflow, &ctx, inputs).await;
+            if ctx.stores().projection_mode() == ProjectionMode::Background {
+                // The process ends here: apply what the background projector has not yet,
+                // rather than leave it to the next `sync`.
+                match ctx.stores().sync().await {
+                    Ok(sync) if sync.remaining > 0 => eprintln!("{} outbox records left pending for `dataflow sync`", sync.remaining),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("projections left pending for `dataflow sync`: {e}"),
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
             } else {

@@ -64,8 +64,9 @@ pub struct BulkUpsertOutput {
     pub ids: Vec<Option<i64>>,
     /// Rejected rows, by index.
     pub errors: Vec<RowError>,
-    /// Projections (cache, vector, graph) that could not be applied yet for some of the
-    /// written rows; `sync` applies them.
+    /// Projections (cache, vector, graph) not applied yet for some of the written rows: they
+    /// failed, or [`crate::ProjectionMode::Background`] leaves them to the background
+    /// projector. `sync` applies them too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<StoreKind>,
 }

@@ -28,7 +28,9 @@ pub struct CreateInput<M: Model> {
 pub struct CreateOutput<M: Model> {
     /// The row as stored, with its generated primary key, version 1 and timestamps.
     pub record: Record<M>,
-    /// Projections (vector, graph) that could not be applied yet; `sync` applies them.
+    /// Projections (vector, graph) not applied yet: they failed, or
+    /// [`crate::ProjectionMode::Background`] leaves them to the background projector. `sync`
+    /// applies them too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<StoreKind>,
 }

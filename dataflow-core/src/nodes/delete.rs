@@ -34,7 +34,9 @@ pub struct DeleteOutput {
     pub ids: Vec<i64>,
     /// Whether the rows were soft-deleted (still stored, hidden from reads).
     pub soft: bool,
-    /// Projections (cache, vector, graph) that could not be applied yet; `sync` applies them.
+    /// Projections (cache, vector, graph) not applied yet: they failed, or
+    /// [`crate::ProjectionMode::Background`] leaves them to the background projector. `sync`
+    /// applies them too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<StoreKind>,
 }

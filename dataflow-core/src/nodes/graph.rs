@@ -148,7 +148,9 @@ pub struct GraphOutput<M: Model> {
     /// `path`: the path, or `null` when there is none within the depth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathOutput>,
-    /// `link`/`unlink`: projections that could not be applied yet; `sync` applies them.
+    /// `link`/`unlink`: projections not applied yet: they failed, or
+    /// [`crate::ProjectionMode::Background`] leaves them to the background projector. `sync`
+    /// applies them too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<StoreKind>,
 }

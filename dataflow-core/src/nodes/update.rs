@@ -58,7 +58,9 @@ pub struct UpdateOutput<M: Model> {
     /// By id: each field whose value changed, before and after.
     #[serde(default)]
     pub changes: Vec<FieldChange>,
-    /// Projections (cache, vector, graph) that could not be applied yet; `sync` applies them.
+    /// Projections (cache, vector, graph) not applied yet: they failed, or
+    /// [`crate::ProjectionMode::Background`] leaves them to the background projector. `sync`
+    /// applies them too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<StoreKind>,
 }

@@ -8,10 +8,10 @@ pub mod vector;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, ProjectionMode};
 use crate::embed::{Embedder, HashingEmbedder};
 use crate::error::{Error, Result, StoreKind};
 use crate::model::ModelMeta;
@@ -37,6 +37,10 @@ struct Inner {
     models: RwLock<BTreeMap<&'static str, &'static ModelMeta>>,
     outbox_max_attempts: u32,
     cache_repair: CacheRepair,
+    projections: ProjectionMode,
+    /// The background projector ([`ProjectionMode::Background`]) and what wakes it, started
+    /// by the first write that needs it and again when its tokio runtime went away.
+    projector: Mutex<Option<(Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>)>>,
 }
 
 /// Set when a cache invalidation failed in this process: until the pending invalidations are
@@ -49,6 +53,41 @@ struct CacheRepair {
 
 /// How often a process retries applying pending cache invalidations while the cache is down.
 const CACHE_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the background projector sleeps without a write waking it: records that failed
+/// come due again after their backoff, and nothing else would wake it for them.
+const PROJECTOR_TICK: Duration = Duration::from_secs(1);
+
+/// How long the background projector lets writes gather after one woke it, so that one
+/// round applies many records in one call per store instead of one call per write.
+const PROJECTOR_GATHER: Duration = Duration::from_millis(100);
+
+/// The background projector: applies due outbox records (`sync`) whenever a write wakes it
+/// (after letting others gather for [`PROJECTOR_GATHER`]), and once a [`PROJECTOR_TICK`]
+/// otherwise. It holds the stores weakly and ends once they are dropped; what it has not
+/// applied stays in the outbox.
+async fn run_projector(stores: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        if tokio::time::timeout(PROJECTOR_TICK, wake.notified()).await.is_ok() {
+            tokio::time::sleep(PROJECTOR_GATHER).await;
+        }
+        let Some(inner) = stores.upgrade() else {
+            return;
+        };
+        let stores = Stores { inner };
+        match stores.sync().await {
+            Ok(report) if report.failed > 0 => {
+                tracing::warn!(
+                    failed = report.failed,
+                    remaining = report.remaining,
+                    "background projections: records left pending for a retry"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "background projections: the outbox could not be read; retrying"),
+        }
+    }
+}
 
 impl Stores {
     /// Connects to the stores named in `config`. Stores other than the relational one may be
@@ -107,6 +146,7 @@ impl Stores {
             .vector(vector)
             .graph(graph)
             .outbox_max_attempts(config.outbox_max_attempts)
+            .projections(config.projections)
             .build())
     }
 
@@ -120,6 +160,28 @@ impl Stores {
             graph: None,
             embedder: Arc::new(HashingEmbedder::default()),
             outbox_max_attempts: 10,
+            projections: ProjectionMode::Inline,
+        }
+    }
+
+    /// When writes apply their vector and graph projections.
+    pub fn projection_mode(&self) -> ProjectionMode {
+        self.inner.projections
+    }
+
+    /// Hands the pending projections to the background projector, starting it on the
+    /// caller's tokio runtime on first use, and again when the runtime it ran on has shut down
+    /// (stores may outlive a runtime).
+    pub(crate) fn wake_projector(&self) {
+        let mut projector = self.inner.projector.lock().expect("the projector lock");
+        match &*projector {
+            Some((wake, task)) if !task.is_finished() => wake.notify_one(),
+            _ => {
+                let wake = Arc::new(tokio::sync::Notify::new());
+                wake.notify_one();
+                let task = tokio::spawn(run_projector(Arc::downgrade(&self.inner), wake.clone()));
+                *projector = Some((wake, task));
+            }
         }
     }
 
@@ -298,6 +360,7 @@ pub struct StoresBuilder {
     graph: Option<Arc<dyn GraphStore>>,
     embedder: Arc<dyn Embedder>,
     outbox_max_attempts: u32,
+    projections: ProjectionMode,
 }
 
 impl StoresBuilder {
@@ -332,6 +395,12 @@ impl StoresBuilder {
         self
     }
 
+    /// When writes apply their vector and graph projections (default: inline).
+    pub fn projections(mut self, mode: ProjectionMode) -> Self {
+        self.projections = mode;
+        self
+    }
+
     /// The stores.
     pub fn build(self) -> Stores {
         Stores {
@@ -345,6 +414,8 @@ impl StoresBuilder {
                 models: RwLock::new(BTreeMap::new()),
                 outbox_max_attempts: self.outbox_max_attempts,
                 cache_repair: CacheRepair::default(),
+                projections: self.projections,
+                projector: Mutex::new(None),
             }),
         }
     }

@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dataflow_benches::{backend, backend_name, group_name, product, seed_catalogue};
-use dataflow_core::Node;
 use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::nodes::create::CreateInput;
 use dataflow_core::nodes::graph::GraphInput;
 use dataflow_core::nodes::search::SearchInput;
-use dataflow_models::{NewProduct, ProductBulkUpsertNode, ProductCreateNode, ProductGraphNode, ProductSearchNode};
+use dataflow_core::store::graph::{GraphNode, GraphRelation};
+use dataflow_core::store::vector::VectorDoc;
+use dataflow_core::{Model, Node};
+use dataflow_models::{NewProduct, Product, ProductBulkUpsertNode, ProductCreateNode, ProductGraphNode, ProductSearchNode};
 use dataflow_tests::fixture::Fixture;
 use serde_json::{Value as Json, json};
 
@@ -96,6 +98,53 @@ fn benches(c: &mut Criterion) {
                     assert!(!out.neighbors.is_empty());
                     out
                 }
+            })
+        });
+    }
+
+    // What one create's projections cost in each store on its own: the store calls a create
+    // makes after its commit (one vector document, one graph node with its edges), without
+    // the node around them. Both run concurrently inside a create.
+    let stores = fx.ctx.stores();
+    if let Some(vectors) = stores.vector() {
+        let embedder = stores.embedder();
+        group.bench_function("split_vector_upsert_one", |b| {
+            b.to_async(&rt).iter(|| {
+                let i = seq.fetch_add(1, Ordering::Relaxed);
+                let text = format!("Bench product {i}\nCordless drill driver, 18 V, two batteries");
+                let mut metadata = serde_json::Map::new();
+                metadata.insert("id".into(), json!(i));
+                let doc = VectorDoc {
+                    id: i.to_string(),
+                    embedding: embedder.embed(&[text.as_str()]).remove(0),
+                    document: text,
+                    metadata,
+                };
+                async move { vectors.upsert(Product::meta().table, vec![doc]).await.expect("vector upsert") }
+            })
+        });
+    }
+    if let Some(graph) = stores.graph() {
+        let meta = Product::meta();
+        let relations: Vec<GraphRelation> = meta
+            .relations
+            .iter()
+            .map(|r| GraphRelation {
+                name: r.name,
+                target: (r.target_meta)().name,
+                target_tenant: (r.target_meta)().multi_tenant,
+            })
+            .collect();
+        let relations = &relations;
+        group.bench_function("split_graph_upsert_one", |b| {
+            b.to_async(&rt).iter(|| {
+                let i = seq.fetch_add(1, Ordering::Relaxed);
+                let node = GraphNode {
+                    id: i as i64,
+                    props: serde_json::Map::from_iter([("sku".to_string(), json!(format!("B-{i:08}")))]),
+                    edges: meta.relations.iter().map(|r| (r.name, Some(1))).collect(),
+                };
+                async move { graph.upsert_nodes(meta.name, relations, &[node]).await.expect("graph upsert") }
             })
         });
     }

@@ -13,14 +13,15 @@
 //! with every projection), `compliance_check` on an imported product (graph and relational reads), and
 //! every fourth run `recommend_for_project` on the sample project. Per window it prints the
 //! runs and failures, each store's slowest answer to a ping sent twice a second, the runs' wait
-//! for admission and the nodes that took longest, to tell which store slowed. Figures are also
-//! written to `target/load/soak.json`.
+//! for admission and the nodes that took longest, to tell which store slowed; and where the
+//! machine's CPU went: the processes that used most, and the time the hypervisor took (steal)
+//! or the disks held up (iowait). Figures are also written to `target/load/soak.json`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dataflow_benches::{create_sample_project, import_sample_catalog, percentile, reference_workflow, resident_mib};
+use dataflow_benches::{CpuSnapshot, create_sample_project, import_sample_catalog, percentile, reference_workflow, resident_mib};
 use dataflow_runtime::{RunStatus, Runtime};
 use dataflow_tests::fixture::Fixture;
 use dataflow_workflows::{data_dir, registry};
@@ -193,12 +194,19 @@ fn main() {
         );
 
         // Resident memory once a second; the figure at the end of the first window is "start".
+        // The machine's CPU use at every window boundary.
         let memory: Arc<Mutex<Vec<(Duration, f64)>>> = Arc::default();
+        let cpu: Arc<Mutex<Vec<CpuSnapshot>>> = Arc::new(Mutex::new(vec![CpuSnapshot::take()]));
         let sampler = {
-            let memory = memory.clone();
+            let (memory, cpu) = (memory.clone(), cpu.clone());
             tokio::spawn(async move {
                 while started.elapsed() < length {
                     memory.lock().expect("memory samples").push((started.elapsed(), resident_mib()));
+                    let boundaries = started.elapsed().as_secs() / window.as_secs().max(1);
+                    if cpu.lock().expect("cpu snapshots").len() <= boundaries as usize {
+                        let snapshot = tokio::task::spawn_blocking(CpuSnapshot::take).await.expect("a CPU snapshot");
+                        cpu.lock().expect("cpu snapshots").push(snapshot);
+                    }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             })
@@ -258,6 +266,8 @@ fn main() {
             client.await.expect("a client panicked");
         }
         sampler.abort();
+        let mut cpu = std::mem::take(&mut *cpu.lock().expect("cpu snapshots"));
+        cpu.push(CpuSnapshot::take());
         pinger.await.expect("the pinger panicked");
         let pings = std::mem::take(&mut *pings.lock().expect("pings"));
         let elapsed = started.elapsed();
@@ -294,6 +304,17 @@ fn main() {
                 slowest.join(", "),
                 spent.line(w)
             );
+            if let (Some(before), Some(after)) = (cpu.get(w as usize), cpu.get(w as usize + 1)) {
+                let used = after.since(before);
+                let top: Vec<String> = used.by_process.iter().take(6).map(|(name, s)| format!("{name} {s:.0}")).collect();
+                println!(
+                    "               CPU s: busy {:.0}, steal {:.0}, iowait {:.0}; {}",
+                    used.busy,
+                    used.steal,
+                    used.iowait,
+                    top.join(", ")
+                );
+            }
         }
         // The first window is warm-up (its runs met empty queues); "start" is the second.
         let (n_start, p50_start, p99_start) = window_percentiles(&runs, window..window * 2);

@@ -29,7 +29,8 @@ pub struct RunOptions {
     pub concurrency: usize,
     /// Time limit of one attempt of a node without its own `timeout_ms`.
     pub node_timeout: Duration,
-    /// Retry policy of a node without its own.
+    /// Retry policy of a node without its own. Nodes that only compute (`Transform`,
+    /// `Switch`, `Merge`, `ComputeNode`s) are tried once: their failures are not transient.
     pub retry: RetryPolicy,
     /// On a failure, keep running the branches that do not depend on the failed node (default:
     /// cancel everything not yet started).

@@ -1,6 +1,7 @@
 //! Projections survive their stores going away: writes succeed with pending projections while
-//! Chroma or the graph server is stopped, `sync` applies them once the server is back, and
-//! applying the same records twice changes nothing. In its own test binary, one test at a time,
+//! Chroma or the graph server is stopped, `sync` (or, with background projections, the
+//! projector by itself) applies them once the server is back, and applying the same records
+//! twice changes nothing. In its own test binary, one test at a time,
 //! because these tests stop servers the binary's tests share.
 
 use std::collections::BTreeMap;
@@ -8,7 +9,7 @@ use std::collections::BTreeMap;
 use dataflow_core::nodes::create::CreateInput;
 use dataflow_core::nodes::delete::DeleteInput;
 use dataflow_core::nodes::update::UpdateInput;
-use dataflow_core::{Node, StoreKind};
+use dataflow_core::{Node, ProjectionMode, StoreKind};
 use dataflow_models::*;
 use dataflow_tests::fixture::{Fixture, sample_product};
 use dataflow_tests::{ServiceKind, Services};
@@ -109,6 +110,53 @@ async fn creates_while_chroma_is_stopped_succeed_and_sync_applies_them_when_it_r
     let snapshot = assert_projections_match_postgres(&fx).await;
     assert_eq!(snapshot.len(), 100);
     assert_eq!(fx.ctx.stores().pending_count().await.unwrap(), 0);
+}
+
+/// With background projections nobody calls `sync`: the projector meets the stopped Chroma,
+/// keeps the vector projections pending with their error (the graph ones land), and applies
+/// them by itself once Chroma is back.
+#[tokio::test]
+async fn the_background_projector_keeps_what_a_stopped_chroma_refused_and_applies_it_when_it_returns() {
+    let _serial = SERIAL.lock().await;
+    let services = Services::global().await;
+    let fx = Fixture::with_projections_config("background_chroma_down", |c| c.with_projections(ProjectionMode::Background)).await;
+    let pending_records = async || fx.ctx.stores().pending_records(1000).await.unwrap();
+    // The deadlines only turn a hang into a failure.
+    let deadline = || std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let all_applied = async || {
+        let until = deadline();
+        while fx.ctx.stores().pending_count().await.unwrap() > 0 {
+            assert!(std::time::Instant::now() < until, "{:#?}", &pending_records().await[..1]);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let category = create_category(&fx).await;
+    all_applied().await;
+
+    let stopped_chroma = services.stop(ServiceKind::Chroma).await;
+    let created = create_products(&fx, category, 0, 30).await;
+    assert!(
+        created
+            .iter()
+            .all(|(_, pending)| pending == &vec![StoreKind::Vector, StoreKind::Graph])
+    );
+    let until = deadline();
+    loop {
+        let records = pending_records().await;
+        assert_eq!(records.len(), 30, "nothing is dropped while Chroma is down");
+        if records
+            .iter()
+            .all(|r| r.pending == vec![StoreKind::Vector] && r.attempts >= 1 && r.last_error.is_some())
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "{:#?}", &records[..2]);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    stopped_chroma.start().await;
+    all_applied().await;
+    assert_eq!(assert_projections_match_postgres(&fx).await.len(), 30);
 }
 
 #[tokio::test]

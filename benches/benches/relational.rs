@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dataflow_benches::{backend, group_name, product};
+use dataflow_benches::{backend, group_name, product, seed_catalogue};
 use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::nodes::create::CreateInput;
 use dataflow_core::nodes::list::ListInput;
@@ -48,7 +48,9 @@ fn benches(c: &mut Criterion) {
     let ctx = relational_and_cache(&fx);
     let seq = AtomicUsize::new(1_000_000);
 
-    // A table of 10,000 products for List and Read.
+    // The categories, manufacturers and suppliers the products name (writes check them),
+    // then a table of 10,000 products for List and Read.
+    rt.block_on(seed_catalogue(&ctx));
     let seeded = rt.block_on(ProductBulkUpsertNode.run(
         &ctx,
         BulkUpsertInput {
@@ -56,7 +58,9 @@ fn benches(c: &mut Criterion) {
             ..Default::default()
         },
     ));
-    let ids: Vec<i64> = seeded.expect("seed").ids.into_iter().flatten().collect();
+    let seeded = seeded.expect("seed");
+    assert!(seeded.errors.is_empty(), "seeding: {:?}", &seeded.errors[..1]);
+    let ids: Vec<i64> = seeded.ids.into_iter().flatten().collect();
     rt.block_on(fx.sql("ANALYZE products", vec![]));
 
     let mut group = c.benchmark_group(group_name("relational", backend));

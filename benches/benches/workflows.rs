@@ -179,7 +179,7 @@ fn main() {
             "ceiling: {concurrent_runs} raw top-10 vector queries from {CONCURRENT_CLIENTS} clients: {vector_queries_per_second:.0} queries/s"
         );
 
-        // For `scripts/sla`: the figures its gates read (it reads the servers' file only).
+        // For `scripts/sla`: the figures its gates read (it reads the servers' two files only).
         let file = match (backend, mode) {
             (Backend::Servers, ProjectionMode::Inline) => "workflows.json",
             (Backend::Servers, ProjectionMode::Background) => "workflows_background.json",

@@ -687,6 +687,21 @@ async fn background_projections_land_without_a_sync_and_reads_never_see_the_old_
         .await
         .expect("search");
     assert_eq!(hits, [id]);
+
+    // A process about to end applies what is left at once, whatever the projector was doing.
+    for i in 20..30 {
+        let mut row = sample_product(i);
+        row["category_id"] = category.into();
+        let record: NewProduct = serde_json::from_value(row).unwrap();
+        ProductCreateNode.run(&fx.ctx, CreateInput { record }).await.expect("create");
+    }
+    let finished = fx.ctx.stores().finish_projections().await.expect("finish");
+    assert_eq!((finished.failed, finished.remaining), (0, 0), "{finished:?}");
+    assert_eq!(fx.vector_documents("products").await.len(), 30);
+    assert_eq!(
+        fx.graph_edge_counts("Product", "IN_CATEGORY", "Category").await,
+        [(category, 30)].into()
+    );
 }
 on_both_backends!(background_projections_land_without_a_sync_and_reads_never_see_the_old_row);
 

@@ -163,7 +163,7 @@ async fn execute(cli: Cli) -> Result<ExitCode, String> {
             if ctx.stores().projection_mode() == ProjectionMode::Background {
                 // The process ends here: apply what the background projector has not yet,
                 // rather than leave it to the next `sync`.
-                match ctx.stores().sync().await {
+                match ctx.stores().finish_projections().await {
                     Ok(sync) if sync.remaining > 0 => eprintln!("{} outbox records left pending for `dataflow sync`", sync.remaining),
                     Ok(_) => {}
                     Err(e) => eprintln!("projections left pending for `dataflow sync`: {e}"),

@@ -185,6 +185,21 @@ impl Stores {
         }
     }
 
+    /// Stops the background projector and applies every due outbox record now (`sync`):
+    /// what a process with [`ProjectionMode::Background`] calls before it ends, so that its
+    /// last writes do not wait for the next `sync`. A round the projector had begun is
+    /// abandoned (its transaction rolls back, its records stay pending, and this sync applies
+    /// them; applying twice changes nothing). The next write starts the projector again.
+    pub async fn finish_projections(&self) -> Result<crate::outbox::SyncReport> {
+        let running = self.inner.projector.lock().expect("the projector lock").take();
+        if let Some((_, task)) = running {
+            task.abort();
+            // Cancelled, or ended by itself: either way it holds nothing any more.
+            let _ = task.await;
+        }
+        self.sync().await
+    }
+
     /// The relational store (the source of truth).
     pub fn relational(&self) -> &RelationalStore {
         &self.inner.relational

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
-use dataflow_core::nodes::create::CreateInput;
+use dataflow_core::nodes::create::{CreateInput, CreateOutput};
 use dataflow_core::nodes::delete::DeleteInput;
 use dataflow_core::nodes::graph::GraphInput;
 use dataflow_core::nodes::read::{CacheOutcome, ReadInput};
@@ -40,6 +40,25 @@ async fn create_product(fx: &Fixture, i: usize, category: i64, description: &str
         .expect("create a product");
     assert!(out.pending.is_empty(), "pending {:?}", out.pending);
     out.record.id()
+}
+
+/// Creates sample products `0..n` in `category`, all at once (each on a task of its own).
+async fn create_at_once(fx: &Fixture, category: i64, n: usize) -> Vec<CreateOutput<Product>> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let ctx = fx.ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut row = sample_product(i);
+            row["category_id"] = category.into();
+            let record: NewProduct = serde_json::from_value(row).unwrap();
+            ProductCreateNode.run(&ctx, CreateInput { record }).await
+        }));
+    }
+    let mut outputs = Vec::with_capacity(n);
+    for task in tasks {
+        outputs.push(task.await.unwrap().expect("create"));
+    }
+    outputs
 }
 
 async fn search(fx: &Fixture, input: Json) -> Result<Vec<i64>, Error> {
@@ -470,18 +489,7 @@ async fn concurrent_creates_in_one_category_all_reach_the_graph(backend: Backend
     // transient conflicts, which the backend retries (see store::graph::bolt).
     let fx = Fixture::with_projections_on(backend, "concurrent_creates").await;
     let category = create_category(&fx, "busy").await;
-    let mut tasks = Vec::new();
-    for i in 0..24 {
-        let ctx = fx.ctx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut row = sample_product(i);
-            row["category_id"] = category.into();
-            let record: NewProduct = serde_json::from_value(row).unwrap();
-            ProductCreateNode.run(&ctx, CreateInput { record }).await
-        }));
-    }
-    for task in tasks {
-        let out = task.await.unwrap().expect("create");
+    for out in create_at_once(&fx, category, 24).await {
         assert!(out.pending.is_empty(), "pending {:?}", out.pending);
     }
     let counts = fx.graph_edge_counts("Product", "IN_CATEGORY", "Category").await;
@@ -613,19 +621,8 @@ async fn background_projections_land_without_a_sync_and_reads_never_see_the_old_
     })
     .await;
     let category = create_category(&fx, "background").await;
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let ctx = fx.ctx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut row = sample_product(i);
-            row["category_id"] = category.into();
-            let record: NewProduct = serde_json::from_value(row).unwrap();
-            ProductCreateNode.run(&ctx, CreateInput { record }).await
-        }));
-    }
     let mut ids = Vec::new();
-    for task in tasks {
-        let out = task.await.unwrap().expect("create");
+    for out in create_at_once(&fx, category, 20).await {
         assert_eq!(out.pending, [StoreKind::Vector, StoreKind::Graph], "left to the projector");
         ids.push(out.record.id());
     }

@@ -55,15 +55,7 @@ async fn validation_errors_name_every_bad_field(backend: Backend) {
     assert_eq!(fx.count("products", "").await, 0, "nothing was written");
 
     let err = ProductUpdateNode
-        .run(
-            &fx.ctx,
-            UpdateInput {
-                id: Some(1),
-                expected_version: None,
-                filter: None,
-                patch: patch(json!({"stock": "many", "colour": "red"})),
-            },
-        )
+        .run(&fx.ctx, UpdateInput::by_id(1, patch(json!({"stock": "many", "colour": "red"}))))
         .await
         .expect_err("invalid patch");
     let text = err.to_string();
@@ -122,15 +114,7 @@ async fn update_with_stale_version_is_rejected(backend: Backend) {
     assert_eq!(rows[0].try_get::<i64>("", "version").unwrap(), 2);
 
     let missing = ProductUpdateNode
-        .run(
-            &fx.ctx,
-            UpdateInput {
-                id: Some(id + 1000),
-                expected_version: None,
-                filter: None,
-                patch: patch(json!({"stock": 1})),
-            },
-        )
+        .run(&fx.ctx, UpdateInput::by_id(id + 1000, patch(json!({"stock": 1}))))
         .await
         .expect_err("no such row");
     assert!(matches!(missing, Error::NotFound { .. }), "{missing}");
@@ -337,15 +321,7 @@ async fn cache_entry_is_present_after_read_and_gone_after_update() {
     assert!(cached.starts_with("1|") && cached.contains("\"sku\":\"SKU-00001\""), "{cached}");
 
     ProductUpdateNode
-        .run(
-            &fx.ctx,
-            UpdateInput {
-                id: Some(id),
-                expected_version: None,
-                filter: None,
-                patch: patch(json!({"name": "Renamed"})),
-            },
-        )
+        .run(&fx.ctx, UpdateInput::by_id(id, patch(json!({"name": "Renamed"}))))
         .await
         .expect("update");
     let after = fx.redis_get(&key).await.unwrap_or_default();
@@ -381,15 +357,7 @@ async fn a_stale_fill_cannot_overwrite_a_newer_invalidation(backend: Backend) {
     fx.sample_categories().await;
     let id = create_product(&fx, 1).await;
     ProductUpdateNode
-        .run(
-            &fx.ctx,
-            UpdateInput {
-                id: Some(id),
-                expected_version: None,
-                filter: None,
-                patch: patch(json!({"stock": 2})),
-            },
-        )
+        .run(&fx.ctx, UpdateInput::by_id(id, patch(json!({"stock": 2}))))
         .await
         .expect("update");
     // A reader that fetched version 1 before the update committed now tries to fill.
@@ -560,15 +528,7 @@ async fn multi_tenant_rows_are_invisible_across_tenants_and_a_tenant_is_required
     assert_eq!(list.total, Some(1));
     assert!(list.records.iter().all(|r| r.id() != id));
     let err = CustomerUpdateNode
-        .run(
-            &globex,
-            UpdateInput {
-                id: Some(id),
-                expected_version: None,
-                filter: None,
-                patch: patch(json!({"name": "Hijacked"})),
-            },
-        )
+        .run(&globex, UpdateInput::by_id(id, patch(json!({"name": "Hijacked"}))))
         .await
         .expect_err("not visible");
     assert!(matches!(err, Error::NotFound { .. }));

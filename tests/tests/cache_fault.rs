@@ -47,15 +47,7 @@ async fn updates_while_redis_is_stopped_are_never_hidden_by_its_old_entries() {
         let mut patch = Map::new();
         patch.insert("price".into(), json!(price));
         let out = ProductUpdateNode
-            .run(
-                &fx.ctx,
-                UpdateInput {
-                    id: Some(id),
-                    expected_version: None,
-                    filter: None,
-                    patch,
-                },
-            )
+            .run(&fx.ctx, UpdateInput::by_id(id, patch))
             .await
             .expect("an update succeeds with Redis down");
         assert_eq!(out.pending, vec![StoreKind::Cache]);

@@ -1416,15 +1416,7 @@ async fn a_long_redis_outage_never_lets_the_cache_serve_a_row_older_than_postgre
     let mut patch = Map::new();
     patch.insert("price".into(), json!(9.5));
     let updated = ProductUpdateNode
-        .run(
-            &fx.ctx,
-            UpdateInput {
-                id: Some(id),
-                expected_version: None,
-                filter: None,
-                patch,
-            },
-        )
+        .run(&fx.ctx, UpdateInput::by_id(id, patch))
         .await
         .expect("an update with Redis down");
     assert_eq!(updated.pending, vec![StoreKind::Cache]);

@@ -197,18 +197,7 @@ async fn applying_the_same_outbox_records_twice_leaves_the_stores_identical() {
         let mut patch = Map::new();
         patch.insert("price".into(), json!(42.5));
         patch.insert("name".into(), json!(format!("Renamed {id}")));
-        let out = ProductUpdateNode
-            .run(
-                &fx.ctx,
-                UpdateInput {
-                    id: Some(*id),
-                    expected_version: None,
-                    filter: None,
-                    patch,
-                },
-            )
-            .await
-            .unwrap();
+        let out = ProductUpdateNode.run(&fx.ctx, UpdateInput::by_id(*id, patch)).await.unwrap();
         assert_eq!(out.pending, vec![StoreKind::Vector, StoreKind::Graph]);
     }
     for (id, _) in before.iter().skip(8).chain(created.iter().skip(8)) {

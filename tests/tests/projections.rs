@@ -509,17 +509,7 @@ async fn concurrent_updates_of_one_row_leave_its_projections_at_its_latest_versi
             let mut patch = Map::new();
             patch.insert("price".into(), json!(10.0 + i as f64));
             patch.insert("name".into(), json!(format!("Contender {i}")));
-            ProductUpdateNode
-                .run(
-                    &ctx,
-                    UpdateInput {
-                        id: Some(id),
-                        expected_version: None,
-                        filter: None,
-                        patch,
-                    },
-                )
-                .await
+            ProductUpdateNode.run(&ctx, UpdateInput::by_id(id, patch)).await
         }));
     }
     for task in tasks {
@@ -645,18 +635,7 @@ async fn background_projections_land_without_a_sync_and_reads_never_see_the_old_
     assert_eq!(read(fx.ctx.clone()).await.cache, CacheOutcome::Hit, "the row is cached");
     let mut patch = Map::new();
     patch.insert("name".into(), json!("Renamed in the background"));
-    let updated = ProductUpdateNode
-        .run(
-            &fx.ctx,
-            UpdateInput {
-                id: Some(id),
-                expected_version: None,
-                filter: None,
-                patch,
-            },
-        )
-        .await
-        .expect("update");
+    let updated = ProductUpdateNode.run(&fx.ctx, UpdateInput::by_id(id, patch)).await.expect("update");
     assert_eq!(updated.pending, [StoreKind::Vector, StoreKind::Graph]);
     let after = read(fx.ctx.clone()).await.record.expect("the row");
     assert_eq!((after.data.name.as_str(), after.version), ("Renamed in the background", 2));

@@ -2447,12 +2447,7 @@ impl<'a> Driver<'a> {
 
 /// An update of the row `id` by `patch`, at whatever version it has.
 fn patch_by_id(id: i64, patch: Map<String, Json>) -> UpdateInput {
-    UpdateInput {
-        id: Some(id),
-        expected_version: None,
-        filter: None,
-        patch,
-    }
+    UpdateInput::by_id(id, patch)
 }
 
 /// A delete of the row `id`.

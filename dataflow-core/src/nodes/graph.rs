@@ -364,16 +364,7 @@ async fn link<M: Model>(ctx: &Context, id: i64, relation: &str, target: Option<i
     };
     let mut patch = Map::new();
     patch.insert(declared.field.to_owned(), value);
-    let updated = update::run::<M>(
-        ctx,
-        UpdateInput {
-            id: Some(id),
-            expected_version: None,
-            filter: None,
-            patch,
-        },
-    )
-    .await?;
+    let updated = update::run::<M>(ctx, UpdateInput::by_id(id, patch)).await?;
     Ok(GraphOutput {
         record: updated.record,
         changed: updated.updated > 0,

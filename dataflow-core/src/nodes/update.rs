@@ -32,6 +32,18 @@ pub struct UpdateInput {
     pub patch: Map<String, Json>,
 }
 
+impl UpdateInput {
+    /// Sets the fields of `patch` on the row with primary key `id`, whatever its version.
+    pub fn by_id(id: i64, patch: Map<String, Json>) -> Self {
+        UpdateInput {
+            id: Some(id),
+            expected_version: None,
+            filter: None,
+            patch,
+        }
+    }
+}
+
 /// One field an update changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FieldChange {

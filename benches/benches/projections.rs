@@ -16,7 +16,8 @@ use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::nodes::create::CreateInput;
 use dataflow_core::nodes::graph::GraphInput;
 use dataflow_core::nodes::search::SearchInput;
-use dataflow_core::store::graph::{GraphNode, GraphRelation};
+use dataflow_core::projection::graph_relations;
+use dataflow_core::store::graph::GraphNode;
 use dataflow_core::store::vector::VectorDoc;
 use dataflow_core::{Model, Node};
 use dataflow_models::{NewProduct, Product, ProductBulkUpsertNode, ProductCreateNode, ProductGraphNode, ProductSearchNode};
@@ -126,15 +127,7 @@ fn benches(c: &mut Criterion) {
     }
     if let Some(graph) = stores.graph() {
         let meta = Product::meta();
-        let relations: Vec<GraphRelation> = meta
-            .relations
-            .iter()
-            .map(|r| GraphRelation {
-                name: r.name,
-                target: (r.target_meta)().name,
-                target_tenant: (r.target_meta)().multi_tenant,
-            })
-            .collect();
+        let relations = graph_relations(meta);
         let relations = &relations;
         group.bench_function("split_graph_upsert_one", |b| {
             b.to_async(&rt).iter(|| {

@@ -186,7 +186,7 @@ pub(crate) fn vector_metadata(meta: &'static ModelMeta, row: &RowState, fields: 
 }
 
 /// The relations of `meta` as the graph needs them.
-pub(crate) fn graph_relations(meta: &'static ModelMeta) -> Vec<GraphRelation> {
+pub fn graph_relations(meta: &'static ModelMeta) -> Vec<GraphRelation> {
     meta.relations
         .iter()
         .map(|r| {

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dataflow_benches::{backend, backend_name, group_name, product, seed_catalogue};
+use dataflow_core::consistency::projection::graph_relations;
 use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::nodes::create::CreateInput;
 use dataflow_core::nodes::graph::GraphInput;
 use dataflow_core::nodes::search::SearchInput;
-use dataflow_core::projection::graph_relations;
 use dataflow_core::store::graph::GraphNode;
 use dataflow_core::store::vector::VectorDoc;
 use dataflow_core::{Model, Node};
@@ -42,8 +42,8 @@ async fn bulk_until_settled(fx: &Fixture, rows: Vec<Json>) -> (Duration, Duratio
         .expect("bulk upsert");
     let written = start.elapsed();
     assert_eq!(out.errors.len(), 0);
-    while fx.ctx.stores().pending_count().await.expect("pending") > 0 {
-        fx.ctx.stores().sync().await.expect("sync");
+    while fx.ctx.stores().outbox().pending_count().await.expect("pending") > 0 {
+        fx.ctx.stores().outbox().sync().await.expect("sync");
     }
     (written, start.elapsed())
 }

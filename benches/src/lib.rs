@@ -50,7 +50,7 @@ pub fn projection_mode() -> ProjectionMode {
 /// applied everything) and returns how long that took.
 pub async fn until_projected(ctx: &Context) -> Duration {
     let start = Instant::now();
-    while ctx.stores().pending_count().await.expect("counting pending projections") > 0 {
+    while ctx.stores().outbox().pending_count().await.expect("counting pending projections") > 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     start.elapsed()

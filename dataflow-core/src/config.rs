@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::store::relational::redact_url;
+use crate::secrets::redact_url;
 
 /// Where the stores are and how to talk to them.
 #[derive(Clone)]

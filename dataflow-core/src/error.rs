@@ -4,33 +4,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::kind::StoreKind;
+
 /// Result with dataflow's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The four kinds of store behind the nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreKind {
-    /// PostgreSQL or SQLite: the source of truth.
-    Relational,
-    /// Redis: the read-through cache.
-    Cache,
-    /// Chroma: vector embeddings.
-    Vector,
-    /// A Bolt/Cypher graph database.
-    Graph,
-}
-
-impl fmt::Display for StoreKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StoreKind::Relational => "relational store",
-            StoreKind::Cache => "cache",
-            StoreKind::Vector => "vector store",
-            StoreKind::Graph => "graph store",
-        })
-    }
-}
 
 /// One problem with one field of one input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -180,7 +157,7 @@ impl Error {
     /// This error with the password of the connection URL `url` replaced by `***` wherever
     /// its text quotes it (drivers quote the connection string they could not use).
     pub fn without_password_of(self, url: &str) -> Self {
-        let scrub = |text: String| crate::store::relational::scrub_password(&text, url);
+        let scrub = |text: String| crate::secrets::scrub_password(&text, url);
         match self {
             Error::Store {
                 store,

@@ -16,8 +16,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, FieldErrors};
 use crate::model::{FieldMeta, FieldType, ModelMeta};
-use crate::sql::Sql;
-use crate::values::{check_type, printable, to_sql, unknown_field_message};
+use crate::values::{check_type, json_kind as kind, printable, unknown_field_message};
 
 /// Deepest nesting of `$and`/`$or`/`$not` accepted, so hostile input cannot exhaust the stack.
 pub const MAX_FILTER_DEPTH: usize = 32;
@@ -27,6 +26,35 @@ pub const MAX_IN_LIST: usize = 10_000;
 /// pattern they become (up to four bytes a character, plus escapes) well under SQLite's
 /// 50,000-byte limit, so both backends accept and refuse the same filters.
 pub const MAX_PATTERN_CHARS: usize = 4_096;
+
+/// An aggregate function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateOp {
+    /// Number of rows (no field), or of non-null values of a field.
+    Count,
+    /// Sum of a numeric field.
+    Sum,
+    /// Mean of a numeric field.
+    Avg,
+    /// Smallest value of an ordered field.
+    Min,
+    /// Largest value of an ordered field.
+    Max,
+}
+
+impl AggregateOp {
+    /// The function's name in the output, e.g. `sum` in `sum_price`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AggregateOp::Count => "count",
+            AggregateOp::Sum => "sum",
+            AggregateOp::Avg => "avg",
+            AggregateOp::Min => "min",
+            AggregateOp::Max => "max",
+        }
+    }
+}
 
 /// A comparison operator of the filter language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,18 +206,6 @@ impl Filter {
             }
         }
     }
-
-    /// Checks the filter against `meta` and writes it as a SQL condition into `sql`.
-    /// Every problem is reported at once; on error the statement must be discarded.
-    pub fn write_sql(&self, meta: &'static ModelMeta, sql: &mut Sql) -> Result<(), Error> {
-        let mut errors = FieldErrors::default();
-        write_filter(self, meta, sql, &mut errors, 0);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::invalid(meta.name, "filter", errors.to_string()))
-        }
-    }
 }
 
 fn parse(value: &Json, path: &str, depth: usize) -> Result<Filter, String> {
@@ -280,154 +296,6 @@ fn conditions(obj: &Map<String, Json>) -> usize {
             _ => 1,
         })
         .sum()
-}
-
-/// A JSON value's kind, for messages that must not echo the value.
-fn kind(value: &Json) -> &'static str {
-    match value {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
-    }
-}
-
-fn write_filter(filter: &Filter, meta: &'static ModelMeta, sql: &mut Sql, errors: &mut FieldErrors, depth: usize) {
-    if depth > MAX_FILTER_DEPTH {
-        errors.push("$", format!("filters nest deeper than {MAX_FILTER_DEPTH} levels"));
-        return;
-    }
-    match filter {
-        Filter::And(items) | Filter::Or(items) if items.is_empty() => {
-            sql.push(if matches!(filter, Filter::And(_)) { "TRUE" } else { "FALSE" });
-        }
-        Filter::And(items) | Filter::Or(items) => {
-            let joiner = if matches!(filter, Filter::And(_)) { " AND " } else { " OR " };
-            sql.push("(");
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    sql.push(joiner);
-                }
-                write_filter(item, meta, sql, errors, depth + 1);
-            }
-            sql.push(")");
-        }
-        Filter::Not(inner) => {
-            sql.push("NOT (");
-            write_filter(inner, meta, sql, errors, depth + 1);
-            sql.push(")");
-        }
-        Filter::Compare { field, op, value } => {
-            let Some(f) = meta.field(field) else {
-                errors.push(printable(field), unknown_field_message(meta, field));
-                return;
-            };
-            if let Err(msg) = write_compare(f, *op, value, sql) {
-                errors.push(f.name, format!("{}: {msg}", op.name()));
-            }
-        }
-    }
-}
-
-fn write_compare(f: &'static FieldMeta, op: Op, value: &Json, sql: &mut Sql) -> Result<(), String> {
-    let typed = |v: &Json| -> Result<Json, String> {
-        if v.is_null() {
-            return Err("the value must not be null (use $is_null)".into());
-        }
-        check_type(f, v).map_err(|m| format!("the value {m}"))
-    };
-    match op {
-        Op::IsNull => {
-            let Some(is_null) = value.as_bool() else {
-                return Err("expects true or false".into());
-            };
-            sql.ident(f.name).push(if is_null { " IS NULL" } else { " IS NOT NULL" });
-        }
-        Op::Eq if value.is_null() => {
-            sql.ident(f.name).push(" IS NULL");
-        }
-        Op::Ne if value.is_null() => {
-            sql.ident(f.name).push(" IS NOT NULL");
-        }
-        Op::Eq | Op::Ne | Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
-            if f.ty == FieldType::Json {
-                return Err("JSON fields can only be tested with $is_null".into());
-            }
-            if !matches!(op, Op::Eq | Op::Ne) && !f.ty.is_ordered() {
-                return Err(format!("{} values are not ordered", f.ty.describe()));
-            }
-            let v = typed(value)?;
-            sql.ident(f.name);
-            match op {
-                Op::Eq => sql.push(" = "),
-                Op::Ne => sql.distinct_from(),
-                Op::Gt => sql.push(" > "),
-                Op::Gte => sql.push(" >= "),
-                Op::Lt => sql.push(" < "),
-                _ => sql.push(" <= "),
-            };
-            sql.param(to_sql(f.ty, &v));
-        }
-        Op::In | Op::Nin => {
-            if f.ty == FieldType::Json {
-                return Err("JSON fields can only be tested with $is_null".into());
-            }
-            let Json::Array(items) = value else {
-                return Err("expects an array of values".into());
-            };
-            if items.len() > MAX_IN_LIST {
-                return Err(format!("accepts at most {MAX_IN_LIST} values, got {}", items.len()));
-            }
-            let values = items.iter().map(typed).collect::<Result<Vec<_>, _>>()?;
-            if values.is_empty() {
-                sql.push(if op == Op::In { "FALSE" } else { "TRUE" });
-                return Ok(());
-            }
-            sql.push("(").ident(f.name).push(if op == Op::In { " IN (" } else { " NOT IN (" });
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.param(to_sql(f.ty, v));
-            }
-            sql.push(")");
-            if op == Op::Nin && f.nullable {
-                sql.push(" OR ").ident(f.name).push(" IS NULL");
-            }
-            sql.push(")");
-        }
-        Op::Contains | Op::StartsWith => {
-            if f.ty != FieldType::Text {
-                return Err("applies to text fields only".into());
-            }
-            let Some(text) = value.as_str() else {
-                return Err("expects a string".into());
-            };
-            typed(value)?;
-            let length = text.chars().count();
-            if length > MAX_PATTERN_CHARS {
-                return Err(format!("accepts at most {MAX_PATTERN_CHARS} characters, got {length}"));
-            }
-            let mut pattern = String::with_capacity(text.len() + 2);
-            if op == Op::Contains {
-                pattern.push('%');
-            }
-            for c in text.chars() {
-                if matches!(c, '%' | '_' | '\\') {
-                    pattern.push('\\');
-                }
-                pattern.push(c);
-            }
-            pattern.push('%');
-            sql.ident(f.name)
-                .push(" LIKE ")
-                .param(sea_orm::Value::String(Some(pattern)))
-                .push(" ESCAPE '\\'");
-        }
-    }
-    Ok(())
 }
 
 impl Serialize for Filter {
@@ -699,17 +567,6 @@ impl CheckedSort {
         Ok(CheckedSort { keys })
     }
 
-    /// Writes `ORDER BY ...`.
-    pub fn write_order_by(&self, sql: &mut Sql) {
-        sql.push(" ORDER BY ");
-        for (i, (f, desc)) in self.keys.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.ident(f.name).push(if *desc { " DESC" } else { " ASC" });
-        }
-    }
-
     fn signature(&self) -> String {
         self.keys
             .iter()
@@ -724,9 +581,9 @@ impl CheckedSort {
         URL_SAFE_NO_PAD.encode(body.to_string())
     }
 
-    /// Decodes a cursor made by [`CheckedSort::cursor_after`] for this same sort and writes the
-    /// keyset condition "after that row".
-    pub fn write_after(&self, meta: &'static ModelMeta, cursor: &str, sql: &mut Sql) -> Result<(), Error> {
+    /// Decodes a cursor made by [`CheckedSort::cursor_after`] for this same sort: the
+    /// sort-key values of the row to continue after, checked against their fields' types.
+    pub fn decode_cursor(&self, meta: &'static ModelMeta, cursor: &str) -> Result<Vec<Json>, Error> {
         let bad = |why: &str| Error::invalid(meta.name, "cursor", why.to_owned());
         let bytes = URL_SAFE_NO_PAD
             .decode(cursor.trim())
@@ -745,30 +602,7 @@ impl CheckedSort {
         for ((f, _), v) in self.keys.iter().zip(values) {
             typed.push(check_type(f, v).map_err(|m| bad(&format!("value for '{}' {m}", f.name)))?);
         }
-        // (k1 > v1) OR (k1 = v1 AND k2 > v2) OR ... with < for descending keys.
-        sql.push("(");
-        for i in 0..self.keys.len() {
-            if i > 0 {
-                sql.push(" OR ");
-            }
-            sql.push("(");
-            for (j, ((f, desc), v)) in self.keys.iter().zip(&typed).enumerate().take(i + 1) {
-                if j > 0 {
-                    sql.push(" AND ");
-                }
-                let op = if j < i {
-                    " = "
-                } else if *desc {
-                    " < "
-                } else {
-                    " > "
-                };
-                sql.ident(f.name).push(op).param(to_sql(f.ty, v));
-            }
-            sql.push(")");
-        }
-        sql.push(")");
-        Ok(())
+        Ok(typed)
     }
 }
 

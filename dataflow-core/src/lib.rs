@@ -21,33 +21,35 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod consistency;
 pub mod embed;
 pub mod error;
 pub mod filter;
+pub mod kind;
 pub mod model;
 pub mod node;
 pub mod nodes;
-pub mod outbox;
-pub mod projection;
 pub mod record;
+pub mod secrets;
 pub mod sql;
 pub mod store;
+pub mod stores;
 pub mod values;
 
 pub use config::{Config, GraphConfig, ProjectionMode};
+pub use consistency::{Outbox, OutboxRecord, ProjectionSet, SyncReport};
 pub use dataflow_macros::Model;
 pub use embed::{Embedder, HashingEmbedder};
 pub use error::{Error, FieldError, FieldErrors, Result, StoreKind};
 pub use filter::{Column, Filter, Op, SortKey};
 pub use model::{FieldMeta, FieldType, Model, ModelMeta, RelationMeta, Rule};
 pub use node::{Context, ModelNodes, Node, NodeDescriptor, NodeKind};
-pub use outbox::{OutboxRecord, SyncReport};
-pub use projection::ProjectionSet;
 pub use record::Record;
 pub use store::{
     Backends, BoltGraph, CacheStore, ChromaStore, EmbeddedGraph, EmbeddedVectors, GraphStore, MemoryCache, RedisCache, RelationalStore,
-    Stores, VectorStore,
+    StoreHandles, VectorStore,
 };
+pub use stores::{Stores, StoresBuilder};
 
 /// Crates the derive's generated code names; re-exported so a model crate needs only
 /// `dataflow-core` (plus serde and schemars for its own derives).

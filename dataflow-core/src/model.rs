@@ -149,6 +149,11 @@ pub struct RelationMeta {
 }
 
 impl ModelMeta {
+    /// How long cache entries and tombstones of this model's rows live (at least a second).
+    pub fn cache_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.cache_ttl_secs.max(1))
+    }
+
     /// The field called `name`, if the model has one.
     pub fn field(&self, name: &str) -> Option<&'static FieldMeta> {
         self.fields.iter().find(|f| f.name == name)

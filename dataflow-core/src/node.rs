@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, StoreKind};
 use crate::model::ModelMeta;
-use crate::store::Stores;
+use crate::stores::Stores;
 
 /// Longest tenant id accepted.
 pub const MAX_TENANT_LEN: usize = 128;

@@ -207,7 +207,8 @@ fn check_rules(field: &FieldMeta, value: &Json) -> Result<(), String> {
     Ok(())
 }
 
-fn json_kind(value: &Json) -> &'static str {
+/// A JSON value's kind ("a string", "an array", ...), for messages that must not echo the value.
+pub(crate) fn json_kind(value: &Json) -> &'static str {
     match value {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",

@@ -59,7 +59,7 @@ async fn updates_while_redis_is_stopped_are_never_hidden_by_its_old_entries() {
     assert!(held.contains("\"price\":1.5"), "{held}");
     // ... but no read serves it, before or after the pending invalidations are applied.
     let mut reads = 0;
-    while reads < 10 || fx.ctx.stores().pending_count().await.unwrap() > 0 {
+    while reads < 10 || fx.ctx.stores().outbox().pending_count().await.unwrap() > 0 {
         let (price, _) = read(&fx.ctx, id).await;
         assert_eq!(price, 4.5, "a stale price was served");
         reads += 1;

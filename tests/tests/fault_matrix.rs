@@ -573,7 +573,7 @@ async fn other_pending(fx: &Fixture, service: ServiceKind) -> OtherPending {
         ServiceKind::Bolt => StoreKind::Graph,
         ServiceKind::Postgres => return OtherPending::default(),
     };
-    let records = fx.ctx.stores().pending_records(100_000).await.expect("pending records");
+    let records = fx.ctx.stores().outbox().pending_records(100_000).await.expect("pending records");
     let mut other = OtherPending::default();
     // A record without attempts belongs to a write still in flight: nothing tried yet.
     let tried = records.iter().filter(|r| r.attempts > 0);
@@ -900,11 +900,15 @@ async fn sync_until_empty(fx: &Fixture) -> (u64, usize) {
     let mut pass = 0;
     loop {
         pass += 1;
-        applied += stores.sync().await.expect("sync").applied;
-        if stores.pending_count().await.expect("pending count") == 0 {
+        applied += stores.outbox().sync().await.expect("sync").applied;
+        if stores.outbox().pending_count().await.expect("pending count") == 0 {
             return (applied, pass);
         }
-        assert!(pass < 240, "outbox records stayed pending: {:?}", stores.pending_records(5).await);
+        assert!(
+            pass < 240,
+            "outbox records stayed pending: {:?}",
+            stores.outbox().pending_records(5).await
+        );
         // Records that failed wait for their backoff; cache invalidations are also applied by
         // the next read (a read first repairs the cache after a failed invalidation).
         if let Some(id) = fx.all_rows("products").await.keys().next() {
@@ -1120,11 +1124,12 @@ async fn a_mixed_workload_survives_each_server_stopping_and_restarting() {
         // The projection that was down catches up while the workload goes on.
         let sync = match service {
             ServiceKind::Chroma | ServiceKind::Bolt => {
-                let r = fx.ctx.stores().sync().await.expect("sync after the restart");
+                let r = fx.ctx.stores().outbox().sync().await.expect("sync after the restart");
                 // Why records failed again, if some did: those tried by this sync.
                 let error = fx
                     .ctx
                     .stores()
+                    .outbox()
                     .pending_records(100_000)
                     .await
                     .expect("pending records")
@@ -1168,7 +1173,7 @@ async fn a_mixed_workload_survives_each_server_stopping_and_restarting() {
     let rows = fx.all_rows("products").await;
     let ledger = check_ledger(&done, &rows);
     let (synced, sync_passes) = sync_until_empty(&fx).await;
-    let dead = fx.ctx.stores().dead_letters(10).await.expect("dead letters");
+    let dead = fx.ctx.stores().outbox().dead_letters(10).await.expect("dead letters");
     let rows = fx.all_rows("products").await;
     let diff = compare_projections(&fx, &rows).await;
     let stale: Vec<&String> = done.iter().flat_map(|c| &c.stale_reads).collect();
@@ -1426,8 +1431,8 @@ async fn a_long_redis_outage_never_lets_the_cache_serve_a_row_older_than_postgre
     loop {
         assert_eq!(read(fx.ctx.clone()).await.0, 9.5, "a read while Redis is down");
         reads += 1;
-        let records = fx.ctx.stores().pending_records(10).await.expect("pending records");
-        let dead = fx.ctx.stores().dead_letters(10).await.expect("dead letters");
+        let records = fx.ctx.stores().outbox().pending_records(10).await.expect("pending records");
+        let dead = fx.ctx.stores().outbox().dead_letters(10).await.expect("dead letters");
         let attempts = records.iter().chain(&dead).map(|r| r.attempts).max().unwrap_or(0);
         if attempts > 3 || !dead.is_empty() {
             break;
@@ -1449,7 +1454,7 @@ async fn a_long_redis_outage_never_lets_the_cache_serve_a_row_older_than_postgre
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The invalidation was applied: the cache serves the current row.
-    assert_eq!(fx.ctx.stores().pending_count().await.expect("pending"), 0);
-    assert!(fx.ctx.stores().dead_letters(10).await.expect("dead letters").is_empty());
+    assert_eq!(fx.ctx.stores().outbox().pending_count().await.expect("pending"), 0);
+    assert!(fx.ctx.stores().outbox().dead_letters(10).await.expect("dead letters").is_empty());
     assert_eq!(read(fx.ctx.clone()).await, (9.5, CacheOutcome::Hit));
 }

@@ -97,19 +97,19 @@ async fn creates_while_chroma_is_stopped_succeed_and_sync_applies_them_when_it_r
         "{:?}",
         &created[..3]
     );
-    assert_eq!(fx.ctx.stores().pending_count().await.unwrap(), 100);
-    let records = fx.ctx.stores().pending_records(1000).await.unwrap();
+    assert_eq!(fx.ctx.stores().outbox().pending_count().await.unwrap(), 100);
+    let records = fx.ctx.stores().outbox().pending_records(1000).await.unwrap();
     assert!(
         records
             .iter()
             .all(|r| r.pending == vec![StoreKind::Vector] && r.attempts == 1 && r.last_error.is_some())
     );
     stopped_chroma.start().await;
-    let report = fx.ctx.stores().sync().await.unwrap();
+    let report = fx.ctx.stores().outbox().sync().await.unwrap();
     assert_eq!((report.applied, report.failed, report.remaining), (100, 0, 0), "{report:?}");
     let snapshot = assert_projections_match_postgres(&fx).await;
     assert_eq!(snapshot.len(), 100);
-    assert_eq!(fx.ctx.stores().pending_count().await.unwrap(), 0);
+    assert_eq!(fx.ctx.stores().outbox().pending_count().await.unwrap(), 0);
 }
 
 /// With background projections nobody calls `sync`: the projector meets the stopped Chroma,
@@ -120,12 +120,12 @@ async fn the_background_projector_keeps_what_a_stopped_chroma_refused_and_applie
     let _serial = SERIAL.lock().await;
     let services = Services::global().await;
     let fx = Fixture::with_projections_config("background_chroma_down", |c| c.with_projections(ProjectionMode::Background)).await;
-    let pending_records = async || fx.ctx.stores().pending_records(1000).await.unwrap();
+    let pending_records = async || fx.ctx.stores().outbox().pending_records(1000).await.unwrap();
     // The deadlines only turn a hang into a failure.
     let deadline = || std::time::Instant::now() + std::time::Duration::from_secs(120);
     let all_applied = async || {
         let until = deadline();
-        while fx.ctx.stores().pending_count().await.unwrap() > 0 {
+        while fx.ctx.stores().outbox().pending_count().await.unwrap() > 0 {
             assert!(std::time::Instant::now() < until, "{:#?}", &pending_records().await[..1]);
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
@@ -173,10 +173,10 @@ async fn creates_while_the_graph_server_is_stopped_succeed_and_sync_applies_them
         "{:?}",
         &created[..3]
     );
-    assert_eq!(fx.ctx.stores().pending_count().await.unwrap(), 100);
+    assert_eq!(fx.ctx.stores().outbox().pending_count().await.unwrap(), 100);
 
     stopped_bolt.start().await;
-    let report = fx.ctx.stores().sync().await.unwrap();
+    let report = fx.ctx.stores().outbox().sync().await.unwrap();
     assert_eq!((report.applied, report.failed, report.remaining), (100, 0, 0), "{report:?}");
     assert_eq!(assert_projections_match_postgres(&fx).await.len(), 100);
 }
@@ -216,19 +216,19 @@ async fn applying_the_same_outbox_records_twice_leaves_the_stores_identical() {
     stopped_chroma.start().await;
     stopped_bolt.start().await;
 
-    let records = fx.ctx.stores().pending_records(1000).await.unwrap();
+    let records = fx.ctx.stores().outbox().pending_records(1000).await.unwrap();
     assert_eq!(records.len(), 10 + 7 + 4);
-    let first = fx.ctx.stores().apply_records(&records).await.unwrap();
+    let first = fx.ctx.stores().outbox().apply_records(&records).await.unwrap();
     assert_eq!(first.failed, 0);
     let once = assert_projections_match_postgres(&fx).await;
-    let second = fx.ctx.stores().apply_records(&records).await.unwrap();
+    let second = fx.ctx.stores().outbox().apply_records(&records).await.unwrap();
     assert_eq!(second.failed, 0);
     let twice = assert_projections_match_postgres(&fx).await;
     assert_eq!(once, twice, "a second application changes nothing");
     assert_eq!(once.len(), 16);
 
     // sync then clears the outbox; the stores stay as they are.
-    let report = fx.ctx.stores().sync().await.unwrap();
+    let report = fx.ctx.stores().outbox().sync().await.unwrap();
     assert_eq!((report.applied, report.remaining), (21, 0));
     assert_eq!(assert_projections_match_postgres(&fx).await, once);
 }
@@ -246,9 +246,9 @@ async fn records_that_keep_failing_become_dead_letters_that_can_be_retried() {
 
     let stopped_chroma = services.stop(ServiceKind::Chroma).await;
     create_products(&fx, category, 0, 3).await;
-    let report = fx.ctx.stores().sync().await.unwrap();
+    let report = fx.ctx.stores().outbox().sync().await.unwrap();
     assert_eq!((report.failed, report.dead, report.remaining), (3, 3, 0), "{report:?}");
-    let dead = fx.ctx.stores().dead_letters(10).await.unwrap();
+    let dead = fx.ctx.stores().outbox().dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 3);
     assert!(
         dead.iter()
@@ -261,13 +261,13 @@ async fn records_that_keep_failing_become_dead_letters_that_can_be_retried() {
     );
     stopped_chroma.start().await;
     // Dead letters are not retried by sync ...
-    assert_eq!(fx.ctx.stores().sync().await.unwrap().applied, 0);
+    assert_eq!(fx.ctx.stores().outbox().sync().await.unwrap().applied, 0);
     assert!(fx.vector_documents("products").await.is_empty());
     // ... until they are put back in line.
-    assert_eq!(fx.ctx.stores().retry_dead(Some(&[dead[0].id])).await.unwrap(), 1);
-    assert_eq!(fx.ctx.stores().retry_dead(None).await.unwrap(), 2);
-    let report = fx.ctx.stores().sync().await.unwrap();
+    assert_eq!(fx.ctx.stores().outbox().retry_dead(Some(&[dead[0].id])).await.unwrap(), 1);
+    assert_eq!(fx.ctx.stores().outbox().retry_dead(None).await.unwrap(), 2);
+    let report = fx.ctx.stores().outbox().sync().await.unwrap();
     assert_eq!((report.applied, report.remaining), (3, 0));
-    assert!(fx.ctx.stores().dead_letters(10).await.unwrap().is_empty());
+    assert!(fx.ctx.stores().outbox().dead_letters(10).await.unwrap().is_empty());
     assert_eq!(assert_projections_match_postgres(&fx).await.len(), 3);
 }

@@ -494,7 +494,7 @@ async fn concurrent_creates_in_one_category_all_reach_the_graph(backend: Backend
     }
     let counts = fx.graph_edge_counts("Product", "IN_CATEGORY", "Category").await;
     assert_eq!(counts.get(&category), Some(&24));
-    assert_eq!(fx.ctx.stores().pending_count().await.unwrap(), 0);
+    assert_eq!(fx.ctx.stores().outbox().pending_count().await.unwrap(), 0);
 }
 on_both_backends!(concurrent_creates_in_one_category_all_reach_the_graph);
 
@@ -517,10 +517,10 @@ async fn concurrent_updates_of_one_row_leave_its_projections_at_its_latest_versi
     }
     // On a loaded machine a projection can time out and stay pending (the update still
     // succeeds); `sync` applies it, and the property is about what the stores hold then.
-    if !fx.ctx.stores().pending_records(100).await.unwrap().is_empty() {
-        fx.ctx.stores().sync().await.expect("sync");
+    if !fx.ctx.stores().outbox().pending_records(100).await.unwrap().is_empty() {
+        fx.ctx.stores().outbox().sync().await.expect("sync");
     }
-    let pending = fx.ctx.stores().pending_records(100).await.unwrap();
+    let pending = fx.ctx.stores().outbox().pending_records(100).await.unwrap();
     assert!(pending.is_empty(), "{pending:#?}");
     let rows = fx
         .sql("SELECT price, name, version FROM products WHERE id = $1", vec![id.into()])
@@ -537,7 +537,7 @@ async fn concurrent_updates_of_one_row_leave_its_projections_at_its_latest_versi
     let (props, _) = fx.graph_node("Product", id).await.unwrap();
     assert_eq!(props["version"], json!(version));
     assert_eq!(props["price"].as_f64(), Some(price));
-    assert_eq!(fx.ctx.stores().pending_count().await.unwrap(), 0);
+    assert_eq!(fx.ctx.stores().outbox().pending_count().await.unwrap(), 0);
 }
 on_both_backends!(concurrent_updates_of_one_row_leave_its_projections_at_its_latest_version);
 
@@ -590,13 +590,13 @@ async fn bulk_upsert_projects_every_row_in_batches(backend: Backend) {
         .await
         .expect("bulk upsert again");
     assert_eq!((out.inserted, out.updated), (0, 1200));
-    let pending = fx.ctx.stores().pending_records(3).await.unwrap();
+    let pending = fx.ctx.stores().outbox().pending_records(3).await.unwrap();
     assert!(pending.is_empty(), "{pending:#?}");
     let docs = fx.vector_documents("products").await;
     assert!(docs.values().all(|(d, md)| d.ends_with("\nrewritten") && md["version"] == json!(2)));
     let counts = fx.graph_edge_counts("Product", "IN_CATEGORY", "Category").await;
     assert_eq!(counts, [(categories[0], 1200)].into());
-    let pending = fx.ctx.stores().pending_records(3).await.unwrap();
+    let pending = fx.ctx.stores().outbox().pending_records(3).await.unwrap();
     assert!(pending.is_empty(), "{pending:#?}");
 }
 on_both_backends!(bulk_upsert_projects_every_row_in_batches);
@@ -642,11 +642,11 @@ async fn background_projections_land_without_a_sync_and_reads_never_see_the_old_
 
     // The projector catches up by itself; the deadline only turns a hang into a failure.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while fx.ctx.stores().pending_count().await.unwrap() > 0 {
+    while fx.ctx.stores().outbox().pending_count().await.unwrap() > 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "{:#?}",
-            fx.ctx.stores().pending_records(5).await.unwrap()
+            fx.ctx.stores().outbox().pending_records(5).await.unwrap()
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -671,7 +671,7 @@ async fn background_projections_land_without_a_sync_and_reads_never_see_the_old_
         let record: NewProduct = serde_json::from_value(row).unwrap();
         ProductCreateNode.run(&fx.ctx, CreateInput { record }).await.expect("create");
     }
-    let finished = fx.ctx.stores().finish_projections().await.expect("finish");
+    let finished = fx.ctx.stores().outbox().finish_projections().await.expect("finish");
     assert_eq!((finished.failed, finished.remaining), (0, 0), "{finished:?}");
     assert_eq!(fx.vector_documents("products").await.len(), 30);
     assert_eq!(

@@ -223,7 +223,7 @@ where
             assert!(err.to_string().contains("declares no relations"), "{err}");
         }
     }
-    assert_eq!(fx.ctx.stores().pending_count().await.unwrap(), 0);
+    assert_eq!(fx.ctx.stores().outbox().pending_count().await.unwrap(), 0);
 }
 
 async fn category_search_and_graph_nodes(backend: Backend) {

@@ -2283,9 +2283,9 @@ impl<'a> Driver<'a> {
     async fn checkpoint(&mut self) {
         self.tally.checkpoints += 1;
         let stores = self.fx.ctx.stores();
-        if stores.pending_count().await.expect("counting the outbox") > 0 {
+        if stores.outbox().pending_count().await.expect("counting the outbox") > 0 {
             // A projection that lagged (a slow server) is applied now; lag is not what this test is about.
-            stores.sync().await.expect("syncing the outbox");
+            stores.outbox().sync().await.expect("syncing the outbox");
         }
         let touched = std::mem::take(&mut self.oracle.touched);
         for kind in KINDS {

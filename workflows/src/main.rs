@@ -160,10 +160,10 @@ async fn execute(cli: Cli) -> Result<ExitCode, String> {
                 ctx = ctx.with_tenant(tenant).map_err(|e| e.to_string())?;
             }
             let report = run_with_progress(&workflow, &ctx, inputs).await;
-            if ctx.stores().projection_mode() == ProjectionMode::Background {
+            if ctx.stores().outbox().projection_mode() == ProjectionMode::Background {
                 // The process ends here: apply what the background projector has not yet,
                 // rather than leave it to the next `sync`.
-                match ctx.stores().finish_projections().await {
+                match ctx.stores().outbox().finish_projections().await {
                     Ok(sync) if sync.remaining > 0 => eprintln!("{} outbox records left pending for `dataflow sync`", sync.remaining),
                     Ok(_) => {}
                     Err(e) => eprintln!("projections left pending for `dataflow sync`: {e}"),
@@ -197,9 +197,9 @@ async fn execute(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Sync => {
             let stores = settings()?.stores().await?;
-            let report = stores.sync().await.map_err(|e| e.to_string())?;
+            let report = stores.outbox().sync().await.map_err(|e| e.to_string())?;
             println!("{report:?}");
-            let pending = stores.pending_count().await.map_err(|e| e.to_string())?;
+            let pending = stores.outbox().pending_count().await.map_err(|e| e.to_string())?;
             println!("pending after sync: {pending}");
             Ok(ExitCode::SUCCESS)
         }

@@ -6,42 +6,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, FieldErrors, Result};
+pub use crate::filter::AggregateOp;
 use crate::filter::Filter;
 use crate::model::{FieldMeta, FieldType, Model};
 use crate::node::Context;
-use crate::nodes::{column_json, write_filter, write_scope};
+use crate::sql::aggregate;
+use crate::sql::rows::column_json;
 use crate::values::{printable, unknown_field_message};
 
 /// Most groups an Aggregate node returns.
 pub const MAX_GROUPS: u32 = 10_000;
-
-/// An aggregate function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AggregateOp {
-    /// Number of rows (no field), or of non-null values of a field.
-    Count,
-    /// Sum of a numeric field.
-    Sum,
-    /// Mean of a numeric field.
-    Avg,
-    /// Smallest value of an ordered field.
-    Min,
-    /// Largest value of an ordered field.
-    Max,
-}
-
-impl AggregateOp {
-    fn name(self) -> &'static str {
-        match self {
-            AggregateOp::Count => "count",
-            AggregateOp::Sum => "sum",
-            AggregateOp::Avg => "avg",
-            AggregateOp::Min => "min",
-            AggregateOp::Max => "max",
-        }
-    }
-}
 
 /// One computed value per group; named `count` or `{op}_{field}` in the output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -166,67 +140,13 @@ pub async fn run<M: Model>(ctx: &Context, input: AggregateInput) -> Result<Aggre
     }
 
     let store = ctx.stores().relational();
-    let mut sql = store.sql();
-    sql.push("SELECT ");
-    let mut first = true;
-    for (i, g) in groups.iter().enumerate() {
-        if !first {
-            sql.push(", ");
-        }
-        first = false;
-        sql.ident(g.name).push(&format!(" AS \"g{i}\""));
-    }
-    for (i, m) in metrics.iter().enumerate() {
-        if !first {
-            sql.push(", ");
-        }
-        first = false;
-        let column = |sql: &mut crate::sql::Sql| match m.field {
-            Some(f) => {
-                sql.ident(f.name);
-            }
-            None => {
-                sql.push("*");
-            }
-        };
-        match m.op {
-            AggregateOp::Count => {
-                sql.push("COUNT(");
-                column(&mut sql);
-                sql.push(")");
-            }
-            AggregateOp::Sum | AggregateOp::Avg => {
-                let cast = sql.column_type(if m.ty == FieldType::Integer {
-                    FieldType::Integer
-                } else {
-                    FieldType::Float
-                });
-                sql.push("CAST(").push(if m.op == AggregateOp::Sum { "SUM(" } else { "AVG(" });
-                column(&mut sql);
-                sql.push(") AS ").push(cast).push(")");
-            }
-            AggregateOp::Min | AggregateOp::Max => {
-                sql.push(if m.op == AggregateOp::Min { "MIN(" } else { "MAX(" });
-                column(&mut sql);
-                sql.push(")");
-            }
-        }
-        sql.push(&format!(" AS \"m{i}\""));
-    }
-    sql.push(" FROM ").ident(meta.table).push(" WHERE ");
-    write_scope(&mut sql, meta, tenant, input.include_deleted);
-    write_filter(&mut sql, meta, input.filter.as_ref())?;
-    if !groups.is_empty() {
-        let positions: Vec<String> = (1..=groups.len()).map(|i| i.to_string()).collect();
-        sql.push(" GROUP BY ").push(&positions.join(", "));
-        sql.push(" ORDER BY ").push(&positions.join(", "));
-    }
-    sql.push(" LIMIT ").param(sea_orm::Value::BigInt(Some(i64::from(limit))));
-
+    let planned: Vec<(AggregateOp, Option<&'static FieldMeta>, FieldType)> = metrics.iter().map(|m| (m.op, m.field, m.ty)).collect();
+    let scope = (tenant, input.include_deleted);
+    let statement = aggregate::select_groups(store.sql(), meta, scope, input.filter.as_ref(), &groups, &planned, i64::from(limit))?;
     let action = format!("aggregating {}", meta.table);
     let rows = store
         .connection()
-        .query_all_raw(sql.build())
+        .query_all_raw(statement)
         .await
         .map_err(|e| Error::relational(&action, e))?;
     let mut out = Vec::with_capacity(rows.len());

@@ -14,12 +14,13 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
+use crate::consistency::projection::{ProjectionSet, RowState};
 use crate::error::{Error, FieldErrors, Result, StoreKind};
 use crate::model::{FieldMeta, Model, ModelMeta};
 use crate::node::Context;
 use crate::nodes::commit_and_project;
-use crate::projection::{ProjectionSet, RowState};
-use crate::sql::Sql;
+use crate::sql::rows::column_json;
+use crate::sql::{Sql, write};
 use crate::values::{CheckedRecord, RecordMode, check_record, printable};
 
 /// Rows per statement when `batch_size` is not given.
@@ -228,7 +229,7 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
         store.advance_ids_past_explicit(&tx, meta, &action).await?;
     }
     out.errors.sort_by_key(|e| e.index);
-    let set = ProjectionSet::for_model(ctx.stores(), meta);
+    let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
     out.pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
     Ok(out)
 }
@@ -283,80 +284,27 @@ async fn assign_ids(
 /// Writes one batch; returns `(id, version, conflict-key value as JSON text)` per written row.
 async fn write_batch(
     tx: &DatabaseTransaction,
-    mut sql: Sql,
+    sql: Sql,
     meta: &'static ModelMeta,
     tenant: Option<&str>,
     key: &ConflictKey,
     chunk: &[(usize, CheckedRecord)],
     action: &str,
 ) -> Result<Vec<(i64, i64, String)>> {
-    let columns: Vec<&'static FieldMeta> = meta
-        .fields
-        .iter()
-        .filter(|f| !f.primary_key || matches!(key, ConflictKey::PrimaryKey))
-        .collect();
-    let payload: Vec<Json> = chunk
-        .iter()
-        .map(|(_, record)| {
-            Json::Object(
-                record
-                    .values
-                    .iter()
-                    .map(|(f, v)| (f.name.to_owned(), v.clone()))
-                    .collect::<Map<_, _>>(),
-            )
-        })
-        .collect();
-
-    sql.push("INSERT INTO ")
-        .ident(meta.table)
-        .push(" AS \"t\" (")
-        .ident_list(columns.iter().map(|f| f.name));
-    if tenant.is_some() {
-        sql.push(", \"tenant_id\"");
-    }
-    sql.push(") SELECT ").ident_list(columns.iter().map(|f| f.name));
-    if let Some(t) = tenant {
-        sql.push(", ").param(sea_orm::Value::String(Some(t.to_owned())));
-    }
-    sql.push(" FROM ").json_rows(payload, &columns, "x");
-    // `WHERE true` tells SQLite's parser that `ON CONFLICT` starts the upsert clause.
-    sql.push(" WHERE true ON CONFLICT (");
-    let key_field: &'static FieldMeta = match key {
-        ConflictKey::PrimaryKey => meta.field(meta.primary_key).expect("primary key exists"),
-        ConflictKey::Unique(f) => {
-            if tenant.is_some() {
-                sql.push("\"tenant_id\", ");
-            }
-            f
-        }
+    let unique = match key {
+        ConflictKey::PrimaryKey => None,
+        ConflictKey::Unique(f) => Some(*f),
     };
-    sql.ident(key_field.name).push(") DO UPDATE SET ");
-    for f in columns.iter().filter(|f| !f.primary_key) {
-        sql.ident(f.name).push(" = EXCLUDED.").ident(f.name).push(", ");
-    }
-    let now = sql.now();
-    sql.push("\"version\" = \"t\".\"version\" + 1, \"updated_at\" = ").push(now);
-    if meta.soft_delete {
-        sql.push(", \"deleted_at\" = NULL");
-    }
-    if tenant.is_some() {
-        sql.push(" WHERE \"t\".\"tenant_id\" = EXCLUDED.\"tenant_id\"");
-    }
-    // RETURNING names the target's columns unqualified: SQLite does not accept the alias there.
-    sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
-    if let ConflictKey::Unique(f) = key {
-        sql.push(", ").ident(f.name).push(" AS \"conflict_key\"");
-    }
-
-    let rows = tx.query_all_raw(sql.build()).await.map_err(|e| Error::relational(action, e))?;
+    let records: Vec<&CheckedRecord> = chunk.iter().map(|(_, r)| r).collect();
+    let statement = write::upsert_rows(sql, meta, tenant, unique, &records);
+    let rows = tx.query_all_raw(statement).await.map_err(|e| Error::relational(action, e))?;
     rows.iter()
         .map(|r| {
             let id: i64 = r.try_get("", meta.primary_key)?;
             let version: i64 = r.try_get("", "version")?;
             let k = match key {
                 ConflictKey::PrimaryKey => Json::from(id).to_string(),
-                ConflictKey::Unique(f) => crate::nodes::column_json(r, "conflict_key", f.ty)?.to_string(),
+                ConflictKey::Unique(f) => column_json(r, "conflict_key", f.ty)?.to_string(),
             };
             Ok((id, version, k))
         })

@@ -4,13 +4,14 @@ use schemars::JsonSchema;
 use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 
+use crate::consistency::projection::ProjectionSet;
 use crate::error::{Error, Result, StoreKind};
 use crate::model::Model;
 use crate::node::Context;
 use crate::nodes::{commit_and_project, decode_record, row_state, to_object};
-use crate::projection::ProjectionSet;
 use crate::record::Record;
-use crate::values::{RecordMode, check_record, to_sql};
+use crate::sql::write;
+use crate::values::{RecordMode, check_record};
 
 /// Input of a Create node.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -50,34 +51,18 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
     }
 
     let store = ctx.stores().relational();
-    let mut sql = store.sql();
-    sql.push("INSERT INTO ").ident(meta.table).push(" (");
-    sql.ident_list(checked.values.iter().map(|(f, _)| f.name));
-    if tenant.is_some() {
-        sql.push(", \"tenant_id\"");
-    }
-    sql.push(") VALUES (");
-    for (i, (f, v)) in checked.values.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.param(to_sql(f.ty, v));
-    }
-    if let Some(t) = tenant {
-        sql.push(", ").param(sea_orm::Value::String(Some(t.to_owned())));
-    }
-    sql.push(") RETURNING ").record_columns(meta);
+    let statement = write::insert_record(store.sql(), meta, &checked, tenant);
 
     let action = format!("inserting into {}", meta.table);
     // A new row has no cache entry to invalidate: only the vector and graph projections apply.
     let set = ProjectionSet {
         cache: false,
-        ..ProjectionSet::for_model(ctx.stores(), meta)
+        ..ProjectionSet::for_model(ctx.stores().handles(), meta)
     };
     if set.is_empty() {
         let row = store
             .connection()
-            .query_one_raw(sql.build())
+            .query_one_raw(statement)
             .await
             .map_err(|e| Error::relational(&action, e))?
             .ok_or_else(|| Error::relational(&action, sea_orm::DbErr::RecordNotInserted))?;
@@ -88,7 +73,7 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
     }
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
     let row = tx
-        .query_one_raw(sql.build())
+        .query_one_raw(statement)
         .await
         .map_err(|e| Error::relational(&action, e))?
         .ok_or_else(|| Error::relational(&action, sea_orm::DbErr::RecordNotInserted))?;

@@ -3,12 +3,13 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::consistency::projection::{ProjectionSet, RowState};
 use crate::error::{Error, Result, StoreKind};
 use crate::filter::Filter;
 use crate::model::Model;
 use crate::node::Context;
-use crate::nodes::{commit_and_project, fetch_versions, write_filter, write_scope};
-use crate::projection::{ProjectionSet, RowState};
+use crate::nodes::{commit_and_project, fetch_versions};
+use crate::sql::write;
 
 /// Input of a Delete node: exactly one of `id` or `filter`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -47,32 +48,16 @@ pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOu
     let tenant = ctx.tenant_scope(meta)?;
     let soft = meta.soft_delete && !input.hard;
     let store = ctx.stores().relational();
-    let mut sql = store.sql();
-    if soft {
-        let now = sql.now();
-        sql.push("UPDATE ").ident(meta.table).push(" SET \"deleted_at\" = ").push(now);
-        sql.push(", \"updated_at\" = ")
-            .push(now)
-            .push(", \"version\" = \"version\" + 1 WHERE ");
-    } else {
-        sql.push("DELETE FROM ").ident(meta.table).push(" WHERE ");
-    }
-    write_scope(&mut sql, meta, tenant, !soft);
-    match (input.id, &input.filter) {
-        (Some(id), None) => {
-            sql.push(" AND ")
-                .ident(meta.primary_key)
-                .push(" = ")
-                .param(sea_orm::Value::BigInt(Some(id)));
-        }
-        (None, Some(filter)) => write_filter(&mut sql, meta, Some(filter))?,
+    let rows = match (input.id, &input.filter) {
+        (Some(id), None) => write::Rows::Id(id),
+        (None, Some(filter)) => write::Rows::Filter(filter),
         (Some(_), Some(_)) => return Err(Error::invalid(meta.name, "input", "give either id or filter, not both")),
         (None, None) => return Err(Error::invalid(meta.name, "input", "give id or filter to say which rows to delete")),
-    }
-    sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
+    };
+    let statement = write::delete_rows(store.sql(), meta, rows, tenant, soft)?;
     let action = format!("deleting from {}", meta.table);
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
-    let written = fetch_versions(&tx, sql.build(), meta.primary_key, &action).await?;
+    let written = fetch_versions(&tx, statement, meta.primary_key, &action).await?;
     let states: Vec<RowState> = written
         .iter()
         .map(|&(id, version)| RowState {
@@ -83,7 +68,7 @@ pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOu
             fields: None,
         })
         .collect();
-    let set = ProjectionSet::for_model(ctx.stores(), meta);
+    let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
     let pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
     Ok(DeleteOutput {
         deleted: written.len() as u64,

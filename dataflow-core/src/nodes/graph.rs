@@ -171,7 +171,7 @@ impl<M: Model> GraphOutput<M> {
 pub async fn run<M: Model>(ctx: &Context, input: GraphInput) -> Result<GraphOutput<M>> {
     let meta = M::meta();
     ctx.tenant_scope(meta)?;
-    if ctx.stores().model(meta.name).is_none() {
+    if ctx.stores().handles().model(meta.name).is_none() {
         ctx.stores().register_models(&[meta]);
     }
     match input {
@@ -198,7 +198,7 @@ pub async fn run<M: Model>(ctx: &Context, input: GraphInput) -> Result<GraphOutp
                 .as_deref()
                 .map(|r| traversable_relation(ctx, meta, r, direction))
                 .transpose()?;
-            let graph = ctx.stores().require_graph(meta.name)?;
+            let graph = ctx.stores().handles().require_graph(meta.name)?;
             require_row(ctx, meta, id).await?;
             let found = graph
                 .neighbors(&NeighborQuery {
@@ -245,8 +245,8 @@ pub async fn run<M: Model>(ctx: &Context, input: GraphInput) -> Result<GraphOutp
             hydrate,
         } => {
             check_depth(meta, "max_depth", max_depth)?;
-            let target = ctx.stores().model(&target_model).ok_or_else(|| {
-                let known: Vec<&str> = ctx.stores().models().iter().map(|m| m.name).collect();
+            let target = ctx.stores().handles().model(&target_model).ok_or_else(|| {
+                let known: Vec<&str> = ctx.stores().handles().models().iter().map(|m| m.name).collect();
                 Error::invalid(
                     meta.name,
                     "target_model",
@@ -258,7 +258,7 @@ pub async fn run<M: Model>(ctx: &Context, input: GraphInput) -> Result<GraphOutp
                 .map(|r| any_relation(ctx, r))
                 .transpose()
                 .map_err(|m| Error::invalid(meta.name, "relation", m))?;
-            let graph = ctx.stores().require_graph(meta.name)?;
+            let graph = ctx.stores().handles().require_graph(meta.name)?;
             require_row(ctx, meta, id).await?;
             require_row(ctx, target, target_id).await?;
             let found = graph
@@ -389,6 +389,7 @@ fn traversable_relation(ctx: &Context, meta: &'static ModelMeta, name: &str, dir
     let outgoing: Vec<&'static str> = meta.relations.iter().map(|r| r.name).collect();
     let incoming: Vec<&'static str> = ctx
         .stores()
+        .handles()
         .models()
         .iter()
         .flat_map(|m| m.relations.iter())
@@ -427,6 +428,7 @@ fn traversable_relation(ctx: &Context, meta: &'static ModelMeta, name: &str, dir
 fn any_relation(ctx: &Context, name: &str) -> std::result::Result<&'static str, String> {
     let all: Vec<&'static str> = ctx
         .stores()
+        .handles()
         .models()
         .iter()
         .flat_map(|m| m.relations.iter().map(|r| r.name))
@@ -446,7 +448,9 @@ async fn hydrate_rows(ctx: &Context, pairs: &[(String, i64)]) -> Result<HashMap<
     }
     let mut out = HashMap::new();
     for (model, ids) in by_model {
-        let Some(meta) = ctx.stores().model(model) else { continue };
+        let Some(meta) = ctx.stores().handles().model(model) else {
+            continue;
+        };
         let Ok(tenant) = ctx.tenant_scope(meta) else { continue };
         for (id, row) in select_json_by_ids(ctx, meta, tenant, &ids).await? {
             out.insert((meta.name.to_owned(), id), row);

@@ -9,8 +9,9 @@ use crate::error::{Error, Result};
 use crate::filter::{CheckedSort, Filter, SortKey};
 use crate::model::Model;
 use crate::node::Context;
-use crate::nodes::{fetch_records, to_object, write_filter, write_scope, write_select_records};
+use crate::nodes::{fetch_records, to_object};
 use crate::record::Record;
+use crate::sql::rows;
 
 /// Rows per page when `limit` is not given.
 pub const DEFAULT_PAGE: u32 = 50;
@@ -70,28 +71,25 @@ pub async fn run<M: Model>(ctx: &Context, input: ListInput) -> Result<ListOutput
     let sort = CheckedSort::check(meta, &input.sort)?;
     let store = ctx.stores().relational();
 
-    let mut sql = store.sql();
-    write_select_records(&mut sql, meta, tenant, input.include_deleted);
-    write_filter(&mut sql, meta, input.filter.as_ref())?;
-    if let Some(cursor) = &input.after {
-        sql.push(" AND ");
-        sort.write_after(meta, cursor, &mut sql)?;
-    }
-    sort.write_order_by(&mut sql);
-    sql.push(" LIMIT ").param(sea_orm::Value::BigInt(Some(i64::from(limit) + 1)));
-
+    let scope = (tenant, input.include_deleted);
+    let filter = input.filter.as_ref();
+    let page = rows::select_page(
+        store.sql(),
+        meta,
+        scope,
+        filter,
+        &sort,
+        input.after.as_deref(),
+        i64::from(limit) + 1,
+    )?;
     let total = if input.with_total {
-        let mut count = store.sql();
-        count.push("SELECT COUNT(*) AS \"n\" FROM ").ident(meta.table).push(" WHERE ");
-        write_scope(&mut count, meta, tenant, input.include_deleted);
-        write_filter(&mut count, meta, input.filter.as_ref())?;
-        Some(count)
+        Some(rows::count_rows(store.sql(), meta, scope, filter)?)
     } else {
         None
     };
 
     let action = format!("listing {}", meta.table);
-    let mut records = fetch_records::<M>(store.connection(), sql.build(), &action).await?;
+    let mut records = fetch_records::<M>(store.connection(), page, &action).await?;
     let next_cursor = if records.len() > limit as usize {
         records.truncate(limit as usize);
         let last = records.last().expect("limit ≥ 1");
@@ -109,7 +107,7 @@ pub async fn run<M: Model>(ctx: &Context, input: ListInput) -> Result<ListOutput
         Some(count) => {
             let row = store
                 .connection()
-                .query_one_raw(count.build())
+                .query_one_raw(count)
                 .await
                 .map_err(|e| Error::relational(&action, e))?;
             let n: i64 = row

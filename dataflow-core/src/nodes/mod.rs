@@ -14,54 +14,17 @@ pub mod search;
 pub mod update;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult, Statement};
 use serde_json::{Map, Value as Json};
 
+use crate::consistency::projection::{ProjectionSet, RowState};
 use crate::error::{Error, FieldErrors, Result};
-use crate::filter::Filter;
 use crate::model::{FieldType, Model, ModelMeta};
 use crate::node::Context;
-use crate::outbox;
-use crate::projection::{ProjectionSet, RowState};
 use crate::record::Record;
-use crate::sql::Sql;
-use crate::values::{CheckedRecord, timestamp_to_json};
-
-/// Writes the conditions every query on `meta` carries: the tenant, and `deleted_at IS NULL`
-/// unless deleted rows were asked for. Always writes at least `TRUE`, so callers can append
-/// `AND ...`.
-pub(crate) fn write_scope(sql: &mut Sql, meta: &ModelMeta, tenant: Option<&str>, include_deleted: bool) {
-    sql.push("TRUE");
-    if let Some(tenant) = tenant {
-        sql.push(" AND \"tenant_id\" = ")
-            .param(sea_orm::Value::String(Some(tenant.to_owned())));
-    }
-    if meta.soft_delete && !include_deleted {
-        sql.push(" AND \"deleted_at\" IS NULL");
-    }
-}
-
-/// Writes `SELECT <record columns> FROM <table> WHERE <scope>`; callers append `AND ...`.
-pub(crate) fn write_select_records(sql: &mut Sql, meta: &ModelMeta, tenant: Option<&str>, include_deleted: bool) {
-    sql.push("SELECT ")
-        .record_columns(meta)
-        .push(" FROM ")
-        .ident(meta.table)
-        .push(" WHERE ");
-    write_scope(sql, meta, tenant, include_deleted);
-}
-
-/// The statement selecting one record by primary key within the tenant's scope.
-pub(crate) fn select_by_id(sql: &mut Sql, meta: &ModelMeta, tenant: Option<&str>, id: i64, include_deleted: bool) {
-    write_select_records(sql, meta, tenant, include_deleted);
-    sql.push(" AND ")
-        .ident(meta.primary_key)
-        .push(" = ")
-        .param(sea_orm::Value::BigInt(Some(id)));
-}
+use crate::sql::rows::{self, column_json};
+use crate::values::CheckedRecord;
 
 /// For each of `records` (rows about to be written to `meta`), the foreign keys that name no
 /// row the context can see: a row that is not there, is soft-deleted, or is another tenant's.
@@ -93,30 +56,25 @@ pub(crate) async fn unknown_references(
     if named.iter().all(Vec::is_empty) {
         return Ok(errors);
     }
-    let store = ctx.stores().relational();
-    let mut sql = store.sql();
-    let mut first = true;
-    for (index, (relation, ids)) in meta.relations.iter().zip(&named).enumerate() {
-        if ids.is_empty() {
-            continue;
-        }
+    let mut scoped = Vec::with_capacity(meta.relations.len());
+    for (index, (relation, ids)) in meta
+        .relations
+        .iter()
+        .zip(&named)
+        .enumerate()
+        .filter(|(_, (_, ids))| !ids.is_empty())
+    {
         let target = (relation.target_meta)();
-        if !first {
-            sql.push(" UNION ALL ");
-        }
-        first = false;
-        sql.push(&format!("SELECT CAST({index} AS BIGINT) AS relation, "))
-            .ident(target.primary_key)
-            .push(" AS id FROM ")
-            .ident(target.table)
-            .push(" WHERE ");
-        write_scope(&mut sql, target, ctx.tenant_scope(target)?, false);
-        sql.push(" AND ").ident(target.primary_key).in_ids(ids);
+        scoped.push((index, target, ctx.tenant_scope(target)?, ids.as_slice()));
     }
+    let store = ctx.stores().relational();
+    let Some(statement) = rows::referenced_rows(store.sql(), &scoped) else {
+        return Ok(errors);
+    };
     let action = format!("checking the references of {} rows", meta.table);
     let rows = store
         .connection()
-        .query_all_raw(sql.build())
+        .query_all_raw(statement)
         .await
         .map_err(|e| Error::relational(&action, e))?;
     let mut found: Vec<std::collections::HashSet<i64>> = vec![Default::default(); meta.relations.len()];
@@ -149,10 +107,8 @@ pub(crate) async fn select_by_ids<M: Model>(ctx: &Context, tenant: Option<&str>,
     }
     let meta = M::meta();
     let store = ctx.stores().relational();
-    let mut sql = store.sql();
-    write_select_records(&mut sql, meta, tenant, false);
-    sql.push(" AND ").ident(meta.primary_key).in_ids(ids);
-    let records = fetch_records::<M>(store.connection(), sql.build(), &format!("reading {} rows", meta.table)).await?;
+    let statement = rows::select_by_ids(store.sql(), meta, tenant, ids);
+    let records = fetch_records::<M>(store.connection(), statement, &format!("reading {} rows", meta.table)).await?;
     Ok(records.into_iter().map(|r| (r.id(), r)).collect())
 }
 
@@ -168,13 +124,10 @@ pub(crate) async fn select_json_by_ids(
         return Ok(HashMap::new());
     }
     let store = ctx.stores().relational();
-    let mut sql = store.sql();
-    write_select_records(&mut sql, meta, tenant, false);
-    sql.push(" AND ").ident(meta.primary_key).in_ids(ids);
     let action = format!("reading {} rows", meta.table);
     let rows = store
         .connection()
-        .query_all_raw(sql.build())
+        .query_all_raw(rows::select_by_ids(store.sql(), meta, tenant, ids))
         .await
         .map_err(|e| Error::relational(&action, e))?;
     let mut out = HashMap::with_capacity(rows.len());
@@ -196,16 +149,6 @@ pub(crate) async fn select_json_by_ids(
     Ok(out)
 }
 
-/// Writes ` AND (filter)` when a filter is given.
-pub(crate) fn write_filter(sql: &mut Sql, meta: &'static ModelMeta, filter: Option<&Filter>) -> Result<()> {
-    if let Some(filter) = filter {
-        sql.push(" AND (");
-        filter.write_sql(meta, sql)?;
-        sql.push(")");
-    }
-    Ok(())
-}
-
 /// Runs a query and decodes every row as a record.
 pub(crate) async fn fetch_records<M: Model>(conn: &impl ConnectionTrait, stmt: Statement, action: &str) -> Result<Vec<Record<M>>> {
     let rows = conn.query_all_raw(stmt).await.map_err(|e| Error::relational(action, e))?;
@@ -223,11 +166,6 @@ pub(crate) async fn fetch_versions(conn: &impl ConnectionTrait, stmt: Statement,
         .map(|r| Ok((r.try_get::<i64>("", pk)?, r.try_get::<i64>("", "version")?)))
         .collect::<std::result::Result<_, sea_orm::DbErr>>()
         .map_err(|e| Error::relational(action, e))
-}
-
-/// How long cache entries and tombstones of `meta` live.
-pub(crate) fn cache_ttl(meta: &ModelMeta) -> Duration {
-    Duration::from_secs(meta.cache_ttl_secs.max(1))
 }
 
 /// The projection state of a stored record: present unless soft-deleted.
@@ -256,24 +194,10 @@ pub(crate) async fn commit_and_project(
     action: &str,
 ) -> Result<Vec<crate::error::StoreKind>> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let outbox_ids = outbox::enqueue(&tx, ctx.stores(), meta, tenant, &ids, set).await?;
+    let outbox = ctx.stores().outbox();
+    let outbox_ids = outbox.enqueue(&tx, meta, tenant, &ids, set).await?;
     tx.commit().await.map_err(|e| Error::relational(action, e))?;
-    Ok(outbox::settle(ctx.stores(), meta, &outbox_ids, rows, set).await)
-}
-
-/// Reads one column of a dynamic result (aggregates) as JSON.
-pub(crate) fn column_json(row: &QueryResult, column: &str, ty: FieldType) -> std::result::Result<Json, sea_orm::DbErr> {
-    Ok(match ty {
-        FieldType::Integer => row.try_get::<Option<i64>>("", column)?.map(Json::from).unwrap_or(Json::Null),
-        FieldType::Float => row.try_get::<Option<f64>>("", column)?.map(Json::from).unwrap_or(Json::Null),
-        FieldType::Boolean => row.try_get::<Option<bool>>("", column)?.map(Json::from).unwrap_or(Json::Null),
-        FieldType::Text => row.try_get::<Option<String>>("", column)?.map(Json::from).unwrap_or(Json::Null),
-        FieldType::Timestamp => row
-            .try_get::<Option<DateTime<Utc>>>("", column)?
-            .map(|t| Json::from(timestamp_to_json(t)))
-            .unwrap_or(Json::Null),
-        FieldType::Json => row.try_get::<Option<Json>>("", column)?.unwrap_or(Json::Null),
-    })
+    Ok(outbox.settle(meta, &outbox_ids, rows, set).await)
 }
 
 /// Serializes a typed value into a JSON object (the shape every record check takes).

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::node::Context;
-use crate::nodes::{cache_ttl, decode_record, select_by_id};
+use crate::nodes::decode_record;
 use crate::record::Record;
+use crate::sql::rows;
 
 /// Input of a Read node.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -60,7 +61,7 @@ pub async fn run<M: Model>(ctx: &Context, input: ReadInput) -> Result<ReadOutput
             cache: CacheOutcome::Bypass,
         });
     };
-    if !ctx.stores().cache_trusted().await {
+    if !ctx.stores().outbox().cache_trusted().await {
         // An invalidation failed earlier and is not applied yet: the cache may be stale.
         let record = fetch::<M>(ctx, tenant, input.id, false).await?;
         return Ok(ReadOutput {
@@ -89,7 +90,7 @@ pub async fn run<M: Model>(ctx: &Context, input: ReadInput) -> Result<ReadOutput
     let record = fetch::<M>(ctx, tenant, input.id, false).await?;
     if let (Some(r), CacheOutcome::Miss) = (&record, outcome)
         && let Ok(payload) = serde_json::to_vec(r)
-        && let Err(e) = cache.fill(&key, r.version, &payload, cache_ttl(meta)).await
+        && let Err(e) = cache.fill(&key, r.version, &payload, meta.cache_ttl()).await
     {
         tracing::debug!(model = meta.name, error = %e, "cache fill failed");
     }
@@ -99,12 +100,11 @@ pub async fn run<M: Model>(ctx: &Context, input: ReadInput) -> Result<ReadOutput
 async fn fetch<M: Model>(ctx: &Context, tenant: Option<&str>, id: i64, include_deleted: bool) -> Result<Option<Record<M>>> {
     let meta = M::meta();
     let store = ctx.stores().relational();
-    let mut sql = store.sql();
-    select_by_id(&mut sql, meta, tenant, id, include_deleted);
+    let statement = rows::select_by_id(store.sql(), meta, tenant, id, include_deleted, false);
     let action = format!("reading {} {id}", meta.name);
     let row = store
         .connection()
-        .query_one_raw(sql.build())
+        .query_one_raw(statement)
         .await
         .map_err(|e| Error::relational(&action, e))?;
     row.map(|row| decode_record(&row, &action)).transpose()

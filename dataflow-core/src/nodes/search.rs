@@ -129,7 +129,7 @@ pub async fn run<M: Model>(ctx: &Context, input: SearchInput) -> Result<SearchOu
         parts.push(checked);
     }
     let filter = MetaFilter::all(parts);
-    let store = ctx.stores().require_vector(meta.name)?;
+    let store = ctx.stores().handles().require_vector(meta.name)?;
 
     // Ask for more than top_k: rows deleted in PostgreSQL whose vectors are not removed yet
     // are dropped when hydrating. Ask again for more while they crowd out live rows.

@@ -5,15 +5,15 @@ use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
+use crate::consistency::projection::ProjectionSet;
 use crate::error::{Error, Result, StoreKind};
 use crate::filter::Filter;
 use crate::model::Model;
 use crate::node::Context;
-use crate::nodes::{commit_and_project, decode_record, fetch_records, row_state, select_by_id, to_object, write_filter, write_scope};
-use crate::projection::ProjectionSet;
+use crate::nodes::{commit_and_project, decode_record, fetch_records, row_state, to_object};
 use crate::record::Record;
-use crate::sql::Sql;
-use crate::values::{CheckedRecord, RecordMode, check_record, to_sql};
+use crate::sql::{rows, write};
+use crate::values::{CheckedRecord, RecordMode, check_record};
 
 /// Input of an Update node: exactly one of `id` or `filter`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -109,15 +109,6 @@ pub async fn run<M: Model>(ctx: &Context, input: UpdateInput) -> Result<UpdateOu
     }
 }
 
-fn write_set(sql: &mut Sql, patch: &CheckedRecord) {
-    sql.push(" SET ");
-    for (f, v) in &patch.values {
-        sql.ident(f.name).push(" = ").param(to_sql(f.ty, v)).push(", ");
-    }
-    let now = sql.now();
-    sql.push("\"version\" = \"version\" + 1, \"updated_at\" = ").push(now);
-}
-
 async fn by_id<M: Model>(
     ctx: &Context,
     tenant: Option<&str>,
@@ -130,10 +121,10 @@ async fn by_id<M: Model>(
     let action = format!("updating {} {id}", meta.name);
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
 
-    let mut sql = store.sql();
-    select_by_id(&mut sql, meta, tenant, id, false);
-    sql.lock_rows();
-    let before = tx.query_one_raw(sql.build()).await.map_err(|e| Error::relational(&action, e))?;
+    let before = tx
+        .query_one_raw(rows::select_by_id(store.sql(), meta, tenant, id, false, true))
+        .await
+        .map_err(|e| Error::relational(&action, e))?;
     let before: Record<M> = match before {
         Some(row) => decode_record(&row, &action)?,
         None => return Err(Error::NotFound { model: meta.name, id }),
@@ -176,21 +167,14 @@ async fn by_id<M: Model>(
             .collect(),
     };
 
-    let mut sql = store.sql();
-    sql.push("UPDATE ").ident(meta.table);
-    write_set(&mut sql, &changed);
-    sql.push(" WHERE ")
-        .ident(meta.primary_key)
-        .push(" = ")
-        .param(sea_orm::Value::BigInt(Some(id)));
-    sql.push(" RETURNING ").record_columns(meta);
+    let statement = write::update_rows(store.sql(), meta, &changed, write::Rows::Id(id), tenant)?;
     let row = tx
-        .query_one_raw(sql.build())
+        .query_one_raw(statement)
         .await
         .map_err(|e| Error::relational(&action, e))?
         .ok_or(Error::NotFound { model: meta.name, id })?;
     let after: Record<M> = decode_record(&row, &action)?;
-    let set = ProjectionSet::for_model(ctx.stores(), meta);
+    let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
     let state = row_state(&after, tenant)?;
     let pending = commit_and_project(ctx, tx, meta, tenant, vec![state], set, &action).await?;
     Ok(UpdateOutput {
@@ -205,18 +189,12 @@ async fn by_id<M: Model>(
 async fn by_filter<M: Model>(ctx: &Context, tenant: Option<&str>, filter: &Filter, patch: CheckedRecord) -> Result<UpdateOutput<M>> {
     let meta = M::meta();
     let store = ctx.stores().relational();
-    let mut sql = store.sql();
-    sql.push("UPDATE ").ident(meta.table);
-    write_set(&mut sql, &patch);
-    sql.push(" WHERE ");
-    write_scope(&mut sql, meta, tenant, false);
-    write_filter(&mut sql, meta, Some(filter))?;
-    sql.push(" RETURNING ").record_columns(meta);
+    let statement = write::update_rows(store.sql(), meta, &patch, write::Rows::Filter(filter), tenant)?;
     let action = format!("updating {} by filter", meta.table);
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
-    let written = fetch_records::<M>(&tx, sql.build(), &action).await?;
+    let written = fetch_records::<M>(&tx, statement, &action).await?;
     let states = written.iter().map(|r| row_state(r, tenant)).collect::<Result<Vec<_>>>()?;
-    let set = ProjectionSet::for_model(ctx.stores(), meta);
+    let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
     let pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
     Ok(UpdateOutput {
         updated: written.len() as u64,

@@ -1,4 +1,5 @@
-//! The stores behind the nodes, and the handle that holds them.
+//! The store backends (relational, cache, vector, graph) and [`StoreHandles`], the connected
+//! set of them that every layer above reads and writes through.
 
 pub mod cache;
 pub mod graph;
@@ -7,13 +8,11 @@ mod sqlite;
 pub mod vector;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
 
-use crate::config::{Config, ProjectionMode};
+use crate::config::Config;
 use crate::embed::{Embedder, HashingEmbedder};
-use crate::error::{Error, Result, StoreKind};
+use crate::error::{Error, Result};
 use crate::model::ModelMeta;
 
 pub use cache::{CacheStore, MemoryCache, RedisCache};
@@ -21,13 +20,14 @@ pub use graph::{BoltGraph, EmbeddedGraph, GraphStore};
 pub use relational::RelationalStore;
 pub use vector::{ChromaStore, EmbeddedVectors, VectorStore};
 
-/// The connected stores; cheap to clone and shared by every node of a run.
+/// The connected stores and what reading and writing through them needs: the embedder, the
+/// cache's key prefix and the models registered with them. Cheap to clone.
 #[derive(Clone)]
-pub struct Stores {
-    inner: Arc<Inner>,
+pub struct StoreHandles {
+    inner: Arc<Handles>,
 }
 
-struct Inner {
+struct Handles {
     relational: RelationalStore,
     cache: Option<Arc<dyn CacheStore>>,
     cache_prefix: String,
@@ -35,65 +35,20 @@ struct Inner {
     graph: Option<Arc<dyn GraphStore>>,
     embedder: Arc<dyn Embedder>,
     models: RwLock<BTreeMap<&'static str, &'static ModelMeta>>,
-    outbox_max_attempts: u32,
-    cache_repair: CacheRepair,
-    projections: ProjectionMode,
-    /// The background projector ([`ProjectionMode::Background`]) and what wakes it, started
-    /// by the first write that needs it and again when its tokio runtime went away.
-    projector: Mutex<Option<(Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>)>>,
 }
 
-/// Set when a cache invalidation failed in this process: until the pending invalidations are
-/// applied, reads do not trust the cache (it may hold rows older than PostgreSQL's).
-#[derive(Default)]
-struct CacheRepair {
-    needed: AtomicBool,
-    last_attempt: Mutex<Option<Instant>>,
+/// The backends named in a [`Config`], connected; see [`StoreHandles::connect`].
+pub(crate) struct Connected {
+    pub relational: RelationalStore,
+    pub cache: Option<Arc<dyn CacheStore>>,
+    pub vector: Option<Arc<dyn VectorStore>>,
+    pub graph: Option<Arc<dyn GraphStore>>,
 }
 
-/// How often a process retries applying pending cache invalidations while the cache is down.
-const CACHE_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How long the background projector sleeps without a write waking it: records that failed
-/// come due again after their backoff, and nothing else would wake it for them.
-const PROJECTOR_TICK: Duration = Duration::from_secs(1);
-
-/// How long the background projector lets writes gather after one woke it, so that one
-/// round applies many records in one call per store instead of one call per write.
-const PROJECTOR_GATHER: Duration = Duration::from_millis(100);
-
-/// The background projector: applies due outbox records (`sync`) whenever a write wakes it
-/// (after letting others gather for [`PROJECTOR_GATHER`]), and once a [`PROJECTOR_TICK`]
-/// otherwise. It holds the stores weakly and ends once they are dropped; what it has not
-/// applied stays in the outbox.
-async fn run_projector(stores: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
-    loop {
-        if tokio::time::timeout(PROJECTOR_TICK, wake.notified()).await.is_ok() {
-            tokio::time::sleep(PROJECTOR_GATHER).await;
-        }
-        let Some(inner) = stores.upgrade() else {
-            return;
-        };
-        let stores = Stores { inner };
-        match stores.sync().await {
-            Ok(report) if report.failed > 0 => {
-                tracing::warn!(
-                    failed = report.failed,
-                    remaining = report.remaining,
-                    "background projections: records left pending for a retry"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "background projections: the outbox could not be read; retrying"),
-        }
-    }
-}
-
-impl Stores {
+impl Connected {
     /// Connects to the stores named in `config`. Stores other than the relational one may be
-    /// down at this point: reads fall back to PostgreSQL while the cache is down, and writes
-    /// leave their vector and graph projections pending until those stores answer.
-    pub async fn connect(config: &Config) -> Result<Stores> {
+    /// down at this point.
+    pub(crate) async fn connect(config: &Config) -> Result<Connected> {
         let relational = RelationalStore::connect(config).await?;
         let cache: Option<Arc<dyn CacheStore>> = match &config.redis_url {
             Some(url) => Some(Arc::new(RedisCache::new(url, config.cache_timeout)?)),
@@ -141,63 +96,61 @@ impl Stores {
                 _ => None,
             },
         };
-        Ok(Stores::builder(relational)
-            .cache(cache, config.cache_prefix.clone())
-            .vector(vector)
-            .graph(graph)
-            .outbox_max_attempts(config.outbox_max_attempts)
-            .projections(config.projections)
-            .build())
-    }
-
-    /// Assembles stores from already-connected backends, starting with the relational store.
-    pub fn builder(relational: RelationalStore) -> StoresBuilder {
-        StoresBuilder {
+        Ok(Connected {
             relational,
-            cache: None,
-            cache_prefix: "dataflow".into(),
-            vector: None,
-            graph: None,
-            embedder: Arc::new(HashingEmbedder::default()),
-            outbox_max_attempts: 10,
-            projections: ProjectionMode::Inline,
+            cache,
+            vector,
+            graph,
+        })
+    }
+}
+
+impl StoreHandles {
+    /// Stores with only the relational one; add the others with the `with_*` methods.
+    pub fn new(relational: RelationalStore) -> Self {
+        StoreHandles {
+            inner: Arc::new(Handles {
+                relational,
+                cache: None,
+                cache_prefix: "dataflow".into(),
+                vector: None,
+                graph: None,
+                embedder: Arc::new(HashingEmbedder::default()),
+                models: RwLock::new(BTreeMap::new()),
+            }),
         }
     }
 
-    /// When writes apply their vector and graph projections.
-    pub fn projection_mode(&self) -> ProjectionMode {
-        self.inner.projections
+    /// Changes one part of handles that are not shared yet (only builders call this).
+    fn edit(mut self, change: impl FnOnce(&mut Handles)) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(handles) => change(handles),
+            None => unreachable!("handles are edited only while they are being built"),
+        }
+        self
     }
 
-    /// Hands the pending projections to the background projector, starting it on the
-    /// caller's tokio runtime on first use, and again when the runtime it ran on has shut down
-    /// (stores may outlive a runtime).
-    pub(crate) fn wake_projector(&self) {
-        let mut projector = self.inner.projector.lock().expect("the projector lock");
-        match &*projector {
-            Some((wake, task)) if !task.is_finished() => wake.notify_one(),
-            _ => {
-                let wake = Arc::new(tokio::sync::Notify::new());
-                wake.notify_one();
-                let task = tokio::spawn(run_projector(Arc::downgrade(&self.inner), wake.clone()));
-                *projector = Some((wake, task));
-            }
-        }
+    /// With a read-through cache and the prefix of its keys.
+    pub(crate) fn with_cache(self, cache: Option<Arc<dyn CacheStore>>, prefix: String) -> Self {
+        self.edit(|h| {
+            h.cache = cache;
+            h.cache_prefix = prefix;
+        })
     }
 
-    /// Stops the background projector and applies every due outbox record now (`sync`):
-    /// what a process with [`ProjectionMode::Background`] calls before it ends, so that its
-    /// last writes do not wait for the next `sync`. A round the projector had begun is
-    /// abandoned (its transaction rolls back, its records stay pending, and this sync applies
-    /// them; applying twice changes nothing). The next write starts the projector again.
-    pub async fn finish_projections(&self) -> Result<crate::outbox::SyncReport> {
-        let running = self.inner.projector.lock().expect("the projector lock").take();
-        if let Some((_, task)) = running {
-            task.abort();
-            // Cancelled, or ended by itself: either way it holds nothing any more.
-            let _ = task.await;
-        }
-        self.sync().await
+    /// With a vector store.
+    pub(crate) fn with_vector(self, vector: Option<Arc<dyn VectorStore>>) -> Self {
+        self.edit(|h| h.vector = vector)
+    }
+
+    /// With a graph store.
+    pub(crate) fn with_graph(self, graph: Option<Arc<dyn GraphStore>>) -> Self {
+        self.edit(|h| h.graph = graph)
+    }
+
+    /// With an embedder.
+    pub(crate) fn with_embedder(self, embedder: Arc<dyn Embedder>) -> Self {
+        self.edit(|h| h.embedder = embedder)
     }
 
     /// The relational store (the source of truth).
@@ -258,7 +211,7 @@ impl Stores {
     }
 
     /// Makes models known to these stores: `sync` applies outbox records of registered models
-    /// only, and traversals hydrate and follow relations of registered models. [`Stores::migrate`]
+    /// only, and traversals hydrate and follow relations of registered models. Migrating
     /// registers the models it migrates; nodes register their own model when they run.
     pub fn register_models(&self, models: &[&'static ModelMeta]) {
         let mut map = self.inner.models.write().unwrap_or_else(|e| e.into_inner());
@@ -283,74 +236,6 @@ impl Stores {
             .collect()
     }
 
-    /// Failed attempts after which an outbox record becomes a dead letter.
-    pub fn outbox_max_attempts(&self) -> u32 {
-        self.inner.outbox_max_attempts
-    }
-
-    /// Creates or extends the tables of `models` and the outbox table, the graph indexes of
-    /// their labels, and registers them (see [`RelationalStore::migrate`]). A graph server that
-    /// cannot be reached fails the migration, naming it.
-    pub async fn migrate(&self, models: &[&'static ModelMeta]) -> Result<()> {
-        self.register_models(models);
-        self.inner.relational.migrate(models).await?;
-        crate::outbox::create_table(&self.inner.relational).await?;
-        if let Some(graph) = self.graph() {
-            let labels: Vec<&'static str> = models.iter().map(|m| m.name).collect();
-            graph.prepare(&labels).await?;
-        }
-        Ok(())
-    }
-
-    /// Records that a cache invalidation failed: reads stop trusting the cache until the
-    /// pending invalidations are applied.
-    pub(crate) fn cache_needs_repair(&self) {
-        self.inner.cache_repair.needed.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether reads may use the cache. When an invalidation failed earlier, first tries (at
-    /// most once per second) to apply the pending ones; until that succeeds, the cache is not
-    /// used.
-    pub(crate) async fn cache_trusted(&self) -> bool {
-        let repair = &self.inner.cache_repair;
-        if !repair.needed.load(Ordering::SeqCst) {
-            return true;
-        }
-        {
-            let mut last = repair.last_attempt.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < CACHE_REPAIR_INTERVAL) {
-                return false;
-            }
-            *last = Some(Instant::now());
-        }
-        match self.sync_projection_now(StoreKind::Cache).await {
-            Ok(report) if report.remaining == 0 => {
-                repair.needed.store(false, Ordering::SeqCst);
-                true
-            }
-            Ok(_) => false,
-            Err(e) => {
-                tracing::debug!(error = %e, "applying pending cache invalidations failed");
-                false
-            }
-        }
-    }
-}
-
-/// Which backend each store uses, e.g. for `dataflow health`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backends {
-    /// `postgres` or `sqlite`.
-    pub relational: &'static str,
-    /// `redis`, `memory`, or `None` without a cache.
-    pub cache: Option<&'static str>,
-    /// `chroma`, `embedded`, or `None` without a vector store.
-    pub vector: Option<&'static str>,
-    /// `bolt`, `embedded`, or `None` without a graph store.
-    pub graph: Option<&'static str>,
-}
-
-impl Stores {
     /// Which backend each store uses.
     pub fn backends(&self) -> Backends {
         Backends {
@@ -366,72 +251,15 @@ impl Stores {
     }
 }
 
-/// Builds [`Stores`] from connected backends; see [`Stores::builder`].
-pub struct StoresBuilder {
-    relational: RelationalStore,
-    cache: Option<Arc<dyn CacheStore>>,
-    cache_prefix: String,
-    vector: Option<Arc<dyn VectorStore>>,
-    graph: Option<Arc<dyn GraphStore>>,
-    embedder: Arc<dyn Embedder>,
-    outbox_max_attempts: u32,
-    projections: ProjectionMode,
-}
-
-impl StoresBuilder {
-    /// The read-through cache and the prefix of its keys.
-    pub fn cache(mut self, cache: Option<Arc<dyn CacheStore>>, prefix: String) -> Self {
-        self.cache = cache;
-        self.cache_prefix = prefix;
-        self
-    }
-
-    /// The vector store.
-    pub fn vector(mut self, vector: Option<Arc<dyn VectorStore>>) -> Self {
-        self.vector = vector;
-        self
-    }
-
-    /// The graph store.
-    pub fn graph(mut self, graph: Option<Arc<dyn GraphStore>>) -> Self {
-        self.graph = graph;
-        self
-    }
-
-    /// The embedder (default: [`HashingEmbedder`] with 384 dimensions).
-    pub fn embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
-        self.embedder = embedder;
-        self
-    }
-
-    /// Failed attempts after which an outbox record becomes a dead letter (at least 1).
-    pub fn outbox_max_attempts(mut self, attempts: u32) -> Self {
-        self.outbox_max_attempts = attempts.max(1);
-        self
-    }
-
-    /// When writes apply their vector and graph projections (default: inline).
-    pub fn projections(mut self, mode: ProjectionMode) -> Self {
-        self.projections = mode;
-        self
-    }
-
-    /// The stores.
-    pub fn build(self) -> Stores {
-        Stores {
-            inner: Arc::new(Inner {
-                relational: self.relational,
-                cache: self.cache,
-                cache_prefix: self.cache_prefix,
-                vector: self.vector,
-                graph: self.graph,
-                embedder: self.embedder,
-                models: RwLock::new(BTreeMap::new()),
-                outbox_max_attempts: self.outbox_max_attempts,
-                cache_repair: CacheRepair::default(),
-                projections: self.projections,
-                projector: Mutex::new(None),
-            }),
-        }
-    }
+/// Which backend each store uses, e.g. for `dataflow health`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backends {
+    /// `postgres` or `sqlite`.
+    pub relational: &'static str,
+    /// `redis`, `memory`, or `None` without a cache.
+    pub cache: Option<&'static str>,
+    /// `chroma`, `embedded`, or `None` without a vector store.
+    pub vector: Option<&'static str>,
+    /// `bolt`, `embedded`, or `None` without a graph store.
+    pub graph: Option<&'static str>,
 }

@@ -168,7 +168,7 @@ impl Services {
                         if kind == ServiceKind::Bolt {
                             announce!(
                                 "dataflow-tests harness: graph server: the Bolt server at {} ({ENV_NEO4J})",
-                                dataflow_core::store::relational::redact_url(&url)
+                                dataflow_core::secrets::redact_url(&url)
                             );
                         }
                         Endpoint { url, local: None }

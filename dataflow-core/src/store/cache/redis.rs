@@ -8,7 +8,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::CacheStore;
 use crate::error::{Error, Result};
-use crate::store::relational::redact_url;
+use crate::secrets::redact_url;
 
 /// Keys per invalidation script call.
 const INVALIDATE_BATCH: usize = 250;

@@ -30,7 +30,7 @@ use serde_json::{Map, Value as Json};
 
 use super::{Direction, GraphNode, GraphPath, GraphRelation, GraphStore, MAX_DEPTH, Neighbor, NeighborQuery, PathQuery, StoredNode};
 use crate::error::{Error, Result, StoreKind};
-use crate::store::relational::redact_url;
+use crate::secrets::redact_url;
 
 /// Rows per `UNWIND` statement.
 pub const BATCH_ROWS: usize = 200;

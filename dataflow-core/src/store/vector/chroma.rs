@@ -12,7 +12,7 @@ use serde_json::{Map, Value as Json, json};
 
 use super::{MetaFilter, VectorDoc, VectorHit, VectorStore};
 use crate::error::{Error, Result, StoreKind};
-use crate::store::relational::{redact_url, scrub_password};
+use crate::secrets::{redact_url, scrub_password};
 
 /// Documents per upsert request (Chroma accepts up to its `max_batch_size`, 5,461 on 1.5).
 const UPSERT_BATCH: usize = 500;

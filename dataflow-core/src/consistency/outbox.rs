@@ -4,36 +4,67 @@
 //! Every write commits its rows and one outbox record per affected row in one transaction.
 //! After the commit the node applies the projections at once and deletes the records; a
 //! projection that fails leaves its record pending, with the error and an attempt count.
-//! [`Stores::sync`] applies pending records later, in order, with exponential backoff; a
-//! record that keeps failing becomes a *dead letter*, listed by [`Stores::dead_letters`] and
-//! put back in line by [`Stores::retry_dead`], unless its cache invalidation is still pending:
+//! [`Outbox::sync`] applies pending records later, in order, with exponential backoff; a
+//! record that keeps failing becomes a *dead letter*, listed by [`Outbox::dead_letters`] and
+//! put back in line by [`Outbox::retry_dead`], unless its cache invalidation is still pending:
 //! reads stop trusting the cache until every pending invalidation is applied, so that one is
 //! retried for as long as it takes. Applying a record means making each pending
 //! projection match the row's current state in PostgreSQL, so applying one twice changes
 //! nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
-use sea_orm::{ConnectionTrait, QueryResult, Value as SqlValue};
+use sea_orm::{ConnectionTrait, QueryResult};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ProjectionMode;
+use crate::consistency::projection::{ProjectionSet, RowState, apply, apply_verified, read_states};
+use crate::consistency::projector::Projector;
 use crate::error::{Error, Result, StoreKind};
 use crate::model::ModelMeta;
-use crate::projection::{ProjectionSet, RowState, apply, apply_verified, read_states};
-use crate::sql::Sql;
-use crate::store::{RelationalStore, Stores};
+use crate::sql;
+use crate::store::{RelationalStore, StoreHandles};
 
-/// The outbox table, created by [`Stores::migrate`] beside the models' tables.
-pub const OUTBOX_TABLE: &str = "dataflow_outbox";
+/// The outbox table, created by [`crate::Stores::migrate`] beside the models' tables.
+pub const OUTBOX_TABLE: &str = sql::outbox::TABLE;
 
 /// Records `sync` takes per transaction.
 const SYNC_BATCH: u64 = 500;
 /// Longest wait between two attempts of one record.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// How often a process retries applying pending cache invalidations while the cache is down.
+const CACHE_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The outbox of a set of stores: writes record their projections in it, and it applies
+/// them (at once, by the background projector, or by [`Outbox::sync`]). Cheap to clone; one
+/// per [`crate::Stores`], shared by every node that writes through them.
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<OutboxInner>,
+}
+
+/// What an [`Outbox`] shares between its clones and its background projector.
+pub(crate) struct OutboxInner {
+    stores: StoreHandles,
+    max_attempts: u32,
+    mode: ProjectionMode,
+    cache_repair: CacheRepair,
+    projector: Projector,
+}
+
+/// Set when a cache invalidation failed in this process: until the pending invalidations are
+/// applied, reads do not trust the cache (it may hold rows older than PostgreSQL's).
+#[derive(Default)]
+struct CacheRepair {
+    needed: AtomicBool,
+    last_attempt: Mutex<Option<Instant>>,
+}
 
 /// One outbox record: a row whose projections are not all applied yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -52,7 +83,7 @@ pub struct OutboxRecord {
     pub attempts: i64,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
-    /// Gave up after too many attempts; only [`Stores::retry_dead`] puts it back in line.
+    /// Gave up after too many attempts; only [`Outbox::retry_dead`] puts it back in line.
     pub dead: bool,
     /// When `sync` may try it next.
     pub next_attempt_at: DateTime<Utc>,
@@ -85,129 +116,9 @@ pub struct SyncReport {
 
 /// Creates the outbox table and its index. Idempotent.
 pub(crate) async fn create_table(store: &RelationalStore) -> Result<()> {
-    let mut sql = store.sql();
-    let ts = sql.column_type(crate::model::FieldType::Timestamp);
-    let now = sql.now_default();
-    let pk = sql.identity_primary_key();
-    sql.push("CREATE TABLE IF NOT EXISTS ")
-        .ident(OUTBOX_TABLE)
-        .push(" (\"id\"")
-        .push(pk);
-    sql.push(", \"model\" TEXT NOT NULL, \"row_id\" BIGINT NOT NULL, \"tenant_id\" TEXT NULL");
-    sql.push(", \"cache_pending\" BOOLEAN NOT NULL, \"vector_pending\" BOOLEAN NOT NULL, \"graph_pending\" BOOLEAN NOT NULL");
-    sql.push(", \"attempts\" BIGINT NOT NULL DEFAULT 0, \"last_error\" TEXT NULL, \"dead\" BOOLEAN NOT NULL DEFAULT FALSE");
-    sql.push(", \"next_attempt_at\" ").push(ts).push(" NOT NULL DEFAULT ").push(now);
-    sql.push(", \"created_at\" ")
-        .push(ts)
-        .push(" NOT NULL DEFAULT ")
-        .push(now)
-        .push(")");
-    store.execute(sql, "creating the outbox table").await?;
-    let mut sql = store.sql();
-    sql.push("CREATE INDEX IF NOT EXISTS ")
-        .ident("dataflow_outbox_due_idx")
-        .push(" ON ")
-        .ident(OUTBOX_TABLE)
-        .push(" (\"dead\", \"next_attempt_at\", \"id\")");
-    store.execute(sql, "creating the outbox index").await
-}
-
-/// Writes one outbox record per row inside the write's transaction; returns their ids (none
-/// when nothing is projected).
-pub(crate) async fn enqueue(
-    conn: &impl ConnectionTrait,
-    stores: &Stores,
-    meta: &'static ModelMeta,
-    tenant: Option<&str>,
-    row_ids: &[i64],
-    set: ProjectionSet,
-) -> Result<Vec<i64>> {
-    if set.is_empty() || row_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let action = format!("recording {} projections in the outbox", meta.name);
-    let mut ids = Vec::with_capacity(row_ids.len());
-    for chunk in row_ids.chunks(10_000) {
-        let mut sql = stores.relational().sql();
-        sql.push("INSERT INTO ")
-            .ident(OUTBOX_TABLE)
-            .push(" (\"model\", \"row_id\", \"tenant_id\", \"cache_pending\", \"vector_pending\", \"graph_pending\") SELECT ");
-        sql.param(SqlValue::String(Some(meta.name.to_owned())))
-            .push(", \"r\".\"id\", ")
-            .param(SqlValue::String(tenant.map(str::to_owned)))
-            .push(", ")
-            .param(SqlValue::Bool(Some(set.cache)))
-            .push(", ")
-            .param(SqlValue::Bool(Some(set.vector)))
-            .push(", ")
-            .param(SqlValue::Bool(Some(set.graph)))
-            .push(" FROM ")
-            .id_rows(chunk, "r")
-            .push(" RETURNING \"id\"");
-        let rows = conn.query_all_raw(sql.build()).await.map_err(|e| Error::relational(&action, e))?;
-        for row in rows {
-            ids.push(row.try_get::<i64>("", "id").map_err(|e| Error::relational(&action, e))?);
-        }
-    }
-    Ok(ids)
-}
-
-/// After a write committed: applies its projections, then removes its outbox records, or
-/// leaves them pending with the error. Returns the projections left pending. Never fails the
-/// write: it is committed.
-pub(crate) async fn settle(
-    stores: &Stores,
-    meta: &'static ModelMeta,
-    outbox_ids: &[i64],
-    rows: Vec<RowState>,
-    set: ProjectionSet,
-) -> Vec<StoreKind> {
-    if set.is_empty() {
-        return Vec::new();
-    }
-    if stores.projection_mode() == ProjectionMode::Background {
-        return hand_to_projector(stores, meta, &rows, set).await;
-    }
-    let applied = apply_verified(stores, meta, rows, set).await;
-    let failed = applied.failed_set();
-    if failed.cache {
-        stores.cache_needs_repair();
-    }
-    let bookkeeping = if failed.is_empty() {
-        delete_records(stores.relational(), outbox_ids).await
-    } else {
-        tracing::warn!(model = meta.name, rows = outbox_ids.len(), error = %applied.error_summary(), "projections left pending");
-        // The write's own attempt counts as the first; the record is due for sync at once.
-        let outcome = Outcome {
-            remaining: set.minus(applied.done),
-            error: applied.error_summary(),
-        };
-        let conn = stores.relational().connection();
-        record_failures(conn, stores, outbox_ids, &outcome, 1, Utc::now()).await
-    };
-    if let Err(e) = bookkeeping {
-        // The records stay pending as written; sync applies them again, harmlessly.
-        tracing::warn!(model = meta.name, error = %e, "could not update the outbox after applying projections");
-    }
-    failed.kinds()
-}
-
-/// [`ProjectionMode::Background`]: invalidates the cache now (a Read right after the write
-/// must not be served the old row) and leaves the rest to the background projector. The
-/// record stays whole, so the projector invalidates the cache once more, harmlessly; when the
-/// invalidation failed here, reads distrust the cache until it is applied.
-async fn hand_to_projector(stores: &Stores, meta: &'static ModelMeta, rows: &[RowState], set: ProjectionSet) -> Vec<StoreKind> {
-    let cache = ProjectionSet::only(StoreKind::Cache).and(set);
-    let mut cache_failed = ProjectionSet::default();
-    if cache.cache {
-        let applied = apply(stores, meta, rows, cache).await;
-        if !applied.failed.is_empty() {
-            stores.cache_needs_repair();
-            cache_failed = cache;
-        }
-    }
-    stores.wake_projector();
-    set.minus(cache).or(cache_failed).kinds()
+    let [table, index] = sql::outbox::create_table(store.sql());
+    store.execute(table, "creating the outbox table").await?;
+    store.execute(index, "creating the outbox index").await
 }
 
 struct Outcome {
@@ -217,79 +128,11 @@ struct Outcome {
 
 async fn delete_records(store: &RelationalStore, ids: &[i64]) -> Result<()> {
     for chunk in ids.chunks(10_000) {
-        let mut sql = store.sql();
-        sql.push("DELETE FROM ").ident(OUTBOX_TABLE).push(" WHERE \"id\"").in_ids(chunk);
-        store.execute(sql, "removing applied outbox records").await?;
+        store
+            .execute(sql::outbox::delete_records(store.sql(), chunk), "removing applied outbox records")
+            .await?;
     }
     Ok(())
-}
-
-/// Records a failed attempt for `ids`: keeps only the projections still to apply, sets the
-/// attempt count and when to try next, and makes the records dead letters when `attempts`
-/// reached the limit.
-async fn record_failures(
-    conn: &impl ConnectionTrait,
-    stores: &Stores,
-    ids: &[i64],
-    outcome: &Outcome,
-    attempts: i64,
-    next_attempt_at: DateTime<Utc>,
-) -> Result<()> {
-    let dead = becomes_dead(stores, outcome, attempts);
-    let error: String = outcome.error.chars().take(2000).collect();
-    for chunk in ids.chunks(10_000) {
-        let mut sql = stores.relational().sql();
-        sql.push("UPDATE ").ident(OUTBOX_TABLE).push(" SET ");
-        write_pending(&mut sql, outcome.remaining);
-        sql.push(", \"attempts\" = ")
-            .param(SqlValue::BigInt(Some(attempts)))
-            .push(", \"last_error\" = ")
-            .param(SqlValue::String(Some(error.clone())))
-            .push(", \"next_attempt_at\" = ")
-            .param(SqlValue::ChronoDateTimeUtc(Some(next_attempt_at)))
-            .push(", \"dead\" = ")
-            .param(SqlValue::Bool(Some(dead)))
-            .push(" WHERE \"id\"")
-            .in_ids(chunk);
-        conn.execute_raw(sql.build())
-            .await
-            .map_err(|e| Error::relational("recording a failed projection", e))?;
-    }
-    Ok(())
-}
-
-/// Whether a record that failed for the `attempts`-th time becomes a dead letter: after
-/// [`Stores::outbox_max_attempts`], unless its cache invalidation is still pending. A dead
-/// record is not counted as pending, so reads would trust the cache again while it may still
-/// hold the row from before the write (Redis keeps its data over a restart); an invalidation
-/// only fails while Redis cannot be reached, so it is retried until it is applied.
-fn becomes_dead(stores: &Stores, outcome: &Outcome, attempts: i64) -> bool {
-    attempts >= i64::from(stores.outbox_max_attempts()) && !outcome.remaining.cache
-}
-
-/// `("cache_pending" OR ...)`: the record still needs one of the projections in `set`.
-fn write_any_pending(sql: &mut Sql, set: ProjectionSet) {
-    sql.push("(FALSE");
-    for (on, column) in [
-        (set.cache, "cache_pending"),
-        (set.vector, "vector_pending"),
-        (set.graph, "graph_pending"),
-    ] {
-        if on {
-            sql.push(" OR ").ident(column);
-        }
-    }
-    sql.push(")");
-}
-
-/// `"cache_pending" = $1, "vector_pending" = $2, "graph_pending" = $3`.
-fn write_pending(sql: &mut Sql, pending: ProjectionSet) {
-    sql.push("\"cache_pending\" = ")
-        .param(SqlValue::Bool(Some(pending.cache)))
-        .push(", \"vector_pending\" = ")
-        .param(SqlValue::Bool(Some(pending.vector)))
-        .push(", \"graph_pending\" = ")
-        .param(SqlValue::Bool(Some(pending.graph)));
 }
 
 /// Seconds before attempt `attempts + 1`: 1, 2, 4, ... capped at five minutes.
@@ -297,8 +140,6 @@ fn backoff(attempts: i64) -> Duration {
     let exp = (attempts - 1).clamp(0, 16) as u32;
     Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
 }
-
-const RECORD_COLUMNS: &str = "\"id\", \"model\", \"row_id\", \"tenant_id\", \"cache_pending\", \"vector_pending\", \"graph_pending\", \"attempts\", \"last_error\", \"dead\", \"next_attempt_at\", \"created_at\"";
 
 fn decode(row: &QueryResult) -> std::result::Result<OutboxRecord, sea_orm::DbErr> {
     let mut pending = Vec::new();
@@ -325,10 +166,208 @@ fn decode(row: &QueryResult) -> std::result::Result<OutboxRecord, sea_orm::DbErr
     })
 }
 
-impl Stores {
+impl Outbox {
+    /// The outbox of `stores`: a record that failed `max_attempts` times (at least 1) becomes
+    /// a dead letter; `mode` says when writes apply their vector and graph projections.
+    pub(crate) fn new(stores: StoreHandles, max_attempts: u32, mode: ProjectionMode) -> Self {
+        Outbox {
+            inner: Arc::new(OutboxInner {
+                stores,
+                max_attempts: max_attempts.max(1),
+                mode,
+                cache_repair: CacheRepair::default(),
+                projector: Projector::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn from_inner(inner: Arc<OutboxInner>) -> Self {
+        Outbox { inner }
+    }
+
+    fn stores(&self) -> &StoreHandles {
+        &self.inner.stores
+    }
+
+    /// When writes apply their vector and graph projections.
+    pub fn projection_mode(&self) -> ProjectionMode {
+        self.inner.mode
+    }
+
+    /// Failed attempts after which a record becomes a dead letter.
+    pub fn max_attempts(&self) -> u32 {
+        self.inner.max_attempts
+    }
+
+    /// Stops the background projector and applies every due outbox record now (`sync`):
+    /// what a process with [`ProjectionMode::Background`] calls before it ends, so that its
+    /// last writes do not wait for the next `sync`. A round the projector had begun is
+    /// abandoned (its transaction rolls back, its records stay pending, and this sync applies
+    /// them; applying twice changes nothing). The next write starts the projector again.
+    pub async fn finish_projections(&self) -> Result<SyncReport> {
+        self.inner.projector.stop().await;
+        self.sync().await
+    }
+
+    /// Records that a cache invalidation failed: reads stop trusting the cache until the
+    /// pending invalidations are applied.
+    pub(crate) fn cache_needs_repair(&self) {
+        self.inner.cache_repair.needed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether reads may use the cache. When an invalidation failed earlier, first tries (at
+    /// most once per second) to apply the pending ones; until that succeeds, the cache is not
+    /// used.
+    pub(crate) async fn cache_trusted(&self) -> bool {
+        let repair = &self.inner.cache_repair;
+        if !repair.needed.load(Ordering::SeqCst) {
+            return true;
+        }
+        {
+            let mut last = repair.last_attempt.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < CACHE_REPAIR_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        match self.sync_projection_now(StoreKind::Cache).await {
+            Ok(report) if report.remaining == 0 => {
+                repair.needed.store(false, Ordering::SeqCst);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "applying pending cache invalidations failed");
+                false
+            }
+        }
+    }
+
+    /// Writes one outbox record per row inside the write's transaction; returns their ids (none
+    /// when nothing is projected).
+    pub(crate) async fn enqueue(
+        &self,
+        conn: &impl ConnectionTrait,
+        meta: &'static ModelMeta,
+        tenant: Option<&str>,
+        row_ids: &[i64],
+        set: ProjectionSet,
+    ) -> Result<Vec<i64>> {
+        if set.is_empty() || row_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let action = format!("recording {} projections in the outbox", meta.name);
+        let mut ids = Vec::with_capacity(row_ids.len());
+        for chunk in row_ids.chunks(10_000) {
+            let statement = sql::outbox::insert_records(self.stores().relational().sql(), meta.name, tenant, chunk, set);
+            let rows = conn.query_all_raw(statement).await.map_err(|e| Error::relational(&action, e))?;
+            for row in rows {
+                ids.push(row.try_get::<i64>("", "id").map_err(|e| Error::relational(&action, e))?);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// After a write committed: applies its projections, then removes its outbox records, or
+    /// leaves them pending with the error. Returns the projections left pending. Never fails the
+    /// write: it is committed.
+    pub(crate) async fn settle(
+        &self,
+        meta: &'static ModelMeta,
+        outbox_ids: &[i64],
+        rows: Vec<RowState>,
+        set: ProjectionSet,
+    ) -> Vec<StoreKind> {
+        if set.is_empty() {
+            return Vec::new();
+        }
+        if self.inner.mode == ProjectionMode::Background {
+            return self.hand_to_projector(meta, &rows, set).await;
+        }
+        let stores = self.stores();
+        let applied = apply_verified(stores, meta, rows, set).await;
+        let failed = applied.failed_set();
+        if failed.cache {
+            self.cache_needs_repair();
+        }
+        let bookkeeping = if failed.is_empty() {
+            delete_records(stores.relational(), outbox_ids).await
+        } else {
+            tracing::warn!(model = meta.name, rows = outbox_ids.len(), error = %applied.error_summary(), "projections left pending");
+            // The write's own attempt counts as the first; the record is due for sync at once.
+            let outcome = Outcome {
+                remaining: set.minus(applied.done),
+                error: applied.error_summary(),
+            };
+            let conn = stores.relational().connection();
+            self.record_failures(conn, outbox_ids, &outcome, 1, Utc::now()).await
+        };
+        if let Err(e) = bookkeeping {
+            // The records stay pending as written; sync applies them again, harmlessly.
+            tracing::warn!(model = meta.name, error = %e, "could not update the outbox after applying projections");
+        }
+        failed.kinds()
+    }
+
+    /// [`ProjectionMode::Background`]: invalidates the cache now (a Read right after the write
+    /// must not be served the old row) and leaves the rest to the background projector. The
+    /// record stays whole, so the projector invalidates the cache once more, harmlessly; when the
+    /// invalidation failed here, reads distrust the cache until it is applied.
+    async fn hand_to_projector(&self, meta: &'static ModelMeta, rows: &[RowState], set: ProjectionSet) -> Vec<StoreKind> {
+        let cache = ProjectionSet::only(StoreKind::Cache).and(set);
+        let mut cache_failed = ProjectionSet::default();
+        if cache.cache {
+            let applied = apply(self.stores(), meta, rows, cache).await;
+            if !applied.failed.is_empty() {
+                self.cache_needs_repair();
+                cache_failed = cache;
+            }
+        }
+        self.inner.projector.wake(Arc::downgrade(&self.inner));
+        set.minus(cache).or(cache_failed).kinds()
+    }
+
+    /// Records a failed attempt for `ids`: keeps only the projections still to apply, sets the
+    /// attempt count and when to try next, and makes the records dead letters when `attempts`
+    /// reached the limit.
+    async fn record_failures(
+        &self,
+        conn: &impl ConnectionTrait,
+        ids: &[i64],
+        outcome: &Outcome,
+        attempts: i64,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let dead = self.becomes_dead(outcome, attempts);
+        let error: String = outcome.error.chars().take(2000).collect();
+        let failure = sql::outbox::Failure {
+            remaining: outcome.remaining,
+            attempts,
+            error: &error,
+            next_attempt_at,
+            dead,
+        };
+        for chunk in ids.chunks(10_000) {
+            let statement = sql::outbox::record_failure(self.stores().relational().sql(), chunk, &failure);
+            conn.execute_raw(statement)
+                .await
+                .map_err(|e| Error::relational("recording a failed projection", e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a record that failed for the `attempts`-th time becomes a dead letter: after
+    /// [`Outbox::max_attempts`], unless its cache invalidation is still pending. A dead
+    /// record is not counted as pending, so reads would trust the cache again while it may still
+    /// hold the row from before the write (Redis keeps its data over a restart); an invalidation
+    /// only fails while Redis cannot be reached, so it is retried until it is applied.
+    fn becomes_dead(&self, outcome: &Outcome, attempts: i64) -> bool {
+        attempts >= i64::from(self.inner.max_attempts) && !outcome.remaining.cache
+    }
+
     /// Applies every pending outbox record that is due, oldest first, until none is left;
     /// records that fail again wait longer each time (1 s, 2 s, 4 s, ... up to 5 min) and
-    /// become dead letters after [`Stores::outbox_max_attempts`] attempts. Safe to run from
+    /// become dead letters after [`Outbox::max_attempts`] attempts. Safe to run from
     /// several processes at once.
     pub async fn sync(&self) -> Result<SyncReport> {
         self.sync_where(None, false).await
@@ -342,7 +381,7 @@ impl Stores {
 
     async fn sync_where(&self, only: Option<ProjectionSet>, ignore_backoff: bool) -> Result<SyncReport> {
         let mut report = SyncReport::default();
-        let store = self.relational();
+        let store = self.stores().relational();
         // Records written while this sync runs are left to the next one, so a busy writer
         // cannot keep it going forever.
         let Some(last) = self.last_record_id().await? else {
@@ -368,25 +407,18 @@ impl Stores {
             } else {
                 None
             };
-            let mut sql = store.sql();
-            sql.push("SELECT ").push(RECORD_COLUMNS).push(" FROM ").ident(OUTBOX_TABLE);
-            sql.push(" WHERE NOT \"dead\" AND \"id\" > ")
-                .param(SqlValue::BigInt(Some(after)))
-                .push(" AND \"id\" <= ")
-                .param(SqlValue::BigInt(Some(last)))
-                .push(" AND \"next_attempt_at\" <= ")
-                .param(SqlValue::ChronoDateTimeUtc(Some(due_by)));
-            if let Some(only) = only {
-                sql.push(" AND ");
-                write_any_pending(&mut sql, only);
-            }
-            sql.push(" ORDER BY \"id\" LIMIT ").param(SqlValue::BigInt(Some(SYNC_BATCH as i64)));
-            if lock_batch {
-                sql.push(" FOR UPDATE SKIP LOCKED");
-            }
+            let due = sql::outbox::Due {
+                after,
+                last,
+                due_by,
+                only,
+                limit: SYNC_BATCH as i64,
+                lock: lock_batch,
+            };
+            let statement = sql::outbox::select_due(store.sql(), &due);
             let rows = match &reading {
-                Some(tx) => tx.query_all_raw(sql.build()).await,
-                None => store.connection().query_all_raw(sql.build()).await,
+                Some(tx) => tx.query_all_raw(statement).await,
+                None => store.connection().query_all_raw(statement).await,
             }
             .map_err(|e| Error::relational("reading the outbox", e))?;
             let records = rows
@@ -408,28 +440,19 @@ impl Stores {
             };
             for (id, outcome, attempts) in &batch.failures {
                 let next = now + chrono::Duration::from_std(backoff(*attempts)).unwrap_or_else(|_| chrono::Duration::seconds(300));
-                record_failures(&tx, self, &[*id], outcome, *attempts, next).await?;
+                self.record_failures(&tx, &[*id], outcome, *attempts, next).await?;
                 report.failed += 1;
-                if becomes_dead(self, outcome, *attempts) {
+                if self.becomes_dead(outcome, *attempts) {
                     report.dead += 1;
                 }
             }
             for (id, remaining) in &batch.narrowed {
-                let mut sql = store.sql();
-                sql.push("UPDATE ").ident(OUTBOX_TABLE).push(" SET ");
-                write_pending(&mut sql, *remaining);
-                sql.push(" WHERE \"id\" = ").param(SqlValue::BigInt(Some(*id)));
-                tx.execute_raw(sql.build())
+                tx.execute_raw(sql::outbox::narrow(store.sql(), *id, *remaining))
                     .await
                     .map_err(|e| Error::relational("updating an outbox record", e))?;
             }
             if !batch.done.is_empty() {
-                let mut sql = store.sql();
-                sql.push("DELETE FROM ")
-                    .ident(OUTBOX_TABLE)
-                    .push(" WHERE \"id\"")
-                    .in_ids(&batch.done);
-                tx.execute_raw(sql.build())
+                tx.execute_raw(sql::outbox::delete_records(store.sql(), &batch.done))
                     .await
                     .map_err(|e| Error::relational("removing applied outbox records", e))?;
             }
@@ -441,12 +464,10 @@ impl Stores {
     }
 
     async fn last_record_id(&self) -> Result<Option<i64>> {
-        let store = self.relational();
-        let mut sql = store.sql();
-        sql.push("SELECT MAX(\"id\") AS \"last\" FROM ").ident(OUTBOX_TABLE);
+        let store = self.stores().relational();
         let row = store
             .connection()
-            .query_one_raw(sql.build())
+            .query_one_raw(sql::outbox::last_id(store.sql()))
             .await
             .map_err(|e| Error::relational("reading the outbox", e))?;
         row.map(|r| r.try_get::<Option<i64>>("", "last"))
@@ -466,14 +487,14 @@ impl Stores {
         for (model, group) in by_model {
             let wanted = group.iter().fold(ProjectionSet::default(), |acc, r| acc.or(r.projections()));
             let wanted = only.map_or(wanted, |o| wanted.and(o));
-            let (done, error) = match self.model(model) {
+            let (done, error) = match self.stores().model(model) {
                 None => (
                     ProjectionSet::default(),
                     format!("model {model} is not registered with these stores (Stores::register_models)"),
                 ),
                 Some(meta) => match self.states_of(meta, &group).await {
                     Ok(states) => {
-                        let applied = apply_verified(self, meta, states, wanted).await;
+                        let applied = apply_verified(self.stores(), meta, states, wanted).await;
                         (applied.done, applied.error_summary())
                     }
                     Err(e) => (ProjectionSet::default(), e.to_string()),
@@ -503,7 +524,7 @@ impl Stores {
         let mut ids: Vec<i64> = records.iter().map(|r| r.row_id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut states = read_states(self, meta, &ids).await?;
+        let mut states = read_states(self.stores(), meta, &ids).await?;
         let tenants: HashMap<i64, &String> = records.iter().filter_map(|r| r.tenant_id.as_ref().map(|t| (r.row_id, t))).collect();
         for state in states.iter_mut().filter(|s| s.tenant.is_none()) {
             state.tenant = tenants.get(&state.id).map(|t| (*t).clone());
@@ -520,14 +541,14 @@ impl Stores {
             by_model.entry(r.model.as_str()).or_default().push(r);
         }
         for (model, group) in by_model {
-            let meta = self.model(model).ok_or_else(|| {
+            let meta = self.stores().model(model).ok_or_else(|| {
                 Error::Config(format!(
                     "model {model} is not registered with these stores (Stores::register_models)"
                 ))
             })?;
             let set = group.iter().fold(ProjectionSet::default(), |acc, r| acc.or(r.projections()));
             let states = self.states_of(meta, &group).await?;
-            let applied = apply(self, meta, &states, set).await;
+            let applied = apply(self.stores(), meta, &states, set).await;
             if applied.failed.is_empty() {
                 report.applied += group.len() as u64;
             } else {
@@ -546,18 +567,10 @@ impl Stores {
     /// Pending records (not dead), due or not, that still need one of `only`'s projections
     /// (any projection when `None`).
     async fn count_pending(&self, only: Option<ProjectionSet>) -> Result<u64> {
-        let store = self.relational();
-        let mut sql = store.sql();
-        sql.push("SELECT COUNT(*) AS \"n\" FROM ")
-            .ident(OUTBOX_TABLE)
-            .push(" WHERE NOT \"dead\"");
-        if let Some(only) = only {
-            sql.push(" AND ");
-            write_any_pending(&mut sql, only);
-        }
+        let store = self.stores().relational();
         let row = store
             .connection()
-            .query_one_raw(sql.build())
+            .query_one_raw(sql::outbox::count_live(store.sql(), only))
             .await
             .map_err(|e| Error::relational("counting pending outbox records", e))?;
         let n: i64 = row
@@ -579,19 +592,11 @@ impl Stores {
     }
 
     async fn list_records(&self, dead: bool, limit: u64) -> Result<Vec<OutboxRecord>> {
-        let store = self.relational();
-        let mut sql = store.sql();
-        sql.push("SELECT ")
-            .push(RECORD_COLUMNS)
-            .push(" FROM ")
-            .ident(OUTBOX_TABLE)
-            .push(" WHERE \"dead\" = ")
-            .param(SqlValue::Bool(Some(dead)))
-            .push(" ORDER BY \"id\" LIMIT ")
-            .param(SqlValue::BigInt(Some(limit.min(i64::MAX as u64) as i64)));
+        let store = self.stores().relational();
+        let statement = sql::outbox::list(store.sql(), dead, limit.min(i64::MAX as u64) as i64);
         let rows = store
             .connection()
-            .query_all_raw(sql.build())
+            .query_all_raw(statement)
             .await
             .map_err(|e| Error::relational("listing outbox records", e))?;
         rows.iter()
@@ -603,19 +608,10 @@ impl Stores {
     /// Puts dead letters back in line, due at once with their attempts reset: those with
     /// these ids, or all when `ids` is `None`. Returns how many.
     pub async fn retry_dead(&self, ids: Option<&[i64]>) -> Result<u64> {
-        let store = self.relational();
-        let mut sql = store.sql();
-        sql.push("UPDATE ")
-            .ident(OUTBOX_TABLE)
-            .push(" SET \"dead\" = FALSE, \"attempts\" = 0, \"next_attempt_at\" = ")
-            .param(SqlValue::ChronoDateTimeUtc(Some(Utc::now())))
-            .push(" WHERE \"dead\"");
-        if let Some(ids) = ids {
-            sql.push(" AND \"id\"").in_ids(ids);
-        }
+        let store = self.stores().relational();
         let result = store
             .connection()
-            .execute_raw(sql.build())
+            .execute_raw(sql::outbox::revive(store.sql(), ids, Utc::now()))
             .await
             .map_err(|e| Error::relational("retrying dead letters", e))?;
         Ok(result.rows_affected())

@@ -14,9 +14,10 @@ use sea_orm::ConnectionTrait;
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, Result, StoreKind};
+pub use crate::kind::ProjectionSet;
 use crate::model::{FieldType, ModelMeta};
-use crate::nodes::{cache_ttl, column_json};
-use crate::store::Stores;
+use crate::sql::rows::{self, column_json};
+use crate::store::StoreHandles;
 use crate::store::graph::{GraphNode, GraphRelation};
 use crate::store::vector::{TENANT_KEY, VERSION_KEY, VectorDoc, metadata_fields};
 use crate::values::timestamp_to_json;
@@ -42,81 +43,14 @@ pub(crate) struct RowState {
     pub fields: Option<Map<String, Json>>,
 }
 
-/// Which projections a write must keep in step.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProjectionSet {
-    /// Cached rows are invalidated.
-    pub cache: bool,
-    /// The vector collection holds the row's document.
-    pub vector: bool,
-    /// The graph holds the row's node and edges.
-    pub graph: bool,
-}
-
 impl ProjectionSet {
     /// The projections of `meta`'s rows with these stores: the cache and graph when
     /// configured, vectors when configured and the model has `embed` fields.
-    pub fn for_model(stores: &Stores, meta: &ModelMeta) -> Self {
+    pub fn for_model(stores: &StoreHandles, meta: &ModelMeta) -> Self {
         ProjectionSet {
             cache: stores.cache().is_some(),
             vector: stores.vector().is_some() && meta.has_embed_fields(),
             graph: stores.graph().is_some(),
-        }
-    }
-
-    /// No projection.
-    pub fn is_empty(self) -> bool {
-        !(self.cache || self.vector || self.graph)
-    }
-
-    /// The stores of these projections.
-    pub fn kinds(self) -> Vec<StoreKind> {
-        let mut kinds = Vec::with_capacity(3);
-        if self.cache {
-            kinds.push(StoreKind::Cache);
-        }
-        if self.vector {
-            kinds.push(StoreKind::Vector);
-        }
-        if self.graph {
-            kinds.push(StoreKind::Graph);
-        }
-        kinds
-    }
-
-    /// Just the projection on `kind` (nothing for the relational store).
-    pub fn only(kind: StoreKind) -> Self {
-        ProjectionSet {
-            cache: kind == StoreKind::Cache,
-            vector: kind == StoreKind::Vector,
-            graph: kind == StoreKind::Graph,
-        }
-    }
-
-    /// The projections in `self` but not in `other`.
-    pub fn minus(self, other: ProjectionSet) -> Self {
-        ProjectionSet {
-            cache: self.cache && !other.cache,
-            vector: self.vector && !other.vector,
-            graph: self.graph && !other.graph,
-        }
-    }
-
-    /// The projections in either.
-    pub fn or(self, other: ProjectionSet) -> Self {
-        ProjectionSet {
-            cache: self.cache || other.cache,
-            vector: self.vector || other.vector,
-            graph: self.graph || other.graph,
-        }
-    }
-
-    /// The projections in both.
-    pub fn and(self, other: ProjectionSet) -> Self {
-        ProjectionSet {
-            cache: self.cache && other.cache,
-            vector: self.vector && other.vector,
-            graph: self.graph && other.graph,
         }
     }
 }
@@ -222,7 +156,7 @@ pub(crate) fn graph_node(meta: &'static ModelMeta, row: &RowState, fields: &Map<
 
 /// Applies the projections in `set` for `rows`: the cache first (quick, and with a short
 /// timeout that CPU work beside it could starve), then vectors and graph concurrently.
-pub(crate) async fn apply(stores: &Stores, meta: &'static ModelMeta, rows: &[RowState], set: ProjectionSet) -> Applied {
+pub(crate) async fn apply(stores: &StoreHandles, meta: &'static ModelMeta, rows: &[RowState], set: ProjectionSet) -> Applied {
     let cache = async {
         if !set.cache {
             return None;
@@ -237,7 +171,7 @@ pub(crate) async fn apply(stores: &Stores, meta: &'static ModelMeta, rows: &[Row
         if keys.is_empty() {
             return Some(Ok(()));
         }
-        Some(cache.invalidate(&keys, cache_ttl(meta)).await)
+        Some(cache.invalidate(&keys, meta.cache_ttl()).await)
     };
     let vector = async {
         if !set.vector {
@@ -288,7 +222,12 @@ pub(crate) async fn apply(stores: &Stores, meta: &'static ModelMeta, rows: &[Row
     applied
 }
 
-async fn apply_vector(stores: &Stores, store: &dyn crate::store::VectorStore, meta: &'static ModelMeta, rows: &[RowState]) -> Result<()> {
+async fn apply_vector(
+    stores: &StoreHandles,
+    store: &dyn crate::store::VectorStore,
+    meta: &'static ModelMeta,
+    rows: &[RowState],
+) -> Result<()> {
     let mut texts = Vec::new();
     let mut keep = Vec::new();
     let mut remove = Vec::new();
@@ -332,7 +271,7 @@ async fn apply_vector(stores: &Stores, store: &dyn crate::store::VectorStore, me
 const INLINE_EMBED: usize = 64;
 
 /// The embedding of every text, in order.
-async fn embed_all(stores: &Stores, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+async fn embed_all(stores: &StoreHandles, texts: &[String]) -> Result<Vec<Vec<f32>>> {
     if texts.len() <= INLINE_EMBED {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         return Ok(stores.embedder().embed(&refs));
@@ -351,7 +290,7 @@ async fn embed_all(stores: &Stores, texts: &[String]) -> Result<Vec<Vec<f32>>> {
 /// Applies projections, then checks that no row moved on while they were applied; rows that
 /// did are re-read and re-applied. A projection whose rows keep moving is reported failed, so
 /// its outbox record stays for `sync`.
-pub(crate) async fn apply_verified(stores: &Stores, meta: &'static ModelMeta, rows: Vec<RowState>, set: ProjectionSet) -> Applied {
+pub(crate) async fn apply_verified(stores: &StoreHandles, meta: &'static ModelMeta, rows: Vec<RowState>, set: ProjectionSet) -> Applied {
     let mut applied = apply(stores, meta, &rows, set).await;
     // The cache needs no check: tombstones keep the highest version whatever the order.
     let checked = applied.done.and(ProjectionSet {
@@ -425,24 +364,14 @@ pub(crate) async fn apply_verified(stores: &Stores, meta: &'static ModelMeta, ro
 }
 
 /// `id → (version, present)` of the rows that exist (present: not soft-deleted).
-async fn current_versions(stores: &Stores, meta: &'static ModelMeta, ids: &[i64]) -> Result<HashMap<i64, (i64, bool)>> {
+async fn current_versions(stores: &StoreHandles, meta: &'static ModelMeta, ids: &[i64]) -> Result<HashMap<i64, (i64, bool)>> {
     let store = stores.relational();
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(10_000) {
-        let mut sql = store.sql();
-        sql.push("SELECT ").ident(meta.primary_key).push(" AS \"id\", \"version\"");
-        if meta.soft_delete {
-            sql.push(", \"deleted_at\" IS NULL AS \"live\"");
-        }
-        sql.push(" FROM ")
-            .ident(meta.table)
-            .push(" WHERE ")
-            .ident(meta.primary_key)
-            .in_ids(chunk);
         let action = format!("checking versions of {}", meta.table);
         let rows = store
             .connection()
-            .query_all_raw(sql.build())
+            .query_all_raw(rows::versions(store.sql(), meta, chunk))
             .await
             .map_err(|e| Error::relational(&action, e))?;
         for row in rows {
@@ -461,24 +390,14 @@ async fn current_versions(stores: &Stores, meta: &'static ModelMeta, ids: &[i64]
 
 /// The current state of rows by primary key, read from the relational store whatever their
 /// tenant; rows that do not exist come back absent with [`GONE_VERSION`].
-pub(crate) async fn read_states(stores: &Stores, meta: &'static ModelMeta, ids: &[i64]) -> Result<Vec<RowState>> {
+pub(crate) async fn read_states(stores: &StoreHandles, meta: &'static ModelMeta, ids: &[i64]) -> Result<Vec<RowState>> {
     let store = stores.relational();
     let mut found: HashMap<i64, RowState> = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(10_000) {
-        let mut sql = store.sql();
-        sql.push("SELECT ").record_columns(meta);
-        if meta.multi_tenant {
-            sql.push(", \"tenant_id\"");
-        }
-        sql.push(" FROM ")
-            .ident(meta.table)
-            .push(" WHERE ")
-            .ident(meta.primary_key)
-            .in_ids(chunk);
         let action = format!("reading {} rows to project", meta.table);
         let rows = store
             .connection()
-            .query_all_raw(sql.build())
+            .query_all_raw(rows::states(store.sql(), meta, chunk))
             .await
             .map_err(|e| Error::relational(&action, e))?;
         for row in rows {

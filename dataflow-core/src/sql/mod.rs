@@ -1,6 +1,25 @@
-//! The SQL writer: identifiers only from model metadata, every value a bound parameter.
+//! The SQL layer: every statement the relational store receives is written here, for
+//! PostgreSQL and SQLite, from model metadata (identifiers) and bound parameters (values).
 //!
-//! All statements the relational nodes send are written here, for PostgreSQL and SQLite.
+//! [`Sql`] is the writer; one module per concern builds whole statements with it: [`rows`]
+//! (reads), [`write`] (inserts, updates, deletes, upserts), [`aggregate`], [`schema`]
+//! (tables, columns, indexes, ids), [`outbox`], and `filter` (filters and sorts as
+//! conditions). Nothing outside this layer writes SQL text: [`Sql::push`] is crate-private,
+//! and the layers above call the builders. The store backends' own tables (the embedded
+//! graph and vector stores) keep their statements beside their code, as the Bolt backend keeps
+//! its Cypher: they are those backends' storage format, not statements on a model.
+//!
+//! Why our own writer and not `sea-query`'s builders: the statements here lean on what
+//! sea-query does not model — `jsonb_to_recordset`/`json_each` row sources bound as one
+//! parameter, `= ANY($1)` arrays, `ON CONFLICT ... WHERE`, `FOR UPDATE SKIP LOCKED` — and the
+//! writer is a few dozen lines whose output the fuzz tests check on both dialects.
+
+pub(crate) mod aggregate;
+mod filter;
+pub(crate) mod outbox;
+pub(crate) mod rows;
+pub(crate) mod schema;
+pub(crate) mod write;
 
 use sea_orm::{DbBackend, Statement, Value as SqlValue};
 
@@ -49,7 +68,7 @@ impl Sql {
     }
 
     /// Appends SQL text written by this crate (keywords, punctuation; never input).
-    pub fn push(&mut self, text: &str) -> &mut Self {
+    pub(crate) fn push(&mut self, text: &str) -> &mut Self {
         self.text.push_str(text);
         self
     }

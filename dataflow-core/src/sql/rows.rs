@@ -1,0 +1,173 @@
+//! Statements that read a model's rows: the scope every query carries (tenant, soft
+//! delete), records by id, by ids and by filter, row counts, versions and states for the
+//! projections, the foreign-key check; and a column read back as JSON.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{QueryResult, Statement, Value as SqlValue};
+use serde_json::Value as Json;
+
+use crate::error::Result;
+use crate::filter::{CheckedSort, Filter};
+use crate::model::{FieldType, ModelMeta};
+use crate::sql::Sql;
+use crate::values::timestamp_to_json;
+
+/// Writes the conditions every query on `meta` carries: the tenant, and `deleted_at IS NULL`
+/// unless deleted rows were asked for. Always writes at least `TRUE`, so callers can append
+/// `AND ...`.
+pub(crate) fn write_scope(sql: &mut Sql, meta: &ModelMeta, tenant: Option<&str>, include_deleted: bool) {
+    sql.push("TRUE");
+    if let Some(tenant) = tenant {
+        sql.push(" AND \"tenant_id\" = ").param(SqlValue::String(Some(tenant.to_owned())));
+    }
+    if meta.soft_delete && !include_deleted {
+        sql.push(" AND \"deleted_at\" IS NULL");
+    }
+}
+
+/// Writes `SELECT <record columns> FROM <table> WHERE <scope>`; callers append `AND ...`.
+pub(crate) fn write_select_records(sql: &mut Sql, meta: &ModelMeta, tenant: Option<&str>, include_deleted: bool) {
+    sql.push("SELECT ")
+        .record_columns(meta)
+        .push(" FROM ")
+        .ident(meta.table)
+        .push(" WHERE ");
+    write_scope(sql, meta, tenant, include_deleted);
+}
+
+/// The record with primary key `id` within the tenant's scope; `lock` keeps the row locked
+/// until the transaction ends (see [`Sql::lock_rows`]).
+pub(crate) fn select_by_id(mut sql: Sql, meta: &ModelMeta, tenant: Option<&str>, id: i64, include_deleted: bool, lock: bool) -> Statement {
+    write_select_records(&mut sql, meta, tenant, include_deleted);
+    sql.push(" AND ")
+        .ident(meta.primary_key)
+        .push(" = ")
+        .param(SqlValue::BigInt(Some(id)));
+    if lock {
+        sql.lock_rows();
+    }
+    sql.build()
+}
+
+/// Writes ` AND (filter)` when a filter is given.
+pub(crate) fn write_filter(sql: &mut Sql, meta: &'static ModelMeta, filter: Option<&Filter>) -> Result<()> {
+    if let Some(filter) = filter {
+        sql.push(" AND (");
+        filter.write_sql(meta, sql)?;
+        sql.push(")");
+    }
+    Ok(())
+}
+
+/// Reads one column of a dynamic result (aggregates) as JSON.
+pub(crate) fn column_json(row: &QueryResult, column: &str, ty: FieldType) -> std::result::Result<Json, sea_orm::DbErr> {
+    Ok(match ty {
+        FieldType::Integer => row.try_get::<Option<i64>>("", column)?.map(Json::from).unwrap_or(Json::Null),
+        FieldType::Float => row.try_get::<Option<f64>>("", column)?.map(Json::from).unwrap_or(Json::Null),
+        FieldType::Boolean => row.try_get::<Option<bool>>("", column)?.map(Json::from).unwrap_or(Json::Null),
+        FieldType::Text => row.try_get::<Option<String>>("", column)?.map(Json::from).unwrap_or(Json::Null),
+        FieldType::Timestamp => row
+            .try_get::<Option<DateTime<Utc>>>("", column)?
+            .map(|t| Json::from(timestamp_to_json(t)))
+            .unwrap_or(Json::Null),
+        FieldType::Json => row.try_get::<Option<Json>>("", column)?.unwrap_or(Json::Null),
+    })
+}
+
+/// The visible records (tenant scope, not soft-deleted) among `ids`.
+pub(crate) fn select_by_ids(mut sql: Sql, meta: &ModelMeta, tenant: Option<&str>, ids: &[i64]) -> Statement {
+    write_select_records(&mut sql, meta, tenant, false);
+    sql.push(" AND ").ident(meta.primary_key).in_ids(ids);
+    sql.build()
+}
+
+/// One page of a List: the records in scope that pass `filter`, after the cursor `after`, in
+/// `sort` order, `limit` of them.
+pub(crate) fn select_page(
+    mut sql: Sql,
+    meta: &'static ModelMeta,
+    scope: (Option<&str>, bool),
+    filter: Option<&Filter>,
+    sort: &CheckedSort,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Statement> {
+    let (tenant, include_deleted) = scope;
+    write_select_records(&mut sql, meta, tenant, include_deleted);
+    write_filter(&mut sql, meta, filter)?;
+    if let Some(cursor) = after {
+        sql.push(" AND ");
+        sort.write_after(meta, cursor, &mut sql)?;
+    }
+    sort.write_order_by(&mut sql);
+    sql.push(" LIMIT ").param(SqlValue::BigInt(Some(limit)));
+    Ok(sql.build())
+}
+
+/// `SELECT COUNT(*) AS "n"` of the rows in scope that pass `filter`.
+pub(crate) fn count_rows(
+    mut sql: Sql,
+    meta: &'static ModelMeta,
+    scope: (Option<&str>, bool),
+    filter: Option<&Filter>,
+) -> Result<Statement> {
+    let (tenant, include_deleted) = scope;
+    sql.push("SELECT COUNT(*) AS \"n\" FROM ").ident(meta.table).push(" WHERE ");
+    write_scope(&mut sql, meta, tenant, include_deleted);
+    write_filter(&mut sql, meta, filter)?;
+    Ok(sql.build())
+}
+
+/// The rows that foreign keys name, as `(relation, id)`: for each relation (its index in
+/// `meta.relations`), the ids among those named that exist in the target's scope. `named`
+/// gives, per relation, the target, its tenant scope and the ids named; one statement for all.
+/// `None` when no id is named at all.
+pub(crate) fn referenced_rows(mut sql: Sql, named: &[(usize, &'static ModelMeta, Option<&str>, &[i64])]) -> Option<Statement> {
+    let mut first = true;
+    for &(index, target, tenant, ids) in named.iter().filter(|(_, _, _, ids)| !ids.is_empty()) {
+        if !first {
+            sql.push(" UNION ALL ");
+        }
+        first = false;
+        sql.push("SELECT CAST(")
+            .push(&index.to_string())
+            .push(" AS BIGINT) AS relation, ")
+            .ident(target.primary_key)
+            .push(" AS id FROM ")
+            .ident(target.table)
+            .push(" WHERE ");
+        write_scope(&mut sql, target, tenant, false);
+        sql.push(" AND ").ident(target.primary_key).in_ids(ids);
+    }
+    (!first).then(|| sql.build())
+}
+
+/// `"id"`, `"version"` and (soft-delete models) `"live"` of the rows among `ids`, whatever
+/// their tenant or deletion.
+pub(crate) fn versions(mut sql: Sql, meta: &ModelMeta, ids: &[i64]) -> Statement {
+    sql.push("SELECT ").ident(meta.primary_key).push(" AS \"id\", \"version\"");
+    if meta.soft_delete {
+        sql.push(", \"deleted_at\" IS NULL AS \"live\"");
+    }
+    sql.push(" FROM ")
+        .ident(meta.table)
+        .push(" WHERE ")
+        .ident(meta.primary_key)
+        .in_ids(ids);
+    sql.build()
+}
+
+/// The record columns (and the tenant of multi-tenant models) of the rows among `ids`,
+/// whatever their tenant or deletion: what the projections are computed from.
+pub(crate) fn states(mut sql: Sql, meta: &ModelMeta, ids: &[i64]) -> Statement {
+    sql.push("SELECT ").record_columns(meta);
+    if meta.multi_tenant {
+        sql.push(", \"tenant_id\"");
+    }
+    sql.push(" FROM ")
+        .ident(meta.table)
+        .push(" WHERE ")
+        .ident(meta.primary_key)
+        .in_ids(ids);
+    sql.build()
+}

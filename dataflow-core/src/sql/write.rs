@@ -1,0 +1,167 @@
+//! Statements that write a model's rows: insert one record, update and delete by id or by
+//! filter. Each returns the written rows (`RETURNING`), so a write needs no second read.
+
+use sea_orm::{Statement, Value as SqlValue};
+use serde_json::{Map, Value as Json};
+
+use crate::error::Result;
+use crate::filter::Filter;
+use crate::model::{FieldMeta, ModelMeta};
+use crate::sql::Sql;
+use crate::sql::rows::{write_filter, write_scope};
+use crate::values::{CheckedRecord, to_sql};
+
+/// Which rows a write touches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rows<'a> {
+    /// The row with this primary key, already checked to be in scope (locked by the caller).
+    Id(i64),
+    /// The rows in scope that pass the filter.
+    Filter(&'a Filter),
+}
+
+/// `INSERT` of one checked record (and its tenant), returning the stored record.
+pub(crate) fn insert_record(mut sql: Sql, meta: &ModelMeta, record: &CheckedRecord, tenant: Option<&str>) -> Statement {
+    sql.push("INSERT INTO ").ident(meta.table).push(" (");
+    sql.ident_list(record.values.iter().map(|(f, _)| f.name));
+    if tenant.is_some() {
+        sql.push(", \"tenant_id\"");
+    }
+    sql.push(") VALUES (");
+    for (i, (f, v)) in record.values.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.param(to_sql(f.ty, v));
+    }
+    if let Some(t) = tenant {
+        sql.push(", ").param(SqlValue::String(Some(t.to_owned())));
+    }
+    sql.push(") RETURNING ").record_columns(meta);
+    sql.build()
+}
+
+/// `UPDATE` of the `patch`ed fields (with the version bumped and `updated_at` set) of `rows`,
+/// returning the stored records.
+pub(crate) fn update_rows(
+    mut sql: Sql,
+    meta: &'static ModelMeta,
+    patch: &CheckedRecord,
+    rows: Rows<'_>,
+    tenant: Option<&str>,
+) -> Result<Statement> {
+    sql.push("UPDATE ").ident(meta.table).push(" SET ");
+    for (f, v) in &patch.values {
+        sql.ident(f.name).push(" = ").param(to_sql(f.ty, v)).push(", ");
+    }
+    let now = sql.now();
+    sql.push("\"version\" = \"version\" + 1, \"updated_at\" = ").push(now);
+    sql.push(" WHERE ");
+    match rows {
+        Rows::Id(id) => {
+            sql.ident(meta.primary_key).push(" = ").param(SqlValue::BigInt(Some(id)));
+        }
+        Rows::Filter(filter) => {
+            write_scope(&mut sql, meta, tenant, false);
+            write_filter(&mut sql, meta, Some(filter))?;
+        }
+    }
+    sql.push(" RETURNING ").record_columns(meta);
+    Ok(sql.build())
+}
+
+/// `DELETE` of `rows` in scope, or with `soft`, an `UPDATE` that marks them deleted (and bumps
+/// their version); returns the primary key and version of each.
+pub(crate) fn delete_rows(mut sql: Sql, meta: &'static ModelMeta, rows: Rows<'_>, tenant: Option<&str>, soft: bool) -> Result<Statement> {
+    if soft {
+        let now = sql.now();
+        sql.push("UPDATE ").ident(meta.table).push(" SET \"deleted_at\" = ").push(now);
+        sql.push(", \"updated_at\" = ")
+            .push(now)
+            .push(", \"version\" = \"version\" + 1 WHERE ");
+    } else {
+        sql.push("DELETE FROM ").ident(meta.table).push(" WHERE ");
+    }
+    write_scope(&mut sql, meta, tenant, !soft);
+    match rows {
+        Rows::Id(id) => {
+            sql.push(" AND ")
+                .ident(meta.primary_key)
+                .push(" = ")
+                .param(SqlValue::BigInt(Some(id)));
+        }
+        Rows::Filter(filter) => write_filter(&mut sql, meta, Some(filter))?,
+    }
+    sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
+    Ok(sql.build())
+}
+
+/// `INSERT ... ON CONFLICT DO UPDATE` of many checked records in one statement, the rows
+/// travelling as one JSON parameter: on the primary key (`unique` is `None`; records carry
+/// their ids) or on a unique field (per tenant; records carry no id). With a tenant, a row of
+/// another tenant is left alone. Returns the primary key and version of each written row and,
+/// on a unique field, its value as `"conflict_key"`.
+pub(crate) fn upsert_rows(
+    mut sql: Sql,
+    meta: &'static ModelMeta,
+    tenant: Option<&str>,
+    unique: Option<&'static FieldMeta>,
+    records: &[&CheckedRecord],
+) -> Statement {
+    let columns: Vec<&'static FieldMeta> = meta.fields.iter().filter(|f| !f.primary_key || unique.is_none()).collect();
+    let payload: Vec<Json> = records
+        .iter()
+        .map(|record| {
+            Json::Object(
+                record
+                    .values
+                    .iter()
+                    .map(|(f, v)| (f.name.to_owned(), v.clone()))
+                    .collect::<Map<_, _>>(),
+            )
+        })
+        .collect();
+
+    sql.push("INSERT INTO ")
+        .ident(meta.table)
+        .push(" AS \"t\" (")
+        .ident_list(columns.iter().map(|f| f.name));
+    if tenant.is_some() {
+        sql.push(", \"tenant_id\"");
+    }
+    sql.push(") SELECT ").ident_list(columns.iter().map(|f| f.name));
+    if let Some(t) = tenant {
+        sql.push(", ").param(SqlValue::String(Some(t.to_owned())));
+    }
+    sql.push(" FROM ").json_rows(payload, &columns, "x");
+    // `WHERE true` tells SQLite's parser that `ON CONFLICT` starts the upsert clause.
+    sql.push(" WHERE true ON CONFLICT (");
+    let key_field: &'static FieldMeta = match unique {
+        None => meta.field(meta.primary_key).expect("primary key exists"),
+        Some(f) => {
+            if tenant.is_some() {
+                sql.push("\"tenant_id\", ");
+            }
+            f
+        }
+    };
+    sql.ident(key_field.name).push(") DO UPDATE SET ");
+    for f in columns.iter().filter(|f| !f.primary_key) {
+        sql.ident(f.name).push(" = EXCLUDED.").ident(f.name).push(", ");
+    }
+    let now = sql.now();
+    sql.push("\"version\" = \"t\".\"version\" + 1, \"updated_at\" = ").push(now);
+    if meta.soft_delete {
+        sql.push(", \"deleted_at\" = NULL");
+    }
+    if tenant.is_some() {
+        sql.push(" WHERE \"t\".\"tenant_id\" = EXCLUDED.\"tenant_id\"");
+    }
+    // RETURNING names the target's columns unqualified: SQLite does not accept the alias there.
+    sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
+    if let Some(f) = unique {
+        sql.push(", ").ident(f.name).push(" AS \"conflict_key\"");
+    }
+
+    sql.build()
+}

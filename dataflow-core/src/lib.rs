@@ -20,21 +20,27 @@
 
 #![warn(missing_docs)]
 
+// The layers, lowest first; each module imports only from the layers above it in this list
+// (docs/architecture.md draws them).
+// 1. Base: passwords in URLs, errors, store kinds, settings.
 pub mod config;
-pub mod consistency;
-pub mod embed;
 pub mod error;
-pub mod filter;
 pub mod kind;
+pub mod secrets;
+// 2. Models: metadata, records, values and their rules, filters and sorts, embeddings.
 pub mod model;
+pub use model::{embed, filter, record, values};
+// 3. SQL: every statement on a model's rows and on the outbox.
+pub mod sql;
+// 4. Store backends and their handles.
+pub mod store;
+// 5. Consistency: the outbox, projections and the background projector; then the stores an
+//    application connects (handles and outbox together).
+pub mod consistency;
+pub mod stores;
+// 6. Nodes: the Node trait and its context, and the nine operations.
 pub mod node;
 pub mod nodes;
-pub mod record;
-pub mod secrets;
-pub mod sql;
-pub mod store;
-pub mod stores;
-pub mod values;
 
 pub use config::{Config, GraphConfig, ProjectionMode};
 pub use consistency::{Outbox, OutboxRecord, ProjectionSet, SyncReport};

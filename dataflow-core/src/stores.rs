@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::config::{Config, ProjectionMode};
 use crate::consistency::outbox::{self, Outbox};
-use crate::embed::Embedder;
 use crate::error::Result;
 use crate::model::ModelMeta;
+use crate::model::embed::Embedder;
 use crate::store::{Backends, CacheStore, Connected, GraphStore, RelationalStore, StoreHandles, VectorStore};
 
 /// The connected stores and their outbox; cheap to clone and shared by every node of a run.

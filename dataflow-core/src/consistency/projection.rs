@@ -15,12 +15,12 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, Result, StoreKind};
 pub use crate::kind::ProjectionSet;
+use crate::model::values::timestamp_to_json;
 use crate::model::{FieldType, ModelMeta};
 use crate::sql::rows::{self, column_json};
 use crate::store::StoreHandles;
 use crate::store::graph::{GraphNode, GraphRelation};
 use crate::store::vector::{TENANT_KEY, VERSION_KEY, VectorDoc, metadata_fields};
-use crate::values::timestamp_to_json;
 
 /// Version given to the cache tombstone of a row that is gone and whose last version is not
 /// known (a hard delete found by `sync`): it outranks every version the row could have had.

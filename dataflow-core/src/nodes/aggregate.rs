@@ -6,13 +6,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, FieldErrors, Result};
-pub use crate::filter::AggregateOp;
-use crate::filter::Filter;
+pub use crate::model::filter::AggregateOp;
+use crate::model::filter::Filter;
+use crate::model::values::{printable, unknown_field_message};
 use crate::model::{FieldMeta, FieldType, Model};
 use crate::node::Context;
 use crate::sql::aggregate;
 use crate::sql::rows::column_json;
-use crate::values::{printable, unknown_field_message};
 
 /// Most groups an Aggregate node returns.
 pub const MAX_GROUPS: u32 = 10_000;

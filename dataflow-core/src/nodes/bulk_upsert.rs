@@ -16,12 +16,12 @@ use serde_json::{Map, Value as Json};
 
 use crate::consistency::projection::{ProjectionSet, RowState};
 use crate::error::{Error, FieldErrors, Result, StoreKind};
+use crate::model::values::{CheckedRecord, RecordMode, check_record, printable};
 use crate::model::{FieldMeta, Model, ModelMeta};
 use crate::node::Context;
 use crate::nodes::commit_and_project;
 use crate::sql::rows::column_json;
 use crate::sql::{Sql, write};
-use crate::values::{CheckedRecord, RecordMode, check_record, printable};
 
 /// Rows per statement when `batch_size` is not given.
 pub const DEFAULT_BATCH: usize = 5_000;
@@ -81,7 +81,6 @@ enum ConflictKey {
 pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<BulkUpsertOutput> {
     let meta = M::meta();
     let tenant = ctx.tenant_scope(meta)?;
-    let store = ctx.stores().relational();
     let batch = input.batch_size.unwrap_or(DEFAULT_BATCH);
     if !(1..=MAX_BATCH).contains(&batch) {
         return Err(Error::invalid(
@@ -97,7 +96,24 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
             format!("at most {MAX_ROWS} rows per call, got {}", input.rows.len()),
         ));
     }
-    let key = match input.conflict_key.as_deref() {
+    let key = conflict_key(meta, input.conflict_key.as_deref())?;
+    let mut out = BulkUpsertOutput {
+        ids: vec![None; input.rows.len()],
+        ..Default::default()
+    };
+    let valid = check_rows(meta, &key, &input.rows, &mut out.errors);
+    let valid = with_known_references(ctx, meta, valid, &mut out.errors).await?;
+    out.errors.sort_by_key(|e| e.index);
+    if valid.is_empty() {
+        return Ok(out);
+    }
+    write_rows(ctx, meta, tenant, &key, batch, valid, &mut out).await?;
+    Ok(out)
+}
+
+/// The conflict key a BulkUpsert names: the primary key (the default) or a unique field.
+fn conflict_key(meta: &'static ModelMeta, name: Option<&str>) -> Result<ConflictKey> {
+    Ok(match name {
         None => ConflictKey::PrimaryKey,
         Some(name) if name == meta.primary_key => ConflictKey::PrimaryKey,
         Some(name) => match meta.field(name) {
@@ -119,22 +135,22 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
                 return Err(Error::invalid(
                     meta.name,
                     "conflict_key",
-                    crate::values::unknown_field_message(meta, name),
+                    crate::model::values::unknown_field_message(meta, name),
                 ));
             }
         },
-    };
+    })
+}
 
-    let mut out = BulkUpsertOutput {
-        ids: vec![None; input.rows.len()],
-        ..Default::default()
-    };
-    let mut valid: Vec<(usize, CheckedRecord)> = Vec::with_capacity(input.rows.len());
+/// Checks every row; returns the valid ones with their input index, and reports the others
+/// (a second row with the same conflict key included) in `errors`.
+fn check_rows(meta: &'static ModelMeta, key: &ConflictKey, rows: &[Json], errors: &mut Vec<RowError>) -> Vec<(usize, CheckedRecord)> {
+    let mut valid: Vec<(usize, CheckedRecord)> = Vec::with_capacity(rows.len());
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for (index, row) in input.rows.iter().enumerate() {
-        match check_row(meta, &key, row) {
+    for (index, row) in rows.iter().enumerate() {
+        match check_row(meta, key, row) {
             Ok(checked) => {
-                let key_value = match &key {
+                let key_value = match key {
                     ConflictKey::PrimaryKey => checked.get(meta.primary_key),
                     ConflictKey::Unique(f) => checked.get(f.name),
                 };
@@ -142,20 +158,31 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
                     && let Some(first) = seen.insert(value.to_string(), index)
                 {
                     seen.insert(value.to_string(), first);
-                    let name = match &key {
+                    let name = match key {
                         ConflictKey::PrimaryKey => meta.primary_key,
                         ConflictKey::Unique(f) => f.name,
                     };
-                    let mut errors = FieldErrors::default();
-                    errors.push(name, format!("the same {name} as row {first}"));
-                    out.errors.push(RowError { index, errors });
+                    let mut row_errors = FieldErrors::default();
+                    row_errors.push(name, format!("the same {name} as row {first}"));
+                    errors.push(RowError { index, errors: row_errors });
                     continue;
                 }
                 valid.push((index, checked));
             }
-            Err(errors) => out.errors.push(RowError { index, errors }),
+            Err(row_errors) => errors.push(RowError { index, errors: row_errors }),
         }
     }
+    valid
+}
+
+/// The rows whose foreign keys all name a visible row; the others are reported in `errors`
+/// like any invalid row.
+async fn with_known_references(
+    ctx: &Context,
+    meta: &'static ModelMeta,
+    valid: Vec<(usize, CheckedRecord)>,
+    errors: &mut Vec<RowError>,
+) -> Result<Vec<(usize, CheckedRecord)>> {
     // Rows whose foreign keys name no visible row are reported like any invalid row.
     let batch_ids: Vec<i64> = valid
         .iter()
@@ -164,19 +191,27 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
     let records: Vec<&CheckedRecord> = valid.iter().map(|(_, r)| r).collect();
     let unknown = super::unknown_references(ctx, meta, &records, &batch_ids).await?;
     let mut kept = Vec::with_capacity(valid.len());
-    for ((index, record), errors) in valid.into_iter().zip(unknown) {
-        if errors.is_empty() {
+    for ((index, record), row_errors) in valid.into_iter().zip(unknown) {
+        if row_errors.is_empty() {
             kept.push((index, record));
         } else {
-            out.errors.push(RowError { index, errors });
+            errors.push(RowError { index, errors: row_errors });
         }
     }
-    let mut valid = kept;
-    out.errors.sort_by_key(|e| e.index);
-    if valid.is_empty() {
-        return Ok(out);
-    }
+    Ok(kept)
+}
 
+/// Writes the valid rows in batches inside one transaction, then projects them.
+async fn write_rows(
+    ctx: &Context,
+    meta: &'static ModelMeta,
+    tenant: Option<&str>,
+    key: &ConflictKey,
+    batch: usize,
+    mut valid: Vec<(usize, CheckedRecord)>,
+    out: &mut BulkUpsertOutput,
+) -> Result<()> {
+    let store = ctx.stores().relational();
     let action = format!("bulk upserting into {}", meta.table);
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
     let mut states: Vec<RowState> = Vec::with_capacity(valid.len());
@@ -189,13 +224,13 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
         // Map written rows back to their input index by their conflict key.
         let mut by_key: HashMap<String, usize> = HashMap::with_capacity(chunk.len());
         for (position, (_, record)) in chunk.iter().enumerate() {
-            let k = match &key {
+            let k = match key {
                 ConflictKey::PrimaryKey => record.get(meta.primary_key),
                 ConflictKey::Unique(f) => record.get(f.name),
             };
             by_key.insert(k.map(Json::to_string).unwrap_or_default(), position);
         }
-        let returned = write_batch(&tx, store.sql(), meta, tenant, &key, chunk, &action).await?;
+        let returned = write_batch(&tx, store.sql(), meta, tenant, key, chunk, &action).await?;
         for (id, version, k) in returned {
             let Some(position) = by_key.remove(&k) else { continue };
             let (index, record) = &chunk[position];
@@ -231,7 +266,7 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
     out.errors.sort_by_key(|e| e.index);
     let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
     out.pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
-    Ok(out)
+    Ok(())
 }
 
 fn check_row(meta: &'static ModelMeta, key: &ConflictKey, row: &Json) -> std::result::Result<CheckedRecord, FieldErrors> {

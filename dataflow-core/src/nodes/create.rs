@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::consistency::projection::ProjectionSet;
 use crate::error::{Error, Result, StoreKind};
 use crate::model::Model;
+use crate::model::record::Record;
+use crate::model::values::{RecordMode, check_record};
 use crate::node::Context;
 use crate::nodes::{commit_and_project, decode_record, row_state, to_object};
-use crate::record::Record;
 use crate::sql::write;
-use crate::values::{RecordMode, check_record};
 
 /// Input of a Create node.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::consistency::projection::{ProjectionSet, RowState};
 use crate::error::{Error, Result, StoreKind};
-use crate::filter::Filter;
 use crate::model::Model;
+use crate::model::filter::Filter;
 use crate::node::Context;
 use crate::nodes::{commit_and_project, fetch_versions};
 use crate::sql::write;

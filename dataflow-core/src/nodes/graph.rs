@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, Result, StoreKind};
+use crate::model::record::Record;
+use crate::model::values::printable;
 use crate::model::{Model, ModelMeta};
 use crate::node::Context;
 use crate::nodes::update::{self, UpdateInput};
 use crate::nodes::{select_by_ids, select_json_by_ids, to_object};
-use crate::record::Record;
 use crate::store::graph::{Direction, MAX_DEPTH, NeighborQuery, PathQuery};
-use crate::values::printable;
 
 /// Neighbours returned when `limit` is not given.
 pub const DEFAULT_NEIGHBORS: usize = 100;
@@ -184,58 +184,7 @@ pub async fn run<M: Model>(ctx: &Context, input: GraphInput) -> Result<GraphOutp
             depth,
             limit,
             hydrate,
-        } => {
-            check_depth(meta, "depth", depth)?;
-            let limit = limit.unwrap_or(DEFAULT_NEIGHBORS);
-            if !(1..=MAX_NEIGHBORS).contains(&limit) {
-                return Err(Error::invalid(
-                    meta.name,
-                    "limit",
-                    format!("must be between 1 and {MAX_NEIGHBORS}, got {limit}"),
-                ));
-            }
-            let relation = relation
-                .as_deref()
-                .map(|r| traversable_relation(ctx, meta, r, direction))
-                .transpose()?;
-            let graph = ctx.stores().handles().require_graph(meta.name)?;
-            require_row(ctx, meta, id).await?;
-            let found = graph
-                .neighbors(&NeighborQuery {
-                    label: meta.name,
-                    id,
-                    relation,
-                    direction,
-                    depth,
-                    tenant: ctx.tenant(),
-                    limit,
-                })
-                .await?;
-            let mut neighbors: Vec<GraphNeighbor> = found
-                .into_iter()
-                .map(|n| GraphNeighbor {
-                    model: n.label,
-                    id: n.id,
-                    depth: n.depth,
-                    record: None,
-                })
-                .collect();
-            if hydrate {
-                let pairs: Vec<(String, i64)> = neighbors.iter().map(|n| (n.model.clone(), n.id)).collect();
-                let rows = hydrate_rows(ctx, &pairs).await?;
-                neighbors.retain_mut(|n| match rows.get(&(n.model.clone(), n.id)) {
-                    Some(row) => {
-                        n.record = Some(row.clone());
-                        true
-                    }
-                    None => false,
-                });
-            }
-            Ok(GraphOutput {
-                neighbors,
-                ..GraphOutput::empty()
-            })
-        }
+        } => neighbors::<M>(ctx, id, relation.as_deref(), direction, depth, limit, hydrate).await,
         GraphInput::Path {
             id,
             target_model,
@@ -243,59 +192,130 @@ pub async fn run<M: Model>(ctx: &Context, input: GraphInput) -> Result<GraphOutp
             relation,
             max_depth,
             hydrate,
-        } => {
-            check_depth(meta, "max_depth", max_depth)?;
-            let target = ctx.stores().handles().model(&target_model).ok_or_else(|| {
-                let known: Vec<&str> = ctx.stores().handles().models().iter().map(|m| m.name).collect();
-                Error::invalid(
-                    meta.name,
-                    "target_model",
-                    format!("unknown model '{}' (registered: {})", printable(&target_model), known.join(", ")),
-                )
-            })?;
-            let relation = relation
-                .as_deref()
-                .map(|r| any_relation(ctx, r))
-                .transpose()
-                .map_err(|m| Error::invalid(meta.name, "relation", m))?;
-            let graph = ctx.stores().handles().require_graph(meta.name)?;
-            require_row(ctx, meta, id).await?;
-            require_row(ctx, target, target_id).await?;
-            let found = graph
-                .shortest_path(&PathQuery {
-                    from: (meta.name, id),
-                    to: (target.name, target_id),
-                    relation,
-                    max_depth,
-                    tenant: ctx.tenant(),
-                })
-                .await?;
-            let Some(found) = found else {
-                return Ok(GraphOutput::empty());
-            };
-            let rows = if hydrate {
-                hydrate_rows(ctx, &found.nodes).await?
-            } else {
-                HashMap::new()
-            };
-            let steps = found
-                .nodes
-                .into_iter()
-                .map(|(model, id)| PathStep {
-                    record: rows.get(&(model.clone(), id)).cloned(),
-                    model,
-                    id,
-                })
-                .collect();
-            Ok(GraphOutput {
-                path: Some(PathOutput {
-                    steps,
-                    relations: found.relations,
-                }),
-                ..GraphOutput::empty()
-            })
-        }
+        } => path::<M>(ctx, id, (&target_model, target_id), relation.as_deref(), max_depth, hydrate).await,
     }
+}
+
+/// The rows around `id` up to `depth` steps away (see [`GraphInput::Neighbors`]).
+async fn neighbors<M: Model>(
+    ctx: &Context,
+    id: i64,
+    relation: Option<&str>,
+    direction: Direction,
+    depth: u32,
+    limit: Option<usize>,
+    hydrate: bool,
+) -> Result<GraphOutput<M>> {
+    let meta = M::meta();
+    check_depth(meta, "depth", depth)?;
+    let limit = limit.unwrap_or(DEFAULT_NEIGHBORS);
+    if !(1..=MAX_NEIGHBORS).contains(&limit) {
+        return Err(Error::invalid(
+            meta.name,
+            "limit",
+            format!("must be between 1 and {MAX_NEIGHBORS}, got {limit}"),
+        ));
+    }
+    let relation = relation.map(|r| traversable_relation(ctx, meta, r, direction)).transpose()?;
+    let graph = ctx.stores().handles().require_graph(meta.name)?;
+    require_row(ctx, meta, id).await?;
+    let found = graph
+        .neighbors(&NeighborQuery {
+            label: meta.name,
+            id,
+            relation,
+            direction,
+            depth,
+            tenant: ctx.tenant(),
+            limit,
+        })
+        .await?;
+    let mut neighbors: Vec<GraphNeighbor> = found
+        .into_iter()
+        .map(|n| GraphNeighbor {
+            model: n.label,
+            id: n.id,
+            depth: n.depth,
+            record: None,
+        })
+        .collect();
+    if hydrate {
+        let pairs: Vec<(String, i64)> = neighbors.iter().map(|n| (n.model.clone(), n.id)).collect();
+        let rows = hydrate_rows(ctx, &pairs).await?;
+        neighbors.retain_mut(|n| match rows.get(&(n.model.clone(), n.id)) {
+            Some(row) => {
+                n.record = Some(row.clone());
+                true
+            }
+            None => false,
+        });
+    }
+    Ok(GraphOutput {
+        neighbors,
+        ..GraphOutput::empty()
+    })
+}
+
+/// The shortest path from `id` to `target` (model name and id; see [`GraphInput::Path`]).
+async fn path<M: Model>(
+    ctx: &Context,
+    id: i64,
+    target: (&str, i64),
+    relation: Option<&str>,
+    max_depth: u32,
+    hydrate: bool,
+) -> Result<GraphOutput<M>> {
+    let meta = M::meta();
+    let (target_model, target_id) = target;
+    check_depth(meta, "max_depth", max_depth)?;
+    let target = ctx.stores().handles().model(target_model).ok_or_else(|| {
+        let known: Vec<&str> = ctx.stores().handles().models().iter().map(|m| m.name).collect();
+        Error::invalid(
+            meta.name,
+            "target_model",
+            format!("unknown model '{}' (registered: {})", printable(target_model), known.join(", ")),
+        )
+    })?;
+    let relation = relation
+        .map(|r| any_relation(ctx, r))
+        .transpose()
+        .map_err(|m| Error::invalid(meta.name, "relation", m))?;
+    let graph = ctx.stores().handles().require_graph(meta.name)?;
+    require_row(ctx, meta, id).await?;
+    require_row(ctx, target, target_id).await?;
+    let found = graph
+        .shortest_path(&PathQuery {
+            from: (meta.name, id),
+            to: (target.name, target_id),
+            relation,
+            max_depth,
+            tenant: ctx.tenant(),
+        })
+        .await?;
+    let Some(found) = found else {
+        return Ok(GraphOutput::empty());
+    };
+    let rows = if hydrate {
+        hydrate_rows(ctx, &found.nodes).await?
+    } else {
+        HashMap::new()
+    };
+    let steps = found
+        .nodes
+        .into_iter()
+        .map(|(model, id)| PathStep {
+            record: rows.get(&(model.clone(), id)).cloned(),
+            model,
+            id,
+        })
+        .collect();
+    Ok(GraphOutput {
+        path: Some(PathOutput {
+            steps,
+            relations: found.relations,
+        }),
+        ..GraphOutput::empty()
+    })
 }
 
 fn check_depth(meta: &'static ModelMeta, part: &'static str, depth: u32) -> Result<()> {

@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
-use crate::filter::{CheckedSort, Filter, SortKey};
 use crate::model::Model;
+use crate::model::filter::{CheckedSort, Filter, SortKey};
+use crate::model::record::Record;
 use crate::node::Context;
 use crate::nodes::{fetch_records, to_object};
-use crate::record::Record;
 use crate::sql::rows;
 
 /// Rows per page when `limit` is not given.

@@ -20,11 +20,11 @@ use serde_json::{Map, Value as Json};
 
 use crate::consistency::projection::{ProjectionSet, RowState};
 use crate::error::{Error, FieldErrors, Result};
+use crate::model::record::Record;
+use crate::model::values::CheckedRecord;
 use crate::model::{FieldType, Model, ModelMeta};
 use crate::node::Context;
-use crate::record::Record;
 use crate::sql::rows::{self, column_json};
-use crate::values::CheckedRecord;
 
 /// For each of `records` (rows about to be written to `meta`), the foreign keys that name no
 /// row the context can see: a row that is not there, is soft-deleted, or is another tenant's.

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::model::record::Record;
 use crate::node::Context;
 use crate::nodes::decode_record;
-use crate::record::Record;
 use crate::sql::rows;
 
 /// Input of a Read node.

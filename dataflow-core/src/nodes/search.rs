@@ -5,11 +5,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::filter::Filter;
 use crate::model::Model;
+use crate::model::filter::Filter;
+use crate::model::record::Record;
 use crate::node::Context;
 use crate::nodes::select_by_ids;
-use crate::record::Record;
 use crate::store::vector::{MAX_QUERY_RESULTS, MetaFilter, MetaOp, TENANT_KEY};
 
 /// Rows returned when `top_k` is not given.

@@ -7,13 +7,13 @@ use serde_json::{Map, Value as Json};
 
 use crate::consistency::projection::ProjectionSet;
 use crate::error::{Error, Result, StoreKind};
-use crate::filter::Filter;
 use crate::model::Model;
+use crate::model::filter::Filter;
+use crate::model::record::Record;
+use crate::model::values::{CheckedRecord, RecordMode, check_record};
 use crate::node::Context;
 use crate::nodes::{commit_and_project, decode_record, fetch_records, row_state, to_object};
-use crate::record::Record;
 use crate::sql::{rows, write};
-use crate::values::{CheckedRecord, RecordMode, check_record};
 
 /// Input of an Update node: exactly one of `id` or `filter`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

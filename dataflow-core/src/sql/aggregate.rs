@@ -3,7 +3,7 @@
 use sea_orm::{Statement, Value as SqlValue};
 
 use crate::error::Result;
-use crate::filter::{AggregateOp, Filter};
+use crate::model::filter::{AggregateOp, Filter};
 use crate::model::{FieldMeta, FieldType, ModelMeta};
 use crate::sql::Sql;
 use crate::sql::rows::{write_filter, write_scope};

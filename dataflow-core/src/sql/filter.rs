@@ -4,10 +4,10 @@
 use serde_json::Value as Json;
 
 use crate::error::{Error, FieldErrors};
-use crate::filter::{CheckedSort, Filter, MAX_FILTER_DEPTH, MAX_IN_LIST, MAX_PATTERN_CHARS, Op};
+use crate::model::filter::{CheckedSort, Filter, MAX_FILTER_DEPTH, MAX_IN_LIST, MAX_PATTERN_CHARS, Op};
+use crate::model::values::{check_type, printable, to_sql, unknown_field_message};
 use crate::model::{FieldMeta, FieldType, ModelMeta};
 use crate::sql::Sql;
-use crate::values::{check_type, printable, to_sql, unknown_field_message};
 
 impl Filter {
     /// Checks the filter against `meta` and writes it as a SQL condition into `sql`.

@@ -93,12 +93,12 @@ impl Sql {
     }
 
     /// Appends a placeholder and binds `value` to it. On SQLite a timestamp is bound as its
-    /// canonical text (RFC 3339, UTC, microseconds, as [`crate::values::timestamp_to_json`]
+    /// canonical text (RFC 3339, UTC, microseconds, as [`crate::model::values::timestamp_to_json`]
     /// writes it and [`Sql::now`] produces), so that stored timestamps compare correctly as text.
     pub fn param(&mut self, value: SqlValue) -> &mut Self {
         let value = match value {
             SqlValue::ChronoDateTimeUtc(ts) if self.backend == DbBackend::Sqlite => {
-                SqlValue::String(ts.map(crate::values::timestamp_to_json))
+                SqlValue::String(ts.map(crate::model::values::timestamp_to_json))
             }
             other => other,
         };

@@ -7,10 +7,10 @@ use sea_orm::{QueryResult, Statement, Value as SqlValue};
 use serde_json::Value as Json;
 
 use crate::error::Result;
-use crate::filter::{CheckedSort, Filter};
+use crate::model::filter::{CheckedSort, Filter};
+use crate::model::values::timestamp_to_json;
 use crate::model::{FieldType, ModelMeta};
 use crate::sql::Sql;
-use crate::values::timestamp_to_json;
 
 /// Writes the conditions every query on `meta` carries: the tenant, and `deleted_at IS NULL`
 /// unless deleted rows were asked for. Always writes at least `TRUE`, so callers can append

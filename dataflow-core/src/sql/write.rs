@@ -5,11 +5,11 @@ use sea_orm::{Statement, Value as SqlValue};
 use serde_json::{Map, Value as Json};
 
 use crate::error::Result;
-use crate::filter::Filter;
+use crate::model::filter::Filter;
+use crate::model::values::{CheckedRecord, to_sql};
 use crate::model::{FieldMeta, ModelMeta};
 use crate::sql::Sql;
 use crate::sql::rows::{write_filter, write_scope};
-use crate::values::{CheckedRecord, to_sql};
 
 /// Which rows a write touches.
 #[derive(Debug, Clone, Copy)]

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
-use crate::embed::{Embedder, HashingEmbedder};
 use crate::error::{Error, Result};
 use crate::model::ModelMeta;
+use crate::model::embed::{Embedder, HashingEmbedder};
 
 pub use cache::{CacheStore, MemoryCache, RedisCache};
 pub use graph::{BoltGraph, EmbeddedGraph, GraphStore};

@@ -13,9 +13,9 @@ use async_trait::async_trait;
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, FieldErrors, Result};
-use crate::filter::{Filter, Op};
+use crate::model::filter::{Filter, Op};
+use crate::model::values::{check_type, printable};
 use crate::model::{FieldMeta, FieldType, ModelMeta};
-use crate::values::{check_type, printable};
 
 pub use chroma::ChromaStore;
 pub use embedded::EmbeddedVectors;
@@ -92,8 +92,10 @@ pub trait VectorStore: Send + Sync {
     async fn ping(&self) -> Result<Duration>;
 }
 
-/// A comparison a metadata filter can make. Ordering comparisons apply to numbers only, which
-/// is what Chroma supports.
+/// A comparison a metadata filter can make: the part of the filter language's [`Op`] that
+/// vector stores evaluate (Chroma orders numbers only and has no text matching or null test).
+/// A type of its own, not [`Op`] itself, so that a [`MetaFilter`] cannot hold an operator
+/// the stores cannot run; its spelling is [`Op`]'s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaOp {
     /// Equal.
@@ -117,16 +119,42 @@ pub enum MetaOp {
 impl MetaOp {
     /// The operator's name in the filter language, e.g. `$gte`.
     pub fn name(self) -> &'static str {
-        match self {
-            MetaOp::Eq => "$eq",
-            MetaOp::Ne => "$ne",
-            MetaOp::Gt => "$gt",
-            MetaOp::Gte => "$gte",
-            MetaOp::Lt => "$lt",
-            MetaOp::Lte => "$lte",
-            MetaOp::In => "$in",
-            MetaOp::Nin => "$nin",
+        Op::from(self).name()
+    }
+}
+
+impl From<MetaOp> for Op {
+    fn from(op: MetaOp) -> Op {
+        match op {
+            MetaOp::Eq => Op::Eq,
+            MetaOp::Ne => Op::Ne,
+            MetaOp::Gt => Op::Gt,
+            MetaOp::Gte => Op::Gte,
+            MetaOp::Lt => Op::Lt,
+            MetaOp::Lte => Op::Lte,
+            MetaOp::In => Op::In,
+            MetaOp::Nin => Op::Nin,
         }
+    }
+}
+
+impl TryFrom<Op> for MetaOp {
+    type Error = Op;
+
+    /// The vector-store comparison of a filter operator, or the operator back when vector
+    /// stores cannot evaluate it.
+    fn try_from(op: Op) -> std::result::Result<MetaOp, Op> {
+        Ok(match op {
+            Op::Eq => MetaOp::Eq,
+            Op::Ne => MetaOp::Ne,
+            Op::Gt => MetaOp::Gt,
+            Op::Gte => MetaOp::Gte,
+            Op::Lt => MetaOp::Lt,
+            Op::Lte => MetaOp::Lte,
+            Op::In => MetaOp::In,
+            Op::Nin => MetaOp::Nin,
+            Op::Contains | Op::StartsWith | Op::IsNull => return Err(op),
+        })
     }
 }
 
@@ -231,8 +259,11 @@ fn scalar_eq(a: &Json, b: &Json) -> bool {
 }
 
 fn convert(meta: &'static ModelMeta, filter: &Filter, errors: &mut FieldErrors, depth: usize) -> Option<MetaFilter> {
-    if depth > crate::filter::MAX_FILTER_DEPTH {
-        errors.push("$", format!("filters nest deeper than {} levels", crate::filter::MAX_FILTER_DEPTH));
+    if depth > crate::model::filter::MAX_FILTER_DEPTH {
+        errors.push(
+            "$",
+            format!("filters nest deeper than {} levels", crate::model::filter::MAX_FILTER_DEPTH),
+        );
         return None;
     }
     match filter {
@@ -262,7 +293,7 @@ fn convert(meta: &'static ModelMeta, filter: &Filter, errors: &mut FieldErrors, 
         }
         Filter::Compare { field, op, value } => {
             let Some(f) = meta.field(field) else {
-                errors.push(printable(field), crate::values::unknown_field_message(meta, field));
+                errors.push(printable(field), crate::model::values::unknown_field_message(meta, field));
                 return None;
             };
             if !metadata_fields(meta).any(|m| m.name == f.name) {
@@ -296,18 +327,8 @@ fn compare(f: &'static FieldMeta, op: Op, value: &Json) -> Result<Option<MetaFil
         }
         check_type(f, v).map_err(|m| format!("the value {m}"))
     };
-    let op = match op {
-        Op::Eq => MetaOp::Eq,
-        Op::Ne => MetaOp::Ne,
-        Op::Gt => MetaOp::Gt,
-        Op::Gte => MetaOp::Gte,
-        Op::Lt => MetaOp::Lt,
-        Op::Lte => MetaOp::Lte,
-        Op::In => MetaOp::In,
-        Op::Nin => MetaOp::Nin,
-        Op::Contains | Op::StartsWith | Op::IsNull => {
-            return Err("is not available in search filters (use a List node for text matching and nulls)".into());
-        }
+    let Ok(op) = MetaOp::try_from(op) else {
+        return Err("is not available in search filters (use a List node for text matching and nulls)".into());
     };
     if matches!(op, MetaOp::Gt | MetaOp::Gte | MetaOp::Lt | MetaOp::Lte) && !f.ty.is_numeric() {
         return Err("search filters order numbers only".into());
@@ -317,10 +338,10 @@ fn compare(f: &'static FieldMeta, op: Op, value: &Json) -> Result<Option<MetaFil
             let Json::Array(items) = value else {
                 return Err("expects an array of values".into());
             };
-            if items.len() > crate::filter::MAX_IN_LIST {
+            if items.len() > crate::model::filter::MAX_IN_LIST {
                 return Err(format!(
                     "accepts at most {} values, got {}",
-                    crate::filter::MAX_IN_LIST,
+                    crate::model::filter::MAX_IN_LIST,
                     items.len()
                 ));
             }

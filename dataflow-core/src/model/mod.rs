@@ -1,5 +1,10 @@
 //! Models and their metadata: what `#[derive(Model)]` describes about a struct.
 
+pub mod embed;
+pub mod filter;
+pub mod record;
+pub mod values;
+
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 

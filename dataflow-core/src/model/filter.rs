@@ -15,8 +15,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, FieldErrors};
+use crate::model::values::{check_type, json_kind as kind, printable, unknown_field_message};
 use crate::model::{FieldMeta, FieldType, ModelMeta};
-use crate::values::{check_type, json_kind as kind, printable, unknown_field_message};
 
 /// Deepest nesting of `$and`/`$or`/`$not` accepted, so hostile input cannot exhaust the stack.
 pub const MAX_FILTER_DEPTH: usize = 32;

@@ -8,7 +8,7 @@
 pub mod demo;
 mod error;
 pub mod nodes;
-pub mod progress;
+mod progress;
 pub mod render;
 mod settings;
 

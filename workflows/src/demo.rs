@@ -6,6 +6,7 @@
 //! products and recommendations from an earlier run are shown, not made again.
 
 use std::io::Write;
+use std::path::Path;
 use std::time::Instant;
 
 use dataflow_core::nodes::graph::GraphInput;
@@ -18,24 +19,23 @@ use dataflow_models::{
     ProductListNode, ProductReadNode, Project, ProjectCreateNode, ProjectListNode, Recommendation, RecommendationListNode,
     UnspscCodeReadNode,
 };
-use dataflow_runtime::{RunReport, RunStatus, Workflow, yaml};
+use dataflow_runtime::{RunReport, RunStatus, Workflow};
 use serde_json::{Value, json};
 
-use crate::progress::run_with_progress;
-use crate::{Settings, data_dir, registry, workflow_file};
+use crate::{Error, Runner, Settings, data_dir, render, workflow_file};
 
 /// How many of the shipped new products the demo classifies.
 pub const PRODUCTS_TO_CLASSIFY: usize = 3;
 /// How many recommendations the demo asks for.
 pub const RECOMMENDATIONS: usize = 5;
 
-/// Runs the demo with `settings`' stores, writing what it shows to `out` (progress bars go to
-/// stderr).
-pub async fn run(settings: &Settings, out: &mut dyn Write) -> Result<(), String> {
+/// Runs the demo with `settings`' stores and `runner`'s runtime, writing what it shows to `out`
+/// (progress bars go to stderr).
+pub async fn run(runner: &Runner, settings: &Settings, out: &mut dyn Write) -> Result<(), Error> {
     let started = Instant::now();
     let stores = settings.stores().await?;
     let ctx = Context::new(stores.clone());
-    let mut show = Shown { out };
+    let mut show = Shown { out, runner };
     show.line("dataflow demo: the shipped workflows on the sample catalogue")?;
     show.stores(&stores, settings)?;
 
@@ -60,57 +60,39 @@ pub async fn run(settings: &Settings, out: &mut dyn Write) -> Result<(), String>
     Ok(())
 }
 
-/// The demo's output, a line at a time.
+/// The demo's output, a line at a time, and the runner of its workflows.
 struct Shown<'a> {
     out: &'a mut dyn Write,
+    runner: &'a Runner,
 }
 
 impl Shown<'_> {
-    fn line(&mut self, text: &str) -> Result<(), String> {
-        writeln!(self.out, "{text}").map_err(|e| format!("writing the demo's output: {e}"))
+    fn line(&mut self, text: &str) -> Result<(), Error> {
+        writeln!(self.out, "{text}").map_err(Error::Output)
     }
 
-    fn heading(&mut self, text: &str) -> Result<(), String> {
+    fn heading(&mut self, text: &str) -> Result<(), Error> {
         self.line("")?;
         self.line(text)?;
         self.line(&"-".repeat(text.chars().count()))
     }
 
     /// Rows under a header, each column as wide as its widest cell.
-    fn table(&mut self, header: &[&str], rows: &[Vec<String>]) -> Result<(), String> {
-        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-        for row in rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let render = |cells: Vec<&str>| {
-            cells
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_owned()
-        };
-        self.line(&render(header.to_vec()))?;
-        self.line(&render(
-            widths
-                .iter()
-                .map(|w| "-".repeat(*w))
-                .collect::<Vec<_>>()
-                .iter()
-                .map(String::as_str)
-                .collect(),
-        ))?;
-        for row in rows {
-            self.line(&render(row.iter().map(String::as_str).collect()))?;
-        }
-        Ok(())
+    fn table(&mut self, header: &[&str], rows: &[Vec<String>]) -> Result<(), Error> {
+        self.out.write_all(render::table(header, rows).as_bytes()).map_err(Error::Output)
     }
 
-    fn stores(&mut self, stores: &Stores, settings: &Settings) -> Result<(), String> {
+    /// Loads a shipped workflow.
+    fn load(&self, name: &str) -> Result<Workflow, Error> {
+        self.runner.load(workflow_file(name))
+    }
+
+    /// Runs `workflow`, which must succeed, with its progress on stderr.
+    async fn run(&self, workflow: &Workflow, ctx: &Context, inputs: Value) -> Result<RunReport, Error> {
+        succeeded(self.runner.run(workflow, ctx, inputs).await)
+    }
+
+    fn stores(&mut self, stores: &Stores, settings: &Settings) -> Result<(), Error> {
         let b = stores.backends();
         let home = settings.home().join(dataflow_core::config::EMBEDDED_FILE_NAME);
         let place = |backend: &str| match backend {
@@ -133,7 +115,7 @@ impl Shown<'_> {
         self.table(&["store", "backend", "where"], &rows)
     }
 
-    fn footer(&mut self, stores: &Stores, settings: &Settings, started: Instant) -> Result<(), String> {
+    fn footer(&mut self, stores: &Stores, settings: &Settings, started: Instant) -> Result<(), Error> {
         let b = stores.backends();
         let embedded = [Some(b.relational), b.graph, b.vector]
             .into_iter()
@@ -158,12 +140,8 @@ impl Shown<'_> {
     }
 }
 
-fn load(name: &str) -> Result<Workflow, String> {
-    yaml::load_file(workflow_file(name), &registry()).map_err(|d| d.to_string())
-}
-
 /// A run that must succeed: its error otherwise, naming the workflow.
-fn succeeded(report: RunReport) -> Result<RunReport, String> {
+fn succeeded(report: RunReport) -> Result<RunReport, Error> {
     if report.status == RunStatus::Succeeded {
         return Ok(report);
     }
@@ -172,16 +150,15 @@ fn succeeded(report: RunReport) -> Result<RunReport, String> {
         .iter()
         .filter_map(|n| n.error.as_ref().map(|e| format!("{}: {e}", n.name)))
         .collect();
-    Err(format!(
-        "{} did not succeed ({:?}): {}",
-        report.workflow,
-        report.status,
-        if failed.is_empty() {
+    Err(Error::RunFailed {
+        detail: if failed.is_empty() {
             report.error.clone().unwrap_or_default()
         } else {
             failed.join("; ")
-        }
-    ))
+        },
+        workflow: report.workflow,
+        status: report.status,
+    })
 }
 
 fn text(value: &Value) -> String {
@@ -190,6 +167,12 @@ fn text(value: &Value) -> String {
         Value::Null => String::new(),
         other => other.to_string(),
     }
+}
+
+/// The JSON document in `file`.
+fn read_json(file: &Path) -> Result<Value, Error> {
+    let text = std::fs::read_to_string(file).map_err(|e| Error::data(file, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::data(file, e))
 }
 
 /// At most `n` characters of `s`, with `…` when cut.
@@ -204,7 +187,7 @@ fn clip(s: &str, n: usize) -> String {
 }
 
 /// How many rows a model's table holds.
-async fn count<N, M>(ctx: &Context, node: N) -> Result<u64, String>
+async fn count<N, M>(ctx: &Context, node: N) -> Result<u64, Error>
 where
     M: Model,
     N: Node<Input = ListInput, Output = dataflow_core::nodes::list::ListOutput<M>>,
@@ -218,12 +201,11 @@ where
                 ..Default::default()
             },
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(listed.total.unwrap_or(0))
 }
 
-async fn import(ctx: &Context, show: &mut Shown<'_>) -> Result<(), String> {
+async fn import(ctx: &Context, show: &mut Shown<'_>) -> Result<(), Error> {
     let products = count(ctx, ProductListNode).await?;
     if products > 0 {
         return show.line(&format!(
@@ -233,7 +215,7 @@ async fn import(ctx: &Context, show: &mut Shown<'_>) -> Result<(), String> {
     }
     let started = Instant::now();
     let path = data_dir().join("catalog.jsonl");
-    let report = succeeded(run_with_progress(&load("import_catalog")?, ctx, json!({"path": path})).await)?;
+    let report = show.run(&show.load("import_catalog")?, ctx, json!({"path": path})).await?;
     let o = &report.outputs;
     let per_model: Vec<String> = report
         .nodes
@@ -253,14 +235,14 @@ async fn import(ctx: &Context, show: &mut Shown<'_>) -> Result<(), String> {
 }
 
 /// Classifies the first new products; returns `(product id, SKU)` of each.
-async fn classify(ctx: &Context, show: &mut Shown<'_>) -> Result<Vec<(i64, String)>, String> {
+async fn classify(ctx: &Context, show: &mut Shown<'_>) -> Result<Vec<(i64, String)>, Error> {
     let file = data_dir().join("new_products.jsonl");
-    let lines = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let workflow = load("classify_product")?;
+    let lines = std::fs::read_to_string(&file).map_err(|e| Error::data(&file, e))?;
+    let workflow = show.load("classify_product")?;
     let mut rows = Vec::new();
     let mut classified = Vec::new();
     for line in lines.lines().filter(|l| !l.trim().is_empty()).take(PRODUCTS_TO_CLASSIFY) {
-        let product: Value = serde_json::from_str(line).map_err(|e| format!("{}: {e}", file.display()))?;
+        let product: Value = serde_json::from_str(line).map_err(|e| Error::data(&file, e))?;
         let sku = text(&product["sku"]);
         let existing = ProductListNode
             .run(
@@ -271,16 +253,16 @@ async fn classify(ctx: &Context, show: &mut Shown<'_>) -> Result<Vec<(i64, Strin
                     ..Default::default()
                 },
             )
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .records;
         let (product_id, note) = match existing.first() {
             Some(found) => (found.id(), "from an earlier run".to_owned()),
             None => {
-                let report = succeeded(run_with_progress(&workflow, ctx, json!({"product": product})).await)?;
-                let id = report.outputs["product"]["id"]
-                    .as_i64()
-                    .ok_or("classify_product returned no product id")?;
+                let report = show.run(&workflow, ctx, json!({"product": product})).await?;
+                let id = report.outputs["product"]["id"].as_i64().ok_or(Error::MissingOutput {
+                    workflow: "classify_product",
+                    output: "product id",
+                })?;
                 (id, format!("{} similar products voted", text(&report.outputs["voters"])))
             }
         };
@@ -294,8 +276,7 @@ async fn classify(ctx: &Context, show: &mut Shown<'_>) -> Result<Vec<(i64, Strin
                     ..Default::default()
                 },
             )
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .records
             .into_iter()
             .next();
@@ -326,7 +307,7 @@ async fn classify(ctx: &Context, show: &mut Shown<'_>) -> Result<Vec<(i64, Strin
     Ok(classified)
 }
 
-async fn unspsc_label(ctx: &Context, c: &Classification) -> Result<String, String> {
+async fn unspsc_label(ctx: &Context, c: &Classification) -> Result<String, Error> {
     let code = UnspscCodeReadNode
         .run(
             ctx,
@@ -335,8 +316,7 @@ async fn unspsc_label(ctx: &Context, c: &Classification) -> Result<String, Strin
                 include_deleted: false,
             },
         )
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .record;
     Ok(code
         .map(|r| format!("{} {}", r.data.code, clip(&r.data.title, 28)))
@@ -344,7 +324,7 @@ async fn unspsc_label(ctx: &Context, c: &Classification) -> Result<String, Strin
 }
 
 /// The ETIM class the classification is linked to, found by following its `AS_ETIM` edge.
-async fn etim_label(ctx: &Context, c: &Classification) -> Result<String, String> {
+async fn etim_label(ctx: &Context, c: &Classification) -> Result<String, Error> {
     let reached = ClassificationGraphNode
         .run(
             ctx,
@@ -357,20 +337,21 @@ async fn etim_label(ctx: &Context, c: &Classification) -> Result<String, String>
                 hydrate: true,
             },
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let Some(record) = reached.neighbors.into_iter().find_map(|n| n.record) else {
         return Ok("-".into());
     };
-    let class: EtimClass = serde_json::from_value(record).map_err(|e| format!("reading an ETIM class: {e}"))?;
+    let class: EtimClass = serde_json::from_value(record).map_err(|source| Error::Decode {
+        what: "an ETIM class",
+        source,
+    })?;
     Ok(format!("{} {}", class.code, clip(&class.description, 24)))
 }
 
 /// The sample project under its tenant: found by name, else created with its customer.
-async fn sample_project(ctx: &Context) -> Result<(i64, String), String> {
+async fn sample_project(ctx: &Context) -> Result<(i64, String), Error> {
     let file = data_dir().join("sample_project.json");
-    let sample: Value = serde_json::from_str(&std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let sample = read_json(&file)?;
     let name = text(&sample["project"]["name"]);
     let found = ProjectListNode
         .run(
@@ -381,8 +362,7 @@ async fn sample_project(ctx: &Context) -> Result<(i64, String), String> {
                 ..Default::default()
             },
         )
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .records;
     if let Some(project) = found.first() {
         return Ok((project.id(), name));
@@ -397,39 +377,35 @@ async fn sample_project(ctx: &Context) -> Result<(i64, String), String> {
                 ..Default::default()
             },
         )
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .records;
     let customer_id = match customers.first() {
         Some(c) => c.id(),
         None => {
-            let record = serde_json::from_value(sample["customer"].clone()).map_err(|e| format!("{}: customer: {e}", file.display()))?;
+            let record = serde_json::from_value(sample["customer"].clone()).map_err(|e| Error::data(&file, format!("customer: {e}")))?;
             CustomerCreateNode
                 .run(ctx, dataflow_core::nodes::create::CreateInput { record })
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 .record
                 .id()
         }
     };
     let mut project = sample["project"].clone();
     project["customer_id"] = json!(customer_id);
-    let record = serde_json::from_value(project).map_err(|e| format!("{}: project: {e}", file.display()))?;
+    let record = serde_json::from_value(project).map_err(|e| Error::data(&file, format!("project: {e}")))?;
     let created = ProjectCreateNode
         .run(ctx, dataflow_core::nodes::create::CreateInput { record })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok((created.record.id(), name))
 }
 
-async fn recommend(ctx: &Context, show: &mut Shown<'_>) -> Result<(), String> {
+async fn recommend(ctx: &Context, show: &mut Shown<'_>) -> Result<(), Error> {
     let tenant = {
         let file = data_dir().join("sample_project.json");
-        let sample: Value = serde_json::from_str(&std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let sample = read_json(&file)?;
         text(&sample["tenant"])
     };
-    let ctx = ctx.with_tenant(tenant.clone()).map_err(|e| e.to_string())?;
+    let ctx = ctx.with_tenant(tenant.clone())?;
     let (project_id, name) = sample_project(&ctx).await?;
     show.line(&format!("project {project_id} \"{name}\" (tenant {tenant})"))?;
     let stored = |ctx: Context| async move {
@@ -444,19 +420,17 @@ async fn recommend(ctx: &Context, show: &mut Shown<'_>) -> Result<(), String> {
                 },
             )
             .await
-            .map_err(|e| e.to_string())
             .map(|l| l.records)
     };
     let mut recommendations = stored(ctx.clone()).await?;
     if recommendations.is_empty() {
-        let report = succeeded(
-            run_with_progress(
-                &load("recommend_for_project")?,
+        let report = show
+            .run(
+                &show.load("recommend_for_project")?,
                 &ctx,
                 json!({"project_id": project_id, "limit": RECOMMENDATIONS}),
             )
-            .await,
-        )?;
+            .await?;
         show.line(&format!(
             "{} candidates found by similarity and the project's category in the graph; {} left out by a blocking rule",
             report
@@ -482,8 +456,7 @@ async fn recommend(ctx: &Context, show: &mut Shown<'_>) -> Result<(), String> {
                     include_deleted: false,
                 },
             )
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .record;
         let (sku, product_name) = product
             .map(|p: dataflow_core::Record<Product>| (p.data.sku, p.data.name))
@@ -499,8 +472,10 @@ async fn recommend(ctx: &Context, show: &mut Shown<'_>) -> Result<(), String> {
     show.table(&["#", "SKU", "product", "score", "why"], &rows)
 }
 
-async fn compliance(ctx: &Context, product_id: i64, show: &mut Shown<'_>) -> Result<(), String> {
-    let report = succeeded(run_with_progress(&load("compliance_check")?, ctx, json!({"product_id": product_id})).await)?;
+async fn compliance(ctx: &Context, product_id: i64, show: &mut Shown<'_>) -> Result<(), Error> {
+    let report = show
+        .run(&show.load("compliance_check")?, ctx, json!({"product_id": product_id}))
+        .await?;
     let results = report.outputs["results"].as_array().cloned().unwrap_or_default();
     let rows: Vec<Vec<String>> = results
         .iter()

@@ -7,9 +7,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dataflow_core::{Context, ProjectionMode};
-use dataflow_runtime::{GraphFormat, RunReport, RunStatus, Workflow, yaml};
-use dataflow_workflows::progress::{run_with_progress, status_word};
-use dataflow_workflows::{Settings, registry};
+use dataflow_runtime::{GraphFormat, RunStatus};
+use dataflow_workflows::{Runner, Settings, SettingsError, registry, render};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -86,6 +85,33 @@ enum Format {
     Dot,
 }
 
+/// Why the command failed: the library's errors, and the command's own about its arguments.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Workflows(#[from] dataflow_workflows::Error),
+    #[error(transparent)]
+    Store(#[from] dataflow_core::Error),
+    #[error("--input @{path}: {source}")]
+    InputFile { path: String, source: std::io::Error },
+    #[error("--input is not JSON: {0}")]
+    InputJson(serde_json::Error),
+    #[error("--metrics: {0}")]
+    Metrics(metrics_exporter_prometheus::BuildError),
+    #[error("--metrics {}: {source}", path.display())]
+    MetricsFile { path: PathBuf, source: std::io::Error },
+    #[error("no nodes for model '{0}'")]
+    NoNodes(String),
+    #[error("printing JSON: {0}")]
+    Json(serde_json::Error),
+}
+
+impl From<SettingsError> for CliError {
+    fn from(e: SettingsError) -> Self {
+        CliError::Workflows(e.into())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -112,21 +138,19 @@ fn resolve(file: &Path) -> PathBuf {
     file.to_path_buf()
 }
 
-fn load(file: &Path) -> Result<Workflow, String> {
-    yaml::load_file(resolve(file), &registry()).map_err(|d| d.to_string())
-}
-
-async fn execute(cli: Cli) -> Result<ExitCode, String> {
+async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     let settings = || Settings::load(cli.config.as_deref());
+    // One registry and one runtime (with its circuit breakers) for every run of the process.
+    let runner = Runner::new(registry());
     match cli.command {
-        Command::Nodes { model, json } => nodes(model.as_deref(), json),
+        Command::Nodes { model, json } => nodes(&runner, model.as_deref(), json),
         Command::Validate { file } => {
-            let workflow = load(&file)?;
+            let workflow = runner.load(resolve(&file))?;
             println!("{}: ok ({} nodes)", file.display(), workflow.node_names().count());
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph { file, format } => {
-            let workflow = load(&file)?;
+            let workflow = runner.load(resolve(&file))?;
             print!(
                 "{}",
                 workflow.render(match format {
@@ -143,45 +167,8 @@ async fn execute(cli: Cli) -> Result<ExitCode, String> {
             json,
             metrics,
         } => {
-            let exporter = match &metrics {
-                Some(_) => Some(
-                    metrics_exporter_prometheus::PrometheusBuilder::new()
-                        .install_recorder()
-                        .map_err(|e| format!("--metrics: {e}"))?,
-                ),
-                None => None,
-            };
-            let workflow = load(&file)?;
-            let inputs = parse_input(&input)?;
             let settings = settings()?;
-            let stores = settings.stores().await?;
-            let mut ctx = Context::new(stores);
-            if let Some(tenant) = tenant.or(settings.tenant.clone()) {
-                ctx = ctx.with_tenant(tenant).map_err(|e| e.to_string())?;
-            }
-            let report = run_with_progress(&workflow, &ctx, inputs).await;
-            if ctx.stores().outbox().projection_mode() == ProjectionMode::Background {
-                // The process ends here: apply what the background projector has not yet,
-                // rather than leave it to the next `sync`.
-                match ctx.stores().outbox().finish_projections().await {
-                    Ok(sync) if sync.remaining > 0 => eprintln!("{} outbox records left pending for `dataflow sync`", sync.remaining),
-                    Ok(_) => {}
-                    Err(e) => eprintln!("projections left pending for `dataflow sync`: {e}"),
-                }
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
-            } else {
-                print_report(&report);
-            }
-            if let (Some(path), Some(exporter)) = (&metrics, exporter) {
-                std::fs::write(path, exporter.render()).map_err(|e| format!("--metrics {}: {e}", path.display()))?;
-            }
-            Ok(if report.status == RunStatus::Succeeded {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            run(&runner, &settings, &file, &input, tenant, json, metrics.as_deref()).await
         }
         Command::Migrate => {
             let settings = settings()?;
@@ -192,30 +179,87 @@ async fn execute(cli: Cli) -> Result<ExitCode, String> {
         Command::Health => health(&settings()?).await,
         Command::Demo => {
             let mut out = std::io::stdout();
-            dataflow_workflows::demo::run(&settings()?, &mut out).await?;
+            dataflow_workflows::demo::run(&runner, &settings()?, &mut out).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync => {
             let stores = settings()?.stores().await?;
-            let report = stores.outbox().sync().await.map_err(|e| e.to_string())?;
+            let report = stores.outbox().sync().await?;
             println!("{report:?}");
-            let pending = stores.outbox().pending_count().await.map_err(|e| e.to_string())?;
+            let pending = stores.outbox().pending_count().await?;
             println!("pending after sync: {pending}");
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn parse_input(input: &str) -> Result<Value, String> {
-    let text = match input.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("--input @{path}: {e}"))?,
-        None => input.to_string(),
+/// `dataflow run`: runs a workflow file with its progress on stderr and prints the report.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    runner: &Runner,
+    settings: &Settings,
+    file: &Path,
+    input: &str,
+    tenant: Option<String>,
+    json: bool,
+    metrics: Option<&Path>,
+) -> Result<ExitCode, CliError> {
+    let exporter = match metrics {
+        Some(_) => Some(
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(CliError::Metrics)?,
+        ),
+        None => None,
     };
-    serde_json::from_str(&text).map_err(|e| format!("--input is not JSON: {e}"))
+    let workflow = runner.load(resolve(file))?;
+    let inputs = parse_input(input)?;
+    let stores = settings.stores().await?;
+    let mut ctx = Context::new(stores);
+    if let Some(tenant) = tenant.or(settings.tenant.clone()) {
+        ctx = ctx.with_tenant(tenant)?;
+    }
+    let report = runner.run(&workflow, &ctx, inputs).await;
+    if ctx.stores().outbox().projection_mode() == ProjectionMode::Background {
+        // The process ends here: apply what the background projector has not yet,
+        // rather than leave it to the next `sync`.
+        match ctx.stores().outbox().finish_projections().await {
+            Ok(sync) if sync.remaining > 0 => eprintln!("{} outbox records left pending for `dataflow sync`", sync.remaining),
+            Ok(_) => {}
+            Err(e) => eprintln!("projections left pending for `dataflow sync`: {e}"),
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(CliError::Json)?);
+    } else {
+        print!("{}", render::report(&report));
+    }
+    if let (Some(path), Some(exporter)) = (metrics, exporter) {
+        std::fs::write(path, exporter.render()).map_err(|source| CliError::MetricsFile {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(if report.status == RunStatus::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-fn nodes(model: Option<&str>, as_json: bool) -> Result<ExitCode, String> {
-    let registry = registry();
+fn parse_input(input: &str) -> Result<Value, CliError> {
+    let text = match input.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| CliError::InputFile {
+            path: path.to_owned(),
+            source,
+        })?,
+        None => input.to_string(),
+    };
+    serde_json::from_str(&text).map_err(CliError::InputJson)
+}
+
+fn nodes(runner: &Runner, model: Option<&str>, as_json: bool) -> Result<ExitCode, CliError> {
+    let registry = runner.registry();
     let mut listed = Vec::new();
     for name in registry.names() {
         let info = registry.info(name).expect("a listed name");
@@ -226,52 +270,29 @@ fn nodes(model: Option<&str>, as_json: bool) -> Result<ExitCode, String> {
         listed.push(json!({"type": name, "model": info.model, "kind": info.kind, "stores": info.stores, "summary": info.summary, "input": input, "output": output}));
     }
     if listed.is_empty() {
-        return Err(format!("no nodes for model '{}'", model.unwrap_or_default()));
+        return Err(CliError::NoNodes(model.unwrap_or_default().to_owned()));
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&listed).map_err(|e| e.to_string())?);
+        println!("{}", serde_json::to_string_pretty(&listed).map_err(CliError::Json)?);
     } else {
-        for n in &listed {
-            println!(
-                "{:32} {}",
-                n["type"].as_str().unwrap_or_default(),
-                n["summary"].as_str().unwrap_or_default()
-            );
-        }
+        let rows: Vec<Vec<String>> = listed
+            .iter()
+            .map(|n| {
+                vec![
+                    n["type"].as_str().unwrap_or_default().to_owned(),
+                    n["summary"].as_str().unwrap_or_default().to_owned(),
+                ]
+            })
+            .collect();
+        print!("{}", render::table(&["type", "summary"], &rows));
         println!("{} node types", listed.len());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_report(report: &RunReport) {
-    println!("{} {:?} in {:.1} ms", report.workflow, report.status, report.duration_ms);
-    println!("{:24} {:32} {:10} {:>8} {:>10}  note", "node", "type", "status", "attempts", "ms");
-    for n in &report.nodes {
-        println!(
-            "{:24} {:32} {:10} {:>8} {:>10.1}  {}",
-            n.name,
-            n.node_type,
-            status_word(n.status),
-            n.attempts,
-            n.duration_ms,
-            n.error.as_deref().unwrap_or("")
-        );
-    }
-    if !report.outputs.is_empty() {
-        println!("outputs:");
-        for (name, value) in &report.outputs {
-            println!(
-                "  {name}: {}",
-                serde_json::to_string_pretty(value).unwrap_or_default().replace('\n', "\n  ")
-            );
-        }
-    }
-    if let Some(error) = &report.error {
-        println!("error: {error}");
-    }
-}
-
-async fn health(settings: &Settings) -> Result<ExitCode, String> {
+/// `dataflow health`: a line per store as it is checked (kept as lines rather than a table so
+/// each shows as soon as its store answered, before a slow one times out).
+async fn health(settings: &Settings) -> Result<ExitCode, CliError> {
     let config = settings.config()?;
     let mut down = 0;
     let mut line = |store: &str, backend: &str, result: Result<std::time::Duration, String>| match result {

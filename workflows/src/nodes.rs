@@ -78,16 +78,45 @@ pub struct ReadRecordsOutput {
     pub count: usize,
 }
 
-fn model_meta(name: &str) -> Result<&'static ModelMeta, String> {
-    dataflow_models::all_models().into_iter().find(|m| m.name == name).ok_or_else(|| {
-        let known: Vec<&str> = dataflow_models::all_models().iter().map(|m| m.name).collect();
-        format!("unknown model '{name}': one of {}", known.join(", "))
-    })
+/// Why a line of a catalogue file (or the file's model) was not read; becomes the message of a
+/// [`LineError`] or the node's error.
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    #[error("unknown model '{name}': one of {known}")]
+    UnknownModel { name: String, known: String },
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("a line must be a JSON object")]
+    NotAnObject,
+    #[error("a tagged line needs \"model\" (a model name) and \"record\" (an object)")]
+    BadTag,
+    #[error("{cells} cells for {columns} columns")]
+    CellCount { cells: usize, columns: usize },
+    #[error("CSV column '{column}' is not a field of {model}")]
+    UnknownColumn { column: String, model: &'static str },
+    #[error("{field}: '{cell}' is not {expected}")]
+    BadCell {
+        field: String,
+        cell: String,
+        expected: &'static str,
+    },
+    #[error("{field}: not JSON: {source}")]
+    CellNotJson { field: String, source: serde_json::Error },
+}
+
+fn model_meta(name: &str) -> Result<&'static ModelMeta, RecordError> {
+    dataflow_models::all_models()
+        .into_iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| RecordError::UnknownModel {
+            name: name.to_owned(),
+            known: dataflow_models::all_models().iter().map(|m| m.name).collect::<Vec<_>>().join(", "),
+        })
 }
 
 /// Reads the catalogue file of `input`.
 pub fn read_records(input: ReadRecordsInput) -> Result<ReadRecordsOutput, String> {
-    let default = model_meta(&input.model)?;
+    let default = model_meta(&input.model).map_err(|e| e.to_string())?;
     let path = Path::new(&input.path);
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut out = ReadRecordsOutput {
@@ -113,7 +142,10 @@ pub fn read_records(input: ReadRecordsInput) -> Result<ReadRecordsOutput, String
                         out.records.entry(model.to_string()).or_default().push(record);
                         out.count += 1;
                     }
-                    Err(message) => out.errors.push(LineError { line: i + 1, message }),
+                    Err(e) => out.errors.push(LineError {
+                        line: i + 1,
+                        message: e.to_string(),
+                    }),
                 }
             }
         }
@@ -127,7 +159,11 @@ pub fn read_records(input: ReadRecordsInput) -> Result<ReadRecordsOutput, String
                 .collect();
             for name in &header {
                 if default.field(name).is_none() {
-                    return Err(format!("CSV column '{name}' is not a field of {}", default.name));
+                    return Err(RecordError::UnknownColumn {
+                        column: name.clone(),
+                        model: default.name,
+                    }
+                    .to_string());
                 }
             }
             for row in reader.records() {
@@ -148,7 +184,10 @@ pub fn read_records(input: ReadRecordsInput) -> Result<ReadRecordsOutput, String
                         out.records.entry(default.name.to_string()).or_default().push(record);
                         out.count += 1;
                     }
-                    Err(message) => out.errors.push(LineError { line, message }),
+                    Err(e) => out.errors.push(LineError {
+                        line,
+                        message: e.to_string(),
+                    }),
                 }
             }
         }
@@ -162,25 +201,36 @@ pub fn read_records(input: ReadRecordsInput) -> Result<ReadRecordsOutput, String
     Ok(out)
 }
 
-fn parse_jsonl_line(line: &str, default: &'static ModelMeta) -> Result<(&'static str, Value), String> {
-    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+fn parse_jsonl_line(line: &str, default: &'static ModelMeta) -> Result<(&'static str, Value), RecordError> {
+    let value: Value = serde_json::from_str(line).map_err(RecordError::NotJson)?;
     let Value::Object(mut map) = value else {
-        return Err("a line must be a JSON object".into());
+        return Err(RecordError::NotAnObject);
     };
     match (map.remove("model"), map.remove("record")) {
         (Some(Value::String(model)), Some(record @ Value::Object(_))) => Ok((model_meta(&model)?.name, record)),
-        (Some(_), _) => Err("a tagged line needs \"model\" (a model name) and \"record\" (an object)".into()),
+        (Some(_), _) => Err(RecordError::BadTag),
         (None, _) => Ok((default.name, Value::Object(map))),
     }
 }
 
-fn csv_record(header: &[String], row: &csv::StringRecord, meta: &'static ModelMeta) -> Result<Value, String> {
+fn csv_record(header: &[String], row: &csv::StringRecord, meta: &'static ModelMeta) -> Result<Value, RecordError> {
     if row.len() != header.len() {
-        return Err(format!("{} cells for {} columns", row.len(), header.len()));
+        return Err(RecordError::CellCount {
+            cells: row.len(),
+            columns: header.len(),
+        });
     }
+    let bad = |name: &str, cell: &str, expected| RecordError::BadCell {
+        field: name.to_owned(),
+        cell: cell.to_owned(),
+        expected,
+    };
     let mut record = Map::new();
     for (name, cell) in header.iter().zip(row.iter()) {
-        let field = meta.field(name).expect("the header was checked");
+        let field = meta.field(name).ok_or_else(|| RecordError::UnknownColumn {
+            column: name.clone(),
+            model: meta.name,
+        })?;
         let value = if cell.is_empty() && field.nullable {
             Value::Null
         } else {
@@ -189,20 +239,23 @@ fn csv_record(header: &[String], row: &csv::StringRecord, meta: &'static ModelMe
                     .trim()
                     .parse::<i64>()
                     .map(Value::from)
-                    .map_err(|_| format!("{name}: '{cell}' is not an integer"))?,
+                    .map_err(|_| bad(name, cell, "an integer"))?,
                 FieldType::Float => cell
                     .trim()
                     .parse::<f64>()
                     .ok()
                     .and_then(serde_json::Number::from_f64)
                     .map(Value::Number)
-                    .ok_or_else(|| format!("{name}: '{cell}' is not a number"))?,
+                    .ok_or_else(|| bad(name, cell, "a number"))?,
                 FieldType::Boolean => match cell.trim() {
                     "true" | "1" => Value::Bool(true),
                     "false" | "0" => Value::Bool(false),
-                    _ => return Err(format!("{name}: '{cell}' is not true or false")),
+                    _ => return Err(bad(name, cell, "true or false")),
                 },
-                FieldType::Json => serde_json::from_str(cell).map_err(|e| format!("{name}: not JSON: {e}"))?,
+                FieldType::Json => serde_json::from_str(cell).map_err(|source| RecordError::CellNotJson {
+                    field: name.clone(),
+                    source,
+                })?,
                 FieldType::Text | FieldType::Timestamp => Value::String(cell.to_string()),
             }
         };

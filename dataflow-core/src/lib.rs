@@ -51,9 +51,14 @@ pub use filter::{Column, Filter, Op, SortKey};
 pub use model::{FieldMeta, FieldType, Model, ModelMeta, RelationMeta, Rule};
 pub use node::{Context, ModelNodes, Node, NodeDescriptor, NodeKind};
 pub use record::Record;
+#[cfg(feature = "bolt")]
+pub use store::BoltGraph;
+#[cfg(feature = "chroma")]
+pub use store::ChromaStore;
+#[cfg(feature = "redis")]
+pub use store::RedisCache;
 pub use store::{
-    Backends, BoltGraph, CacheStore, ChromaStore, EmbeddedGraph, EmbeddedVectors, GraphStore, MemoryCache, RedisCache, RelationalStore,
-    StoreHandles, VectorStore,
+    Backends, CacheStore, EmbeddedGraph, EmbeddedVectors, GraphStore, MemoryCache, RelationalStore, StoreHandles, VectorStore,
 };
 pub use stores::{Stores, StoresBuilder};
 

@@ -15,10 +15,16 @@ use crate::error::{Error, Result};
 use crate::model::ModelMeta;
 use crate::model::embed::{Embedder, HashingEmbedder};
 
-pub use cache::{CacheStore, MemoryCache, RedisCache};
-pub use graph::{BoltGraph, EmbeddedGraph, GraphStore};
+#[cfg(feature = "redis")]
+pub use cache::RedisCache;
+pub use cache::{CacheStore, MemoryCache};
+#[cfg(feature = "bolt")]
+pub use graph::BoltGraph;
+pub use graph::{EmbeddedGraph, GraphStore};
 pub use relational::RelationalStore;
-pub use vector::{ChromaStore, EmbeddedVectors, VectorStore};
+#[cfg(feature = "chroma")]
+pub use vector::ChromaStore;
+pub use vector::{EmbeddedVectors, VectorStore};
 
 /// The connected stores and what reading and writing through them needs: the embedder, the
 /// cache's key prefix and the models registered with them. Cheap to clone.
@@ -51,7 +57,7 @@ impl Connected {
     pub(crate) async fn connect(config: &Config) -> Result<Connected> {
         let relational = RelationalStore::connect(config).await?;
         let cache: Option<Arc<dyn CacheStore>> = match &config.redis_url {
-            Some(url) => Some(Arc::new(RedisCache::new(url, config.cache_timeout)?)),
+            Some(url) => Some(connect_redis(url, config)?),
             None if config.embedded_cache => Some(Arc::new(MemoryCache::default())),
             None => None,
         };
@@ -75,22 +81,12 @@ impl Connected {
             None
         };
         let vector: Option<Arc<dyn VectorStore>> = match (&config.chroma_url, &embedded_file) {
-            (Some(url), _) => Some(Arc::new(ChromaStore::new(url, &config.vector_prefix, config.projection_timeout)?)),
+            (Some(url), _) => Some(connect_chroma(url, config)?),
             (None, Some(db)) if config.embedded_vector => Some(Arc::new(EmbeddedVectors::open(db.clone(), &config.vector_prefix).await?)),
             (None, _) => None,
         };
         let graph: Option<Arc<dyn GraphStore>> = match &config.graph {
-            Some(g) => Some(Arc::new(
-                BoltGraph::connect(
-                    &g.url,
-                    &g.user,
-                    &g.password,
-                    g.database.as_deref(),
-                    &config.graph_namespace,
-                    config.projection_timeout,
-                )
-                .await?,
-            )),
+            Some(g) => Some(connect_bolt(g, config).await?),
             None => match &embedded_file {
                 Some(db) if config.embedded_graph => Some(Arc::new(EmbeddedGraph::open(db.clone(), &config.graph_namespace).await?)),
                 _ => None,
@@ -103,6 +99,56 @@ impl Connected {
             graph,
         })
     }
+}
+
+/// The Redis cache at `url`.
+#[cfg(feature = "redis")]
+fn connect_redis(url: &str, config: &Config) -> Result<Arc<dyn CacheStore>> {
+    Ok(Arc::new(RedisCache::new(url, config.cache_timeout)?))
+}
+
+#[cfg(not(feature = "redis"))]
+fn connect_redis(_url: &str, _config: &Config) -> Result<Arc<dyn CacheStore>> {
+    Err(missing_feature("redis_url", "redis"))
+}
+
+/// The Chroma server at `url`.
+#[cfg(feature = "chroma")]
+fn connect_chroma(url: &str, config: &Config) -> Result<Arc<dyn VectorStore>> {
+    Ok(Arc::new(ChromaStore::new(url, &config.vector_prefix, config.projection_timeout)?))
+}
+
+#[cfg(not(feature = "chroma"))]
+fn connect_chroma(_url: &str, _config: &Config) -> Result<Arc<dyn VectorStore>> {
+    Err(missing_feature("chroma_url", "chroma"))
+}
+
+/// The Bolt graph server of `graph`.
+#[cfg(feature = "bolt")]
+async fn connect_bolt(graph: &crate::config::GraphConfig, config: &Config) -> Result<Arc<dyn GraphStore>> {
+    let bolt = BoltGraph::connect(
+        &graph.url,
+        &graph.user,
+        &graph.password,
+        graph.database.as_deref(),
+        &config.graph_namespace,
+        config.projection_timeout,
+    )
+    .await?;
+    Ok(Arc::new(bolt))
+}
+
+#[cfg(not(feature = "bolt"))]
+async fn connect_bolt(_graph: &crate::config::GraphConfig, _config: &Config) -> Result<Arc<dyn GraphStore>> {
+    Err(missing_feature("graph_url", "bolt"))
+}
+
+/// The error for a server configured in `setting` whose backend was not compiled in.
+#[cfg(not(all(feature = "redis", feature = "chroma", feature = "bolt")))]
+fn missing_feature(setting: &str, feature: &str) -> Error {
+    Error::Config(format!(
+        "{setting} is set, but dataflow-core was built without its `{feature}` feature: enable it (features = [\"{feature}\"]) or leave {setting} unset to use the embedded store"
+    ))
 }
 
 impl StoreHandles {

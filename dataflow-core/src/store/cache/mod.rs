@@ -6,6 +6,7 @@
 //! after the write's invalidation: the classic read-through race is closed, not just narrowed.
 
 pub mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 
 pub use self::memory::MemoryCache;
+#[cfg(feature = "redis")]
 pub use self::redis::RedisCache;
 
 /// A key-value cache of serialized rows with versioned invalidation.

@@ -4,6 +4,7 @@
 //! Labels and relation types are `&'static str` throughout: they come from model metadata,
 //! never from input. A backend places them in a namespace (a label prefix) it was built with.
 
+#[cfg(feature = "bolt")]
 pub mod bolt;
 pub mod embedded;
 
@@ -15,6 +16,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, Result};
 
+#[cfg(feature = "bolt")]
 pub use bolt::BoltGraph;
 pub use embedded::EmbeddedGraph;
 

@@ -4,6 +4,7 @@
 //! backend was built with. Documents are keyed by the row's primary key and carry metadata:
 //! the primary key, the tenant, the row version and the model's indexed scalar fields.
 
+#[cfg(feature = "chroma")]
 pub mod chroma;
 pub mod embedded;
 
@@ -17,6 +18,7 @@ use crate::model::filter::{Filter, Op};
 use crate::model::values::{check_type, printable};
 use crate::model::{FieldMeta, FieldType, ModelMeta};
 
+#[cfg(feature = "chroma")]
 pub use chroma::ChromaStore;
 pub use embedded::EmbeddedVectors;
 

@@ -31,7 +31,7 @@ pub mod secrets;
 pub mod model;
 pub use model::{embed, filter, record, values};
 // 3. SQL: every statement on a model's rows and on the outbox.
-pub mod sql;
+pub(crate) mod sql;
 // 4. Store backends and their handles.
 pub mod store;
 // 5. Consistency: the outbox, projections and the background projector; then the stores an

@@ -22,7 +22,6 @@ use std::sync::LazyLock;
 use common::{Target, corpus, deep_value, drop_deep, fuzz, hostile_string, in_time, json, json_number};
 use dataflow_core::filter::{CheckedSort, MAX_FILTER_DEPTH};
 use dataflow_core::sea_orm::DbBackend;
-use dataflow_core::sql::Sql;
 use dataflow_core::values::printable;
 use dataflow_core::{FieldMeta, FieldType, Filter, ModelMeta, Op, SortKey};
 use proptest::prelude::*;
@@ -299,11 +298,7 @@ fn comparisons(filter: &Filter, out: &mut Vec<Filter>) {
 }
 
 fn write(filter: &Filter, meta: &'static ModelMeta, backend: DbBackend) -> Result<String, String> {
-    let mut sql = Sql::new(backend);
-    filter
-        .write_sql(meta, &mut sql)
-        .map(|()| sql.text().to_string())
-        .map_err(|e| e.to_string())
+    filter.sql_condition(meta, backend).map_err(|e| e.to_string())
 }
 
 /// The properties of one parsed filter, on every model and both SQL dialects.
@@ -413,8 +408,7 @@ fn check_sort(keys: &Value, values: &[Value], cursor: Option<&str>) -> Result<()
         let made = sort.cursor_after(values.to_vec());
         for cursor in [Some(made.as_str()), cursor].into_iter().flatten() {
             for backend in [DbBackend::Postgres, DbBackend::Sqlite] {
-                let mut sql = Sql::new(backend);
-                if let Err(e) = sort.write_after(meta, cursor, &mut sql) {
+                if let Err(e) = sort.after_condition(meta, cursor, backend) {
                     let message = e.to_string();
                     if message.len() > MAX_MESSAGE_BYTES {
                         return Err(fail(format!("a {}-byte cursor message: {message:.300}", message.len())));

@@ -5,7 +5,6 @@
 //! UTC); [`to_sql`] turns it into the bound parameter for the relational store.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sea_orm::Value as SqlValue;
 use serde_json::{Map, Value as Json};
 
 use crate::error::FieldErrors;
@@ -38,7 +37,7 @@ impl CheckedRecord {
 
 /// Checks a JSON object against `meta`: unknown fields, types, nullability and rules.
 /// All problems are reported together.
-pub fn check_record(meta: &'static ModelMeta, input: &Map<String, Json>, mode: RecordMode) -> Result<CheckedRecord, FieldErrors> {
+pub(crate) fn check_record(meta: &'static ModelMeta, input: &Map<String, Json>, mode: RecordMode) -> Result<CheckedRecord, FieldErrors> {
     let mut errors = FieldErrors::default();
     for key in input.keys() {
         match meta.field(key) {
@@ -76,7 +75,7 @@ pub fn check_record(meta: &'static ModelMeta, input: &Map<String, Json>, mode: R
 }
 
 /// "unknown field 'x' (Product has: id, sku, ...)"; also used by filters and sorts.
-pub fn unknown_field_message(meta: &ModelMeta, name: &str) -> String {
+pub(crate) fn unknown_field_message(meta: &ModelMeta, name: &str) -> String {
     format!(
         "unknown field '{}' ({} has: {})",
         printable(name),
@@ -95,7 +94,7 @@ pub fn printable(name: &str) -> String {
 }
 
 /// Checks one value against a field's type, nullability and rules; returns it canonical.
-pub fn check_value(field: &FieldMeta, value: &Json) -> Result<Json, String> {
+pub(crate) fn check_value(field: &FieldMeta, value: &Json) -> Result<Json, String> {
     let canonical = check_type(field, value)?;
     if !canonical.is_null() {
         check_rules(field, &canonical)?;
@@ -104,7 +103,7 @@ pub fn check_value(field: &FieldMeta, value: &Json) -> Result<Json, String> {
 }
 
 /// Checks only the type (and nullability) of a value, as filters need; returns it canonical.
-pub fn check_type(field: &FieldMeta, value: &Json) -> Result<Json, String> {
+pub(crate) fn check_type(field: &FieldMeta, value: &Json) -> Result<Json, String> {
     if value.is_null() {
         return if field.nullable {
             Ok(Json::Null)
@@ -150,7 +149,7 @@ pub fn check_type(field: &FieldMeta, value: &Json) -> Result<Json, String> {
 }
 
 /// The canonical JSON text of a timestamp: RFC 3339, UTC, microseconds.
-pub fn timestamp_to_json(ts: DateTime<Utc>) -> String {
+pub(crate) fn timestamp_to_json(ts: DateTime<Utc>) -> String {
     ts.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -216,22 +215,5 @@ pub(crate) fn json_kind(value: &Json) -> &'static str {
         Json::String(_) => "a string",
         Json::Array(_) => "an array",
         Json::Object(_) => "an object",
-    }
-}
-
-/// The bound SQL parameter for a canonical value of a field's type.
-pub fn to_sql(ty: FieldType, value: &Json) -> SqlValue {
-    match ty {
-        FieldType::Integer => SqlValue::BigInt(value.as_i64()),
-        FieldType::Float => SqlValue::Double(value.as_f64()),
-        FieldType::Boolean => SqlValue::Bool(value.as_bool()),
-        FieldType::Text => SqlValue::String(value.as_str().map(str::to_owned)),
-        FieldType::Timestamp => SqlValue::ChronoDateTimeUtc(
-            value
-                .as_str()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| t.with_timezone(&Utc)),
-        ),
-        FieldType::Json => SqlValue::Json(if value.is_null() { None } else { Some(Box::new(value.clone())) }),
     }
 }

@@ -1,18 +1,29 @@
 //! Filters and sorts as SQL: the condition of a checked [`Filter`], `ORDER BY` and the
 //! keyset condition of a [`CheckedSort`]. Field names come from the model, values are bound.
 
+use sea_orm::DbBackend;
 use serde_json::Value as Json;
 
 use crate::error::{Error, FieldErrors};
 use crate::model::filter::{CheckedSort, Filter, MAX_FILTER_DEPTH, MAX_IN_LIST, MAX_PATTERN_CHARS, Op};
-use crate::model::values::{check_type, printable, to_sql, unknown_field_message};
+use crate::model::values::{check_type, printable, unknown_field_message};
 use crate::model::{FieldMeta, FieldType, ModelMeta};
 use crate::sql::Sql;
+use crate::sql::to_sql;
 
 impl Filter {
+    /// The SQL condition this filter becomes on `backend`, values as placeholders: what a
+    /// List, Update, Delete or Aggregate with it sends (for logs, and for tests of the
+    /// translation). Checked against `meta` like [`Filter::write_sql`].
+    pub fn sql_condition(&self, meta: &'static ModelMeta, backend: DbBackend) -> Result<String, Error> {
+        let mut sql = Sql::new(backend);
+        self.write_sql(meta, &mut sql)?;
+        Ok(sql.text().to_owned())
+    }
+
     /// Checks the filter against `meta` and writes it as a SQL condition into `sql`.
     /// Every problem is reported at once; on error the statement must be discarded.
-    pub fn write_sql(&self, meta: &'static ModelMeta, sql: &mut Sql) -> Result<(), Error> {
+    pub(crate) fn write_sql(&self, meta: &'static ModelMeta, sql: &mut Sql) -> Result<(), Error> {
         let mut errors = FieldErrors::default();
         write_filter(self, meta, sql, &mut errors, 0);
         if errors.is_empty() {
@@ -161,7 +172,7 @@ fn write_compare(f: &'static FieldMeta, op: Op, value: &Json, sql: &mut Sql) -> 
 
 impl CheckedSort {
     /// Writes `ORDER BY ...`.
-    pub fn write_order_by(&self, sql: &mut Sql) {
+    pub(crate) fn write_order_by(&self, sql: &mut Sql) {
         sql.push(" ORDER BY ");
         for (i, (f, desc)) in self.keys.iter().enumerate() {
             if i > 0 {
@@ -171,9 +182,17 @@ impl CheckedSort {
         }
     }
 
+    /// The keyset condition "after the row of `cursor`" on `backend`, values as placeholders
+    /// (see [`CheckedSort::decode_cursor`]).
+    pub fn after_condition(&self, meta: &'static ModelMeta, cursor: &str, backend: DbBackend) -> Result<String, Error> {
+        let mut sql = Sql::new(backend);
+        self.write_after(meta, cursor, &mut sql)?;
+        Ok(sql.text().to_owned())
+    }
+
     /// Decodes a cursor made by [`CheckedSort::cursor_after`] for this same sort and writes the
     /// keyset condition "after that row".
-    pub fn write_after(&self, meta: &'static ModelMeta, cursor: &str, sql: &mut Sql) -> Result<(), Error> {
+    pub(crate) fn write_after(&self, meta: &'static ModelMeta, cursor: &str, sql: &mut Sql) -> Result<(), Error> {
         let typed = self.decode_cursor(meta, cursor)?;
         // (k1 > v1) OR (k1 = v1 AND k2 > v2) OR ... with < for descending keys.
         sql.push("(");

@@ -4,15 +4,18 @@
 //! [`Sql`] is the writer; one module per concern builds whole statements with it: [`rows`]
 //! (reads), [`write`] (inserts, updates, deletes, upserts), [`aggregate`], [`schema`]
 //! (tables, columns, indexes, ids), [`outbox`], and `filter` (filters and sorts as
-//! conditions). Nothing outside this layer writes SQL text: [`Sql::push`] is crate-private,
+//! conditions). Nothing outside this layer writes SQL text: the module is crate-private,
 //! and the layers above call the builders. The store backends' own tables (the embedded
 //! graph and vector stores) keep their statements beside their code, as the Bolt backend keeps
 //! its Cypher: they are those backends' storage format, not statements on a model.
 //!
-//! Why our own writer and not `sea-query`'s builders: the statements here lean on what
-//! sea-query does not model — `jsonb_to_recordset`/`json_each` row sources bound as one
-//! parameter, `= ANY($1)` arrays, `ON CONFLICT ... WHERE`, `FOR UPDATE SKIP LOCKED` — and the
-//! writer is a few dozen lines whose output the fuzz tests check on both dialects.
+//! Why our own writer and not `sea-query`'s builders (which sea-orm brings): the statements
+//! that matter most here are built around row sources bound as one parameter —
+//! `jsonb_to_recordset($1::jsonb) AS "x"(...)` and `unnest($1::bigint[])` on PostgreSQL,
+//! `json_each(?)` with `json_extract` on SQLite — which sea-query can only take as custom
+//! expressions, that is as SQL text again, beside per-dialect choices (placeholders,
+//! canonical text timestamps on SQLite) the writer makes in one place. A rewrite on
+//! sea-query was not measured; the fuzz tests check this writer's output on both dialects.
 
 pub(crate) mod aggregate;
 mod filter;
@@ -22,6 +25,9 @@ pub(crate) mod schema;
 pub(crate) mod write;
 
 use sea_orm::{DbBackend, Statement, Value as SqlValue};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
 
 use crate::model::{FieldMeta, FieldType, ModelMeta};
 
@@ -85,11 +91,6 @@ impl Sql {
         }
         self.text.push('"');
         self
-    }
-
-    /// Appends `"table"."column"`.
-    pub fn qualified(&mut self, table: &str, column: &str) -> &mut Self {
-        self.ident(table).push(".").ident(column)
     }
 
     /// Appends a placeholder and binds `value` to it. On SQLite a timestamp is bound as its
@@ -284,6 +285,23 @@ impl Sql {
     /// Finishes the statement.
     pub fn build(self) -> Statement {
         Statement::from_sql_and_values(self.backend, self.text, self.values)
+    }
+}
+
+/// The bound SQL parameter for a canonical value of a field's type.
+pub(crate) fn to_sql(ty: FieldType, value: &Json) -> SqlValue {
+    match ty {
+        FieldType::Integer => SqlValue::BigInt(value.as_i64()),
+        FieldType::Float => SqlValue::Double(value.as_f64()),
+        FieldType::Boolean => SqlValue::Bool(value.as_bool()),
+        FieldType::Text => SqlValue::String(value.as_str().map(str::to_owned)),
+        FieldType::Timestamp => SqlValue::ChronoDateTimeUtc(
+            value
+                .as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        ),
+        FieldType::Json => SqlValue::Json(if value.is_null() { None } else { Some(Box::new(value.clone())) }),
     }
 }
 

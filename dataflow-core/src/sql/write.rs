@@ -6,10 +6,11 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::Result;
 use crate::model::filter::Filter;
-use crate::model::values::{CheckedRecord, to_sql};
+use crate::model::values::CheckedRecord;
 use crate::model::{FieldMeta, ModelMeta};
 use crate::sql::Sql;
 use crate::sql::rows::{write_filter, write_scope};
+use crate::sql::to_sql;
 
 /// Which rows a write touches.
 #[derive(Debug, Clone, Copy)]

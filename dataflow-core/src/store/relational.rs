@@ -100,7 +100,7 @@ impl RelationalStore {
     }
 
     /// A new statement for this backend.
-    pub fn sql(&self) -> Sql {
+    pub(crate) fn sql(&self) -> Sql {
         Sql::new(self.backend)
     }
 

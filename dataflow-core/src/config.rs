@@ -78,16 +78,21 @@ pub enum ProjectionMode {
 }
 
 impl std::str::FromStr for ProjectionMode {
-    type Err = String;
+    type Err = UnknownProjectionMode;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnknownProjectionMode> {
         match s {
             "inline" => Ok(ProjectionMode::Inline),
             "background" => Ok(ProjectionMode::Background),
-            other => Err(format!("projections: expected 'inline' or 'background', got {other:?}")),
+            other => Err(UnknownProjectionMode(other.to_owned())),
         }
     }
 }
+
+/// A projection mode that is neither `inline` nor `background`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("projections: expected 'inline' or 'background', got {0:?}")]
+pub struct UnknownProjectionMode(pub String);
 
 /// The name of the SQLite file the embedded stores keep their data in, inside their directory.
 pub const EMBEDDED_FILE_NAME: &str = "dataflow.db";

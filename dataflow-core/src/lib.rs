@@ -47,7 +47,7 @@ pub use consistency::{Outbox, OutboxRecord, ProjectionSet, SyncReport};
 pub use dataflow_macros::Model;
 pub use embed::{Embedder, HashingEmbedder};
 pub use error::{Error, FieldError, FieldErrors, Result, StoreKind};
-pub use filter::{Column, Filter, Op, SortKey};
+pub use filter::{Column, Filter, FilterSyntaxError, Op, SortKey};
 pub use model::{FieldMeta, FieldType, Model, ModelMeta, RelationMeta, Rule};
 pub use node::{Context, ModelNodes, Node, NodeDescriptor, NodeKind};
 pub use record::Record;

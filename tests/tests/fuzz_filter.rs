@@ -361,7 +361,7 @@ fn check_filter(filter: &Filter) -> Result<(), TestCaseError> {
 }
 
 fn check_json(value: &Value) -> Result<(), TestCaseError> {
-    match Filter::from_json(value) {
+    match Filter::from_json(value).map_err(|e| e.to_string()) {
         Ok(filter) => check_filter(&filter),
         Err(message) if message.len() > MAX_MESSAGE_BYTES => Err(fail(format!("a {}-byte message: {message:.300}", message.len()))),
         Err(message) if !message.starts_with('$') => Err(fail(format!("the message does not say where: {message}"))),
@@ -371,7 +371,7 @@ fn check_json(value: &Value) -> Result<(), TestCaseError> {
 
 fn check_deep(kind: Chain, depth: usize) -> Result<(), TestCaseError> {
     let value = chain(kind, depth);
-    let result = Filter::from_json(&value);
+    let result = Filter::from_json(&value).map_err(|e| e.to_string());
     drop_deep(value);
     // Levels the filter tree has: one per combinator, two per level beside a field.
     let levels = if matches!(kind, Chain::NotBesideField) { 2 * depth } else { depth };

@@ -50,7 +50,7 @@ pub struct Outbox {
 }
 
 /// What an [`Outbox`] shares between its clones and its background projector.
-pub(crate) struct OutboxInner {
+struct OutboxInner {
     stores: StoreHandles,
     max_attempts: u32,
     mode: ProjectionMode,
@@ -181,8 +181,19 @@ impl Outbox {
         }
     }
 
-    pub(crate) fn from_inner(inner: Arc<OutboxInner>) -> Self {
-        Outbox { inner }
+    /// One round of the background projector: `sync`, logging what it left.
+    async fn background_round(self) {
+        match self.sync().await {
+            Ok(report) if report.failed > 0 => {
+                tracing::warn!(
+                    failed = report.failed,
+                    remaining = report.remaining,
+                    "background projections: records left pending for a retry"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "background projections: the outbox could not be read; retrying"),
+        }
     }
 
     fn stores(&self) -> &StoreHandles {
@@ -323,7 +334,10 @@ impl Outbox {
                 cache_failed = cache;
             }
         }
-        self.inner.projector.wake(Arc::downgrade(&self.inner));
+        let outbox = Arc::downgrade(&self.inner);
+        self.inner
+            .projector
+            .wake(move || outbox.upgrade().map(|inner| Outbox { inner }.background_round()));
         set.minus(cache).or(cache_failed).kinds()
     }
 

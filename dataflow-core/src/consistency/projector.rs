@@ -1,7 +1,8 @@
 //! The background projector ([`ProjectionMode::Background`]): a task of the process that
 //! applies due outbox records whenever a write wakes it, batched across writes.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -9,7 +10,6 @@ use tokio::task::JoinHandle;
 
 #[cfg(doc)]
 use crate::config::ProjectionMode;
-use crate::consistency::outbox::{Outbox, OutboxInner};
 
 /// How long the background projector sleeps without a write waking it: records that failed
 /// come due again after their backoff, and nothing else would wake it for them.
@@ -27,15 +27,20 @@ pub(crate) struct Projector {
 }
 
 impl Projector {
-    /// Wakes the task, starting it on the caller's tokio runtime when it is not running.
-    pub(crate) fn wake(&self, outbox: Weak<OutboxInner>) {
+    /// Wakes the task, starting it on the caller's tokio runtime when it is not running. Each
+    /// round of the task runs what `round` returns; `None` (the outbox is gone) ends it.
+    pub(crate) fn wake<F, Fut>(&self, round: F)
+    where
+        F: Fn() -> Option<Fut> + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         match &*running {
             Some((wake, task)) if !task.is_finished() => wake.notify_one(),
             _ => {
                 let wake = Arc::new(Notify::new());
                 wake.notify_one();
-                let task = tokio::spawn(run(outbox, wake.clone()));
+                let task = tokio::spawn(run(round, wake.clone()));
                 *running = Some((wake, task));
             }
         }
@@ -53,27 +58,22 @@ impl Projector {
     }
 }
 
-/// The task: applies due outbox records (`sync`) whenever a write wakes it (after letting
-/// others gather for [`PROJECTOR_GATHER`]), and once a [`PROJECTOR_TICK`] otherwise. It holds
-/// the outbox weakly and ends once it is dropped; what it has not applied stays in the outbox.
-async fn run(outbox: Weak<OutboxInner>, wake: Arc<Notify>) {
+/// The task: runs a round (the outbox's `sync` of due records) whenever a write wakes it
+/// (after letting others gather for [`PROJECTOR_GATHER`]), and once a [`PROJECTOR_TICK`]
+/// otherwise. It ends once `round` says the outbox is gone; what it has not applied stays in
+/// the outbox.
+async fn run<F, Fut>(round: F, wake: Arc<Notify>)
+where
+    F: Fn() -> Option<Fut>,
+    Fut: Future<Output = ()>,
+{
     loop {
         if tokio::time::timeout(PROJECTOR_TICK, wake.notified()).await.is_ok() {
             tokio::time::sleep(PROJECTOR_GATHER).await;
         }
-        let Some(inner) = outbox.upgrade() else {
+        let Some(this_round) = round() else {
             return;
         };
-        match Outbox::from_inner(inner).sync().await {
-            Ok(report) if report.failed > 0 => {
-                tracing::warn!(
-                    failed = report.failed,
-                    remaining = report.remaining,
-                    "background projections: records left pending for a retry"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "background projections: the outbox could not be read; retrying"),
-        }
+        this_round.await;
     }
 }

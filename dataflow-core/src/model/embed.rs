@@ -11,7 +11,7 @@
 //!
 //! **Bad at:** meaning. Synonyms with no letters in common ("drill" / "borer"), paraphrases,
 //! negation and other languages are invisible to it. Plug a model-backed [`Embedder`] in
-//! through [`crate::store::StoresBuilder::embedder`] where meaning matters.
+//! through [`crate::StoresBuilder::embedder`] where meaning matters.
 
 use std::borrow::Cow;
 

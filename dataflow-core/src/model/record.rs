@@ -31,7 +31,8 @@ impl<M: Model> Record<M> {
         self.data.primary_key()
     }
 
-    /// Decodes a row selected with [`crate::sql::Sql::record_columns`].
+    /// Decodes a row selected with the record columns (the fields, `version`, `created_at`,
+    /// `updated_at` and, with soft delete, `deleted_at`).
     pub fn from_row(row: &QueryResult) -> Result<Self, DbErr> {
         Ok(Record {
             data: M::from_row(row)?,

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
 
-use crate::registry::Registry;
-use crate::workflow::{MAX_MESSAGE_CHARS, Problem, Workflow, WorkflowDef, shorten};
+use super::{Problem, Workflow, WorkflowDef};
+use crate::node::registry::Registry;
+use crate::node::{MAX_MESSAGE_CHARS, shorten};
 
 /// Largest workflow file read.
 pub const MAX_FILE_BYTES: usize = 4 << 20;

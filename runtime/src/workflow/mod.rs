@@ -12,10 +12,12 @@ use petgraph::graph::DiGraph;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::node::NodeRef;
-use crate::path::FieldPath;
-use crate::registry::{InstantiateError, Registry};
-use crate::schema::{SchemaView, Ty, did_you_mean};
+pub mod yaml;
+
+use crate::node::path::FieldPath;
+use crate::node::registry::{InstantiateError, Registry};
+use crate::node::schema::{SchemaView, Ty, did_you_mean};
+use crate::node::{MAX_MESSAGE_CHARS, NodeRef, shorten};
 
 /// The name connections use for the workflow's own inputs: `input.product.name`.
 pub const INPUT: &str = "input";
@@ -47,12 +49,6 @@ impl RetryPolicy {
     }
     fn default_max_backoff_ms() -> u64 {
         2_000
-    }
-
-    /// The upper bound of the backoff before attempt `attempt` (2 is the first retry).
-    pub fn backoff_ceiling(&self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(2).min(20);
-        Duration::from_millis(self.backoff_ms.saturating_mul(1 << doublings).min(self.max_backoff_ms))
     }
 }
 
@@ -430,18 +426,6 @@ impl Checker {
     }
 }
 
-/// Longest problem message, in characters: messages quote names and paths from the
-/// definition, and a 100,000-character name must not make a 100,000-character report.
-pub(crate) const MAX_MESSAGE_CHARS: usize = 500;
-
-/// `text` cut to `max` characters, with how much was left out, when it is longer.
-pub(crate) fn shorten(text: String, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text,
-        Some((cut, _)) => format!("{}… ({} more bytes)", &text[..cut], text.len() - cut),
-    }
-}
-
 fn valid_node_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -522,7 +506,10 @@ impl Workflow {
             if !(node.params.is_null() || node.params.is_object()) {
                 c.problem(
                     format!("{at}/params"),
-                    format!("params of node '{name}' must be a map, got a {}", crate::path::kind(&node.params)),
+                    format!(
+                        "params of node '{name}' must be a map, got a {}",
+                        crate::node::path::kind(&node.params)
+                    ),
                 );
                 compiled.push(None);
                 continue;
@@ -631,9 +618,9 @@ impl Workflow {
                     let shown = to_path.segments()[..=e.depth.min(to_path.segments().len() - 1)]
                         .iter()
                         .map(|s| match s {
-                            crate::path::Segment::Key(k) => k.clone(),
-                            crate::path::Segment::Index(i) => i.to_string(),
-                            crate::path::Segment::Each => "*".into(),
+                            crate::node::path::Segment::Key(k) => k.clone(),
+                            crate::node::path::Segment::Index(i) => i.to_string(),
+                            crate::node::path::Segment::Each => "*".into(),
                         })
                         .collect::<Vec<_>>()
                         .join(".");
@@ -925,9 +912,9 @@ fn check_params(c: &mut Checker, name: &str, at: &str, node: &NodeRef, params: &
     let view = SchemaView::new(node.input_schema());
     let known = view.properties();
     for (key, value) in params {
-        match view.resolve(&[crate::path::Segment::Key(key.clone())]) {
+        match view.resolve(&[crate::node::path::Segment::Key(key.clone())]) {
             Ok(ty) => {
-                let given = Ty::one(crate::path::kind(value));
+                let given = Ty::one(crate::node::path::kind(value));
                 if !value.is_null() && !given.fits(&ty) {
                     c.problem(
                         format!("{at}/params/{}", escape(key)),

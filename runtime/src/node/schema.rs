@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::path::Segment;
+use super::path::Segment;
 
 /// The JSON types a schema position admits; `Any` where the schema does not say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,9 +168,9 @@ impl<'a> SchemaView<'a> {
                 Some(Value::Array(ts)) => set.extend(ts.iter().filter_map(Value::as_str).map(static_name)),
                 _ => {
                     if let Some(c) = alt.get("const") {
-                        set.insert(crate::path::kind(c));
+                        set.insert(super::path::kind(c));
                     } else if let Some(values) = alt.get("enum").and_then(Value::as_array) {
-                        set.extend(values.iter().map(crate::path::kind));
+                        set.extend(values.iter().map(super::path::kind));
                     } else if alt.get("properties").is_some() {
                         set.insert("object");
                     }

@@ -125,6 +125,18 @@ pub trait SubRuns: Send + Sync {
     fn progress(&self, node: &str, done: usize, total: usize);
 }
 
+/// A shared runner runs as what it shares (so `&Arc<Runtime>` gives a [`NodeEnv`] too).
+#[async_trait]
+impl<T: SubRuns + ?Sized> SubRuns for Arc<T> {
+    async fn run_sub(&self, workflow: &SubWorkflow, ctx: &Context, inputs: Value) -> Result<Map<String, Value>, String> {
+        (**self).run_sub(workflow, ctx, inputs).await
+    }
+
+    fn progress(&self, node: &str, done: usize, total: usize) {
+        (**self).progress(node, done, total)
+    }
+}
+
 /// What a node runs with: the stores (and tenant) of the run, and the runtime, for nodes that
 /// run sub-workflows.
 pub struct NodeEnv<'a> {

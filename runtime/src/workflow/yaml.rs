@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
 
+use super::def::escape;
 use super::{Problem, Workflow, WorkflowDef};
 use crate::node::registry::Registry;
 use crate::node::{MAX_MESSAGE_CHARS, shorten};
@@ -152,10 +153,6 @@ fn position(span: &Span) -> Position {
         line: span.start.line(),
         column: span.start.col() + 1,
     }
-}
-
-fn escape(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
 }
 
 /// Parses one YAML document (YAML 1.2 core schema: plain `null`, `true`, integers and floats

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{info, open_object, params_of, shaped};
-use crate::node::path::{FieldPath, kind};
+use crate::node::path::{FieldPath, PathError, kind};
 use crate::node::registry::{NodeFactory, Registry};
 use crate::node::{DynNode, NodeEnv, NodeFailure, NodeInfo, NodeRef};
 
@@ -31,17 +31,23 @@ enum TemplatePart {
     Field(FieldPath),
 }
 
-fn parse_template(text: &str) -> Result<Vec<TemplatePart>, String> {
+/// Why a `Transform` template does not parse.
+#[derive(Debug, thiserror::Error)]
+enum TemplateError {
+    #[error("template {0:?} has an unclosed '{{'")]
+    Unclosed(String),
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
+fn parse_template(text: &str) -> Result<Vec<TemplatePart>, TemplateError> {
     let mut parts = Vec::new();
     let mut rest = text;
     while let Some(open) = rest.find('{') {
         if open > 0 {
             parts.push(TemplatePart::Text(rest[..open].to_string()));
         }
-        let close = rest[open..]
-            .find('}')
-            .ok_or_else(|| format!("template {text:?} has an unclosed '{{'"))?
-            + open;
+        let close = rest[open..].find('}').ok_or_else(|| TemplateError::Unclosed(text.to_string()))? + open;
         parts.push(TemplatePart::Field(FieldPath::parse(rest[open + 1..close].trim())?));
         rest = &rest[close + 1..];
     }

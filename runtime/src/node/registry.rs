@@ -109,7 +109,7 @@ impl Registry {
 
     /// Builds an instance of `name` with `params`: for fixed nodes the params are the static
     /// input; configurable nodes consume them.
-    pub fn instantiate(&self, name: &str, params: &Value) -> Result<(NodeRef, Value), InstantiateError> {
+    pub(crate) fn instantiate(&self, name: &str, params: &Value) -> Result<(NodeRef, Value), InstantiateError> {
         match self.entries.get(name) {
             None => Err(InstantiateError::Unknown {
                 suggestion: super::schema::did_you_mean(name, self.names()).map(str::to_string),
@@ -130,7 +130,7 @@ impl Registry {
 
 /// Why [`Registry::instantiate`] failed.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum InstantiateError {
+pub(crate) enum InstantiateError {
     /// No node type of that name; a close name when there is one.
     #[error("unknown node type{}", suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default())]
     Unknown {

@@ -295,7 +295,7 @@ fn static_name(t: &str) -> &'static str {
 }
 
 /// The known name closest to `wanted`, if it is close enough to be a typo.
-pub fn did_you_mean<'n>(wanted: &str, known: impl IntoIterator<Item = &'n str>) -> Option<&'n str> {
+pub(crate) fn did_you_mean<'n>(wanted: &str, known: impl IntoIterator<Item = &'n str>) -> Option<&'n str> {
     let wanted_len = wanted.chars().count();
     known
         .into_iter()

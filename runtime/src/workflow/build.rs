@@ -322,7 +322,7 @@ impl<'d> Build<'d> {
             }
             Ok(p) => p,
             Err(e) => {
-                self.c.problem(format!("{at}/to"), e);
+                self.c.problem(format!("{at}/to"), e.to_string());
                 return None;
             }
         };
@@ -427,7 +427,7 @@ impl<'d> Build<'d> {
         let path = match FieldPath::parse(path) {
             Ok(p) => p,
             Err(e) => {
-                self.c.problem(at, e);
+                self.c.problem(at, e.to_string());
                 return None;
             }
         };

@@ -36,8 +36,6 @@ struct NodeState {
     delivered: bool,
     /// A node it depends on failed or was cancelled.
     blocked: bool,
-    /// Edges leaving it (indices into the workflow's edges).
-    outgoing: Vec<usize>,
     /// What the run reports about it.
     report: NodeReport,
 }
@@ -82,7 +80,8 @@ pub(super) async fn run(runtime: &Runtime, workflow: &Workflow, ctx: &Context, i
     run.nodes = workflow
         .nodes
         .iter()
-        .map(|node| NodeState::new(node.static_input.clone(), node.report()))
+        .zip(&workflow.wiring.incoming)
+        .map(|(node, &waiting)| NodeState::new(node.static_input.clone(), waiting, node.report()))
         .collect();
     let inputs = match check_inputs(workflow, inputs) {
         Ok(inputs) => inputs,
@@ -101,15 +100,14 @@ pub(super) async fn run(runtime: &Runtime, workflow: &Workflow, ctx: &Context, i
 }
 
 impl NodeState {
-    fn new(input: Value, report: NodeReport) -> Self {
+    fn new(input: Value, waiting: usize, report: NodeReport) -> Self {
         NodeState {
             input,
             arrived: Vec::new(),
-            waiting: 0,
+            waiting,
             untaken: false,
             delivered: false,
             blocked: false,
-            outgoing: Vec::new(),
             report,
         }
     }
@@ -133,21 +131,15 @@ impl crate::workflow::CompiledNode {
 }
 
 impl Run<'_> {
-    /// Counts each node's incoming edges, delivers the run's inputs, and queues the nodes that
-    /// wait for nothing.
+    /// Delivers the run's inputs, and queues the nodes that wait for nothing.
     fn wire(&mut self, inputs: &Value) {
-        for (k, e) in self.workflow.edges.iter().enumerate() {
-            match &e.from {
-                Source::Node(from, _) => {
-                    self.nodes[e.to].waiting += 1;
-                    self.nodes[*from].outgoing.push(k);
-                }
-                Source::Input(path) => {
-                    if let Some(value) = path.get(inputs) {
-                        self.nodes[e.to].arrived.push((k, value));
-                        self.nodes[e.to].delivered = true;
-                    }
-                }
+        for &k in &self.workflow.wiring.from_inputs {
+            let e = &self.workflow.edges[k];
+            if let Source::Input(path) = &e.from
+                && let Some(value) = path.get(inputs)
+            {
+                self.nodes[e.to].arrived.push((k, value));
+                self.nodes[e.to].delivered = true;
             }
         }
         self.ready = (0..self.nodes.len()).rev().filter(|i| self.nodes[*i].waiting == 0).collect();
@@ -227,7 +219,8 @@ impl Run<'_> {
             node: self.workflow.nodes[i].name.clone(),
             status,
         });
-        for k in std::mem::take(&mut self.nodes[i].outgoing) {
+        let workflow = self.workflow;
+        for &k in &workflow.wiring.outgoing[i] {
             let to = self.workflow.edges[k].to;
             match status {
                 NodeStatus::Skipped => self.nodes[to].untaken = true,
@@ -323,7 +316,8 @@ impl Run<'_> {
             node: node.name.clone(),
             status: NodeStatus::Succeeded,
         });
-        for k in std::mem::take(&mut self.nodes[i].outgoing) {
+        let workflow = self.workflow;
+        for &k in &workflow.wiring.outgoing[i] {
             let edge = &self.workflow.edges[k];
             if let (Source::Node(_, path), Some(_)) = (&edge.from, &edge.to_path) {
                 match path.get(&output) {
@@ -356,7 +350,8 @@ impl Run<'_> {
             self.stop = true;
         }
         // Dependants cannot run: they are cancelled as their turn comes.
-        for k in std::mem::take(&mut self.nodes[i].outgoing) {
+        let workflow = self.workflow;
+        for &k in &workflow.wiring.outgoing[i] {
             let to = self.workflow.edges[k].to;
             self.nodes[to].blocked = true;
             self.resolved(to);

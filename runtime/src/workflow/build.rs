@@ -12,7 +12,7 @@ use petgraph::graph::DiGraph;
 use serde_json::{Map, Value};
 
 use super::def::escape;
-use super::{CompiledNode, ConnectionDef, Edge, INPUT, MAX_ATTEMPTS, NodeDef, Problem, Problems, Source, Workflow, WorkflowDef};
+use super::{CompiledNode, ConnectionDef, Edge, INPUT, MAX_ATTEMPTS, NodeDef, Problem, Problems, Source, Wiring, Workflow, WorkflowDef};
 use crate::node::path::{FieldPath, Segment, kind};
 use crate::node::registry::{InstantiateError, Registry};
 use crate::node::schema::{SchemaView, Ty, did_you_mean};
@@ -107,6 +107,7 @@ impl Workflow {
             (nodes.collect(), b.edges, b.outputs)
         };
         Ok(Workflow {
+            wiring: Wiring::of(def.nodes.len(), &edges),
             def,
             nodes,
             edges,

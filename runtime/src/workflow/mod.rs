@@ -64,6 +64,39 @@ pub struct Workflow {
     pub(crate) nodes: Vec<CompiledNode>,
     pub(crate) edges: Vec<Edge>,
     pub(crate) outputs: Vec<(String, Source)>,
+    /// What the scheduler needs of the edges, worked out once instead of on every run.
+    pub(crate) wiring: Wiring,
+}
+
+/// The edges by node, for the scheduler: computed when the workflow is built, so a run
+/// allocates no edge lists of its own.
+pub(crate) struct Wiring {
+    /// Per node, the edges leaving it (indices into `edges`).
+    pub outgoing: Vec<Vec<usize>>,
+    /// Per node, how many edges from other nodes it waits for.
+    pub incoming: Vec<usize>,
+    /// The edges from the workflow's inputs.
+    pub from_inputs: Vec<usize>,
+}
+
+impl Wiring {
+    fn of(nodes: usize, edges: &[Edge]) -> Wiring {
+        let mut wiring = Wiring {
+            outgoing: vec![Vec::new(); nodes],
+            incoming: vec![0; nodes],
+            from_inputs: Vec::new(),
+        };
+        for (k, e) in edges.iter().enumerate() {
+            match e.from {
+                Source::Node(from, _) => {
+                    wiring.incoming[e.to] += 1;
+                    wiring.outgoing[from].push(k);
+                }
+                Source::Input(_) => wiring.from_inputs.push(k),
+            }
+        }
+        wiring
+    }
 }
 
 impl fmt::Debug for Workflow {

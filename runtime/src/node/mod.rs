@@ -112,14 +112,25 @@ pub(crate) fn shorten(text: String, max: usize) -> String {
 /// (a workflow holds nodes, a `Map` node holds a workflow).
 pub type SubWorkflow = dyn Any + Send + Sync;
 
+/// Why a sub-run did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubRunError {
+    /// The sub-workflow ran and failed: its first error, as one line naming the node.
+    #[error("{0}")]
+    Failed(String),
+    /// What was handed over is not a workflow the runtime can run.
+    #[error("a sub-workflow must be a built Workflow")]
+    NotAWorkflow,
+}
+
 /// What a node may ask of the runtime running it besides its stores: runs of a sub-workflow (a
 /// `Map` runs one per element) and progress through many items. The runtime implements it.
 #[async_trait]
 pub trait SubRuns: Send + Sync {
     /// Runs `workflow` (a [`crate::Workflow`]) with `inputs` in `ctx` under the runtime's
     /// policies and breakers, without progress events and within the caller's admission.
-    /// Returns the run's declared outputs, or its first error as one line.
-    async fn run_sub(&self, workflow: &SubWorkflow, ctx: &Context, inputs: Value) -> Result<Map<String, Value>, String>;
+    /// Returns the run's declared outputs, or why it did not succeed.
+    async fn run_sub(&self, workflow: &SubWorkflow, ctx: &Context, inputs: Value) -> Result<Map<String, Value>, SubRunError>;
 
     /// Reports that node type `node` has finished `done` of its `total` items.
     fn progress(&self, node: &str, done: usize, total: usize);
@@ -128,7 +139,7 @@ pub trait SubRuns: Send + Sync {
 /// A shared runner runs as what it shares (so `&Arc<Runtime>` gives a [`NodeEnv`] too).
 #[async_trait]
 impl<T: SubRuns + ?Sized> SubRuns for Arc<T> {
-    async fn run_sub(&self, workflow: &SubWorkflow, ctx: &Context, inputs: Value) -> Result<Map<String, Value>, String> {
+    async fn run_sub(&self, workflow: &SubWorkflow, ctx: &Context, inputs: Value) -> Result<Map<String, Value>, SubRunError> {
         (**self).run_sub(workflow, ctx, inputs).await
     }
 

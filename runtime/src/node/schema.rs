@@ -314,7 +314,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::path::FieldPath;
+    use crate::node::path::FieldPath;
 
     fn resolve(schema: &Value, path: &str) -> Result<Ty, Unresolved> {
         SchemaView::new(schema).resolve(FieldPath::parse(path).unwrap().segments())

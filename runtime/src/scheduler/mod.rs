@@ -1,6 +1,6 @@
 //! The scheduler: runs a [`Workflow`] node by node as inputs become ready, independent
-//! branches concurrently under a limit, with per-node timeout and retry ([`retry`]), a circuit
-//! breaker per store ([`breaker`]), and a [`RunReport`] at the end ([`report`]). [`Runtime`]
+//! branches concurrently under a limit, with per-node timeout and retry (`retry`), a circuit
+//! breaker per store (`breaker`), and a [`RunReport`] at the end (`report`). [`Runtime`]
 //! holds what runs share (registry, options, breakers, admission); `run` holds the state of one
 //! run.
 
@@ -20,7 +20,7 @@ use tracing::Instrument;
 pub use report::{NodeReport, NodeStatus, Progress, RunReport, RunStatus};
 
 use crate::node::registry::Registry;
-use crate::node::{NodeEnv, NodeFailure, NodeRef, SubRuns, SubWorkflow};
+use crate::node::{NodeEnv, NodeFailure, NodeRef, SubRunError, SubRuns, SubWorkflow};
 use crate::workflow::{RetryPolicy, Workflow};
 use breaker::Breakers;
 
@@ -201,14 +201,14 @@ impl Runtime {
 
 #[async_trait]
 impl SubRuns for Runtime {
-    async fn run_sub(&self, workflow: &SubWorkflow, ctx: &Context, inputs: Value) -> Result<Map<String, Value>, String> {
-        let workflow = workflow
-            .downcast_ref::<Workflow>()
-            .ok_or_else(|| "a sub-workflow must be a built Workflow".to_string())?;
+    async fn run_sub(&self, workflow: &SubWorkflow, ctx: &Context, inputs: Value) -> Result<Map<String, Value>, SubRunError> {
+        let workflow = workflow.downcast_ref::<Workflow>().ok_or(SubRunError::NotAWorkflow)?;
         let report = self.quiet().run(workflow, ctx, inputs).await;
         match report.status {
             RunStatus::Succeeded => Ok(report.outputs),
-            RunStatus::Failed => Err(report.error.unwrap_or_else(|| "the sub-workflow did not succeed".into())),
+            RunStatus::Failed => Err(SubRunError::Failed(
+                report.error.unwrap_or_else(|| "the sub-workflow did not succeed".into()),
+            )),
         }
     }
 

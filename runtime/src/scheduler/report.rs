@@ -64,7 +64,7 @@ pub struct RunReport {
     /// Wall time in milliseconds, from its start.
     pub duration_ms: f64,
     /// How long it waited for admission before it started, in milliseconds
-    /// ([`RunOptions::max_concurrent_runs`]).
+    /// ([`RunOptions::max_concurrent_runs`](crate::RunOptions::max_concurrent_runs)).
     pub queued_ms: f64,
     /// Every node, in definition order.
     pub nodes: Vec<NodeReport>,

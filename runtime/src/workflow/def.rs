@@ -121,7 +121,7 @@ pub struct ConnectionDef {
     pub to: String,
 }
 
-/// A whole workflow as written: in YAML or through [`WorkflowBuilder`].
+/// A whole workflow as written: in YAML or through [`WorkflowBuilder`](crate::WorkflowBuilder).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowDef {

@@ -97,7 +97,7 @@ pub struct NodeDef {
     /// A registered node type, e.g. `ProductSearchNode`.
     #[serde(rename = "type")]
     pub node_type: String,
-    /// Static input values (generated nodes) or configuration (generic nodes).
+    /// Static input values (generated nodes) or configuration (built-in nodes).
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub params: Value,
     /// Time limit of one attempt, in milliseconds.

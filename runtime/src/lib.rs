@@ -3,21 +3,22 @@
 //! or loaded from YAML ([`yaml::load_file`]), validated completely before anything runs, and
 //! run by a [`Runtime`]: ready nodes at once under a concurrency limit, with timeouts,
 //! retries, a circuit breaker per store and a [`RunReport`].
+//!
+//! The modules are layers, each importing only from the ones before it: [`node`] (the node
+//! interface, field paths, schemas, the registry) → [`workflow`] (definitions, the builder,
+//! validation in named passes, the YAML loader) → [`scheduler`] (runs, with its breaker, retry
+//! and report modules) → [`builtin`] (the `Switch`, `Merge`, `Transform` and `Map` nodes).
 
 #![warn(missing_docs)]
 
-pub mod exec;
-pub mod generic;
+pub mod builtin;
 pub mod node;
-pub mod path;
-pub mod registry;
-pub mod schema;
+pub mod scheduler;
 pub mod workflow;
-pub mod yaml;
 
-pub use exec::{NodeReport, NodeStatus, Progress, RunOptions, RunReport, RunStatus, Runtime};
-pub use node::{ComputeNode, DynNode, NodeEnv, NodeFailure, NodeInfo, NodeRef, TypedNode};
-pub use path::FieldPath;
-pub use registry::{NodeFactory, Registry};
+pub use node::registry::{NodeFactory, Registry};
+pub use node::{ComputeNode, DynNode, NodeEnv, NodeFailure, NodeInfo, NodeRef, SubRunError, SubRuns, SubWorkflow, TypedNode};
+pub use node::{path, path::FieldPath, registry, schema};
+pub use scheduler::{NodeReport, NodeStatus, Progress, RunOptions, RunReport, RunStatus, Runtime};
+pub use workflow::yaml::{self, Diagnostic, Diagnostics};
 pub use workflow::{ConnectionDef, GraphFormat, InputDef, NodeDef, Problem, Problems, RetryPolicy, Workflow, WorkflowBuilder, WorkflowDef};
-pub use yaml::{Diagnostic, Diagnostics};

@@ -1,5 +1,7 @@
 //! The node registry: every node type a workflow may name, generated model nodes and the
-//! runtime's generic nodes, discoverable by name.
+//! runtime's built-in nodes, discoverable by name. The built-in nodes sit in a layer above
+//! this one and register themselves: [`Registry::new`] is defined beside them, in
+//! `builtin`, and [`Registry::empty`] here holds nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,11 +9,10 @@ use std::sync::Arc;
 use dataflow_core::{ModelNodes, Node};
 use serde_json::Value;
 
-use crate::generic;
-use crate::node::{NodeInfo, NodeRef, TypedNode};
+use super::{NodeInfo, NodeRef, TypedNode};
 
 /// Builds a configured instance of a node type whose shape depends on its parameters
-/// (the generic nodes: a `Transform`'s outputs are the fields it selects).
+/// (the built-in nodes: a `Transform`'s outputs are the fields it selects).
 pub trait NodeFactory: Send + Sync {
     /// What the node type is.
     fn info(&self) -> NodeInfo;
@@ -34,18 +35,11 @@ pub struct Registry {
     entries: BTreeMap<String, Entry>,
 }
 
-impl Default for Registry {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Registry {
-    /// A registry with the generic nodes (`Switch`, `Merge`, `Map`, `Transform`) only.
-    pub fn new() -> Self {
-        let mut registry = Registry { entries: BTreeMap::new() };
-        generic::register(&mut registry);
-        registry
+    /// A registry with no node types at all, not even the built-in ones ([`Registry::new`]
+    /// has those).
+    pub fn empty() -> Self {
+        Registry { entries: BTreeMap::new() }
     }
 
     /// Registers a typed node under its descriptor's name, replacing one of the same name.
@@ -115,10 +109,10 @@ impl Registry {
 
     /// Builds an instance of `name` with `params`: for fixed nodes the params are the static
     /// input; configurable nodes consume them.
-    pub fn instantiate(&self, name: &str, params: &Value) -> Result<(NodeRef, Value), InstantiateError> {
+    pub(crate) fn instantiate(&self, name: &str, params: &Value) -> Result<(NodeRef, Value), InstantiateError> {
         match self.entries.get(name) {
             None => Err(InstantiateError::Unknown {
-                suggestion: crate::schema::did_you_mean(name, self.names()).map(str::to_string),
+                suggestion: super::schema::did_you_mean(name, self.names()).map(str::to_string),
             }),
             Some(Entry::Fixed(node)) => Ok((node.clone(), params.clone())),
             Some(Entry::Factory(f)) => f.build(params, self).map_err(InstantiateError::Params),
@@ -135,13 +129,15 @@ impl Registry {
 }
 
 /// Why [`Registry::instantiate`] failed.
-#[derive(Debug, Clone)]
-pub enum InstantiateError {
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum InstantiateError {
     /// No node type of that name; a close name when there is one.
+    #[error("unknown node type{}", suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default())]
     Unknown {
         /// A registered name close to the one asked for.
         suggestion: Option<String>,
     },
     /// The parameters do not configure the node.
+    #[error("{0}")]
     Params(String),
 }

@@ -5,6 +5,42 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+/// Why a field path does not parse, or a value cannot be written at one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path is empty.
+    #[error("empty field path")]
+    Empty,
+    /// Two dots in a row, or a dot at an end.
+    #[error("field path '{0}' has an empty segment")]
+    EmptySegment(String),
+    /// A control character in the path.
+    #[error("field path {0:?} contains a control character")]
+    ControlCharacter(String),
+    /// A key step runs into a value that is not an object.
+    #[error("cannot set '{key}' inside a {found}")]
+    NotAnObject {
+        /// The key.
+        key: String,
+        /// The JSON type found instead.
+        found: &'static str,
+    },
+    /// An index step runs into a value that is not an array.
+    #[error("cannot index a {0}")]
+    NotAnArray(&'static str),
+    /// An index past the end of the array.
+    #[error("index {index} is past the end of an array of {len}")]
+    PastTheEnd {
+        /// The index.
+        index: usize,
+        /// The array's length.
+        len: usize,
+    },
+    /// A write through `*`.
+    #[error("'*' can only be read, not written")]
+    WriteThroughEach,
+}
+
 /// One step of a [`FieldPath`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Segment {
@@ -24,17 +60,17 @@ pub struct FieldPath {
 
 impl FieldPath {
     /// Parses `a.b.0.c` or `hits.*.record.id`. Segments must be non-empty.
-    pub fn parse(text: &str) -> Result<FieldPath, String> {
+    pub fn parse(text: &str) -> Result<FieldPath, PathError> {
         if text.is_empty() {
-            return Err("empty field path".into());
+            return Err(PathError::Empty);
         }
         let mut segments = Vec::new();
         for part in text.split('.') {
             if part.is_empty() {
-                return Err(format!("field path '{text}' has an empty segment"));
+                return Err(PathError::EmptySegment(text.to_string()));
             }
             if part.chars().any(char::is_control) {
-                return Err(format!("field path {text:?} contains a control character"));
+                return Err(PathError::ControlCharacter(text.to_string()));
             }
             segments.push(match part {
                 "*" => Segment::Each,
@@ -73,7 +109,7 @@ impl FieldPath {
 
     /// Writes `new` at this path, creating objects on the way. Fails on `*`, on an index past
     /// the end of an array, or where a step runs into a scalar.
-    pub fn set(&self, target: &mut Value, new: Value) -> Result<(), String> {
+    pub fn set(&self, target: &mut Value, new: Value) -> Result<(), PathError> {
         let mut slot = target;
         for segment in &self.segments {
             slot = match segment {
@@ -83,20 +119,25 @@ impl FieldPath {
                     }
                     match slot {
                         Value::Object(map) => map.entry(key.clone()).or_insert(Value::Null),
-                        other => return Err(format!("cannot set '{key}' inside a {}", kind(other))),
+                        other => {
+                            return Err(PathError::NotAnObject {
+                                key: key.clone(),
+                                found: kind(other),
+                            });
+                        }
                     }
                 }
                 Segment::Index(i) => {
                     let len = match &*slot {
                         Value::Array(items) => items.len(),
-                        other => return Err(format!("cannot index a {}", kind(other))),
+                        other => return Err(PathError::NotAnArray(kind(other))),
                     };
                     if *i >= len {
-                        return Err(format!("index {i} is past the end of an array of {len}"));
+                        return Err(PathError::PastTheEnd { index: *i, len });
                     }
                     &mut slot[*i]
                 }
-                Segment::Each => return Err("'*' can only be read, not written".into()),
+                Segment::Each => return Err(PathError::WriteThroughEach),
             };
         }
         *slot = new;
@@ -116,7 +157,7 @@ fn get(segments: &[Segment], value: &Value) -> Option<Value> {
 }
 
 /// A JSON value's type in words, for error messages.
-pub fn kind(value: &Value) -> &'static str {
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -168,6 +209,17 @@ mod tests {
         assert_eq!(v, json!({"record": {"name": "x", "id": 7}, "filter": {"product_id": {"$in": [1]}}}));
         assert!(FieldPath::parse("record.name.x").unwrap().set(&mut v, json!(1)).is_err());
         assert!(FieldPath::parse("a.*").unwrap().set(&mut v, json!(1)).is_err());
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        assert_eq!(
+            FieldPath::parse("a..b").unwrap_err().to_string(),
+            "field path 'a..b' has an empty segment"
+        );
+        let mut v = json!({"a": [1]});
+        let err = FieldPath::parse("a.3").unwrap().set(&mut v, json!(1)).unwrap_err();
+        assert_eq!(err.to_string(), "index 3 is past the end of an array of 1");
     }
 
     #[test]

@@ -1,117 +1,26 @@
-//! Declarative workflows: YAML files parsed with `saphyr-parser` into the same
-//! [`WorkflowDef`] the builder makes, keeping the line and column of every key and value so
-//! each problem points into the file: `classify.yaml:14:9: node 'similar' has no input
-//! 'qeury' (did you mean 'query'?)`.
+//! YAML text to a JSON tree that remembers where every key and value is written, from
+//! `saphyr-parser`'s events.
+//!
+//! Our own rather than `saphyr`'s `MarkedYaml` loader: that loader copies every alias as it
+//! goes with no bound (a few lines of nested aliases expand to billions of values before a
+//! caller could count them), keeps the last of duplicate keys where a workflow file must be
+//! refused, and has no depth limit; and a tree of `MarkedYaml` nodes would still have to be
+//! walked into JSON with a pointer → position map. Here the walk over the events does all of
+//! it in one pass.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::path::{Path, PathBuf};
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};
 
-use crate::registry::Registry;
-use crate::workflow::{MAX_MESSAGE_CHARS, Problem, Workflow, WorkflowDef, shorten};
+use super::Position;
+use crate::workflow::def::escape;
 
-/// Largest workflow file read.
-pub const MAX_FILE_BYTES: usize = 4 << 20;
 /// Deepest nesting accepted.
 const MAX_DEPTH: usize = 64;
 /// Most values the aliases of a document may copy in all. Without a bound, a few lines of
 /// nested aliases ("billion laughs") expand to billions of values.
 pub const MAX_ALIASED_VALUES: usize = 1_000_000;
-
-/// A 1-based line and column in a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    /// Line, from 1.
-    pub line: usize,
-    /// Column, from 1.
-    pub column: usize,
-}
-
-/// One problem in a workflow file, located.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    /// The file.
-    pub file: PathBuf,
-    /// Where in it, when known.
-    pub position: Option<Position>,
-    /// JSON pointer into the definition (empty for syntax errors).
-    pub pointer: String,
-    /// What is wrong.
-    pub message: String,
-    /// The source line, for the excerpt.
-    pub source_line: Option<String>,
-}
-
-impl fmt::Display for Diagnostic {
-    /// `file:line:col: message`, then the line with a caret under the column.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let file = self.file.display();
-        let message = shorten(self.message.clone(), MAX_MESSAGE_CHARS);
-        match self.position {
-            Some(p) => write!(f, "{file}:{}:{}: {message}", p.line, p.column)?,
-            None => write!(f, "{file}: {message}")?,
-        }
-        if let (Some(p), Some(line)) = (self.position, &self.source_line) {
-            let gutter = p.line.to_string().len();
-            let (line, caret) = excerpt(line, p.column);
-            write!(
-                f,
-                "\n{:gutter$} |\n{} | {}\n{:gutter$} | {}^",
-                "",
-                p.line,
-                line,
-                "",
-                " ".repeat(caret.saturating_sub(1))
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// Characters of a source line shown under a diagnostic, at most.
-const EXCERPT_CHARS: usize = 120;
-
-/// What of `line` a diagnostic shows: all of it when short, else [`EXCERPT_CHARS`] characters
-/// around `column` (1-based, in characters) with `…` where it was cut; and the caret's column
-/// in what is shown.
-fn excerpt(line: &str, column: usize) -> (String, usize) {
-    let chars: Vec<char> = line.chars().collect();
-    if chars.len() <= EXCERPT_CHARS {
-        return (line.to_owned(), column);
-    }
-    let start = column.saturating_sub(1 + EXCERPT_CHARS / 2).min(chars.len() - EXCERPT_CHARS);
-    let end = start + EXCERPT_CHARS;
-    let mut shown = String::new();
-    if start > 0 {
-        shown.push('…');
-    }
-    shown.extend(&chars[start..end]);
-    if end < chars.len() {
-        shown.push('…');
-    }
-    (shown, column - start + usize::from(start > 0))
-}
-
-/// Every problem in one workflow file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
-
-impl fmt::Display for Diagnostics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{d}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Diagnostics {}
 
 /// A YAML document as JSON, with the position of every key and value by JSON pointer.
 #[derive(Debug, Default)]
@@ -140,6 +49,14 @@ impl Located {
         }
     }
 
+    /// The pointer of the first key (in file order) named `escaped` (a pointer segment).
+    pub(crate) fn first_key(&self, escaped: &str) -> Option<String> {
+        let suffix = format!("/{escaped}");
+        let mut hits: Vec<(&String, &Position)> = self.keys.iter().filter(|(k, _)| k.ends_with(&suffix)).collect();
+        hits.sort_by_key(|(_, p)| (p.line, p.column));
+        hits.first().map(|(k, _)| (*k).clone())
+    }
+
     /// Where the value at `pointer` is written.
     pub fn value_position(&self, pointer: &str) -> Option<Position> {
         self.values.get(pointer).copied().or_else(|| self.position(pointer))
@@ -151,10 +68,6 @@ fn position(span: &Span) -> Position {
         line: span.start.line(),
         column: span.start.col() + 1,
     }
-}
-
-fn escape(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
 }
 
 /// Parses one YAML document (YAML 1.2 core schema: plain `null`, `true`, integers and floats
@@ -349,108 +262,11 @@ fn looks_float(s: &str) -> bool {
     mantissa_ok && exponent_ok
 }
 
-/// Reads, parses and validates the workflow file `path`.
-pub fn load_file(path: impl AsRef<Path>, registry: &Registry) -> Result<Workflow, Diagnostics> {
-    let path = path.as_ref();
-    let fail = |message: String| {
-        Diagnostics(vec![Diagnostic {
-            file: path.to_path_buf(),
-            position: None,
-            pointer: String::new(),
-            message,
-            source_line: None,
-        }])
-    };
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    if bytes.len() > MAX_FILE_BYTES {
-        return Err(fail(format!("larger than {MAX_FILE_BYTES} bytes")));
-    }
-    let text = String::from_utf8(bytes).map_err(|e| fail(format!("not UTF-8: {e}")))?;
-    load_str(&text, path, registry)
-}
-
-/// Parses and validates workflow YAML `text`; `file` names it in diagnostics.
-pub fn load_str(text: &str, file: impl AsRef<Path>, registry: &Registry) -> Result<Workflow, Diagnostics> {
-    let file = file.as_ref();
-    // Collected once: a file with many problems would otherwise be scanned once per problem.
-    let lines = source_lines(text);
-    let diagnostic = |position: Option<Position>, pointer: String, message: String| Diagnostic {
-        file: file.to_path_buf(),
-        source_line: position
-            .and_then(|p| lines.get(p.line.checked_sub(1)?))
-            .map(|line| line.to_string()),
-        position,
-        pointer,
-        message,
-    };
-    let located = parse(text).map_err(|(pos, message)| Diagnostics(vec![diagnostic(pos, String::new(), message)]))?;
-    let mut def: WorkflowDef = match serde_json::from_value(located.value.clone()) {
-        Ok(def) => def,
-        Err(e) => return Err(Diagnostics(vec![structure_error(&located, &e.to_string(), &diagnostic)])),
-    };
-    // Keep nodes in the order they are written (the JSON map is sorted).
-    def.nodes
-        .sort_by_key(|(name, _)| located.position(&format!("/nodes/{}", escape(name))).map(|p| (p.line, p.column)));
-    Workflow::build(def, registry).map_err(|problems| {
-        Diagnostics(
-            problems
-                .iter()
-                .map(|Problem { pointer, message }| {
-                    let pos = if pointer.ends_with("/to") || pointer.ends_with("/from") || pointer.ends_with("/type") {
-                        located.value_position(pointer)
-                    } else {
-                        located.position(pointer)
-                    };
-                    diagnostic(pos, pointer.clone(), message.clone())
-                })
-                .collect(),
-        )
-    })
-}
-
-/// The lines of `text` as YAML counts them, so positions find their line: a line ends at
-/// LF, CRLF or a lone CR.
-fn source_lines(text: &str) -> Vec<&str> {
-    text.split('\n')
-        .flat_map(|line| line.strip_suffix('\r').unwrap_or(line).split('\r'))
-        .collect()
-}
-
-/// Locates a serde error about the file's structure: `unknown field `x``, `missing field
-/// `y`` and type errors name a field; the first key of that name in the file is the place.
-fn structure_error(located: &Located, message: &str, diagnostic: &dyn Fn(Option<Position>, String, String) -> Diagnostic) -> Diagnostic {
-    let field = message.split('`').nth(1).map(str::to_string);
-    let pointer = field.as_ref().and_then(|f| {
-        let suffix = format!("/{}", escape(f));
-        let mut hits: Vec<(&String, &Position)> = located.keys.iter().filter(|(k, _)| k.ends_with(&suffix)).collect();
-        hits.sort_by_key(|(_, p)| (p.line, p.column));
-        hits.first().map(|(k, _)| (*k).clone())
-    });
-    // Failing a key of that name (a wrong type of the whole document, a missing top-level
-    // field), the place is the document itself.
-    let position = pointer
-        .as_ref()
-        .and_then(|p| located.position(p))
-        .or_else(|| located.value_position(""));
-    diagnostic(position, pointer.unwrap_or_default(), message.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn a_long_line_shows_an_excerpt_around_the_column() {
-        let line = format!("{}X{}", "a".repeat(500), "b".repeat(500));
-        let (shown, caret) = excerpt(&line, 501);
-        assert_eq!(shown.chars().count(), EXCERPT_CHARS + 2, "the excerpt and two ellipses");
-        assert_eq!(shown.chars().nth(caret - 1), Some('X'), "the caret stays under the column");
-        assert_eq!(excerpt("short", 3), ("short".to_owned(), 3));
-        let (shown, caret) = excerpt(&line, 1);
-        assert_eq!((shown.chars().next(), caret), (Some('a'), 1));
-    }
 
     #[test]
     fn scalars_follow_the_core_schema() {
@@ -486,28 +302,6 @@ mod tests {
         assert_eq!(parse("\"<<\": 1\n'<<': 2\n").unwrap_err().1, "duplicate key '<<'");
         assert_eq!(parse("\"<<\": 1\n").unwrap().value, json!({"<<": 1}));
         assert!(parse("<<: {a: 1}\n").unwrap_err().1.starts_with("merge keys"));
-    }
-
-    #[test]
-    fn lines_end_where_yaml_ends_them() {
-        // Found by fuzzing: with lone CRs as line breaks, a problem's line was past the lines
-        // the excerpt looked in.
-        assert_eq!(source_lines("a\r\nb\rc\r\r\nd\n"), ["a", "b", "c", "", "d", ""]);
-        let err = load_str("name: x\rnodes:\r  a: {type: Nope}\r", "w.yaml", &Registry::new()).unwrap_err();
-        let d = &err.0[0];
-        assert_eq!(d.position.map(|p| p.line), Some(3));
-        assert_eq!(d.source_line.as_deref(), Some("  a: {type: Nope}"));
-    }
-
-    #[test]
-    fn a_document_of_the_wrong_shape_is_located() {
-        // Found by fuzzing: a list or a mapping without `name` where the workflow belongs had
-        // no line and column.
-        let registry = Registry::new();
-        for text in ["[]\n", "\n# comment\nnodes: {}\n"] {
-            let err = load_str(text, "w.yaml", &registry).unwrap_err();
-            assert!(err.0[0].position.is_some(), "{err}");
-        }
     }
 
     #[test]

@@ -1,16 +1,21 @@
-//! Nodes as the runtime sees them: JSON in, JSON out, with their schemas and the stores they
-//! need. Typed [`dataflow_core::Node`]s are adapted by [`TypedNode`]; the generic nodes
-//! implement [`DynNode`] directly.
+//! The node interface, the runtime's lowest layer: nodes as the runtime sees them (JSON in,
+//! JSON out, with their schemas and the stores they need), field paths, schema reading and the
+//! registry. Typed [`dataflow_core::Node`]s are adapted by [`TypedNode`]; the built-in nodes
+//! implement [`DynNode`] directly. Nothing here imports from the layers above (workflow,
+//! scheduler, built-in nodes): what a node needs of the scheduler is the [`SubRuns`] trait.
 
+pub mod path;
+pub mod registry;
+pub mod schema;
+
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use dataflow_core::{Context, Node, NodeKind, StoreKind};
 use serde::Serialize;
-use serde_json::Value;
-
-use crate::exec::Runtime;
+use serde_json::{Map, Value};
 
 /// What a node type is, for listings (`dataflow nodes`) and validation.
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +67,7 @@ impl NodeFailure {
     /// Input that does not fit the node, the message cut to a few hundred characters: serde
     /// quotes the offending key or value, which may be as long as the input itself.
     pub fn bad_input(message: impl Into<String>) -> Self {
-        NodeFailure::BadInput(crate::workflow::shorten(message.into(), crate::workflow::MAX_MESSAGE_CHARS))
+        NodeFailure::BadInput(shorten(message.into(), MAX_MESSAGE_CHARS))
     }
 
     /// A failure that is not worth retrying.
@@ -89,13 +94,67 @@ impl From<dataflow_core::Error> for NodeFailure {
     }
 }
 
+/// Longest message the runtime repeats from its input, in characters: messages quote names,
+/// paths and values from a definition or an input, and a 100,000-character name must not make
+/// a 100,000-character report.
+pub(crate) const MAX_MESSAGE_CHARS: usize = 500;
+
+/// `text` cut to `max` characters, with how much was left out, when it is longer.
+pub(crate) fn shorten(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text,
+        Some((cut, _)) => format!("{}… ({} more bytes)", &text[..cut], text.len() - cut),
+    }
+}
+
+/// A compiled sub-workflow as this layer sees it: opaque, and run only through [`SubRuns`].
+/// The workflow type lives in the layer above; naming it here would make the layers a circle
+/// (a workflow holds nodes, a `Map` node holds a workflow).
+pub type SubWorkflow = dyn Any + Send + Sync;
+
+/// Why a sub-run did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubRunError {
+    /// The sub-workflow ran and failed: its first error, as one line naming the node.
+    #[error("{0}")]
+    Failed(String),
+    /// What was handed over is not a workflow the runtime can run.
+    #[error("a sub-workflow must be a built Workflow")]
+    NotAWorkflow,
+}
+
+/// What a node may ask of the runtime running it besides its stores: runs of a sub-workflow (a
+/// `Map` runs one per element) and progress through many items. The runtime implements it.
+#[async_trait]
+pub trait SubRuns: Send + Sync {
+    /// Runs `workflow` (a [`crate::Workflow`]) with `inputs` in `ctx` under the runtime's
+    /// policies and breakers, without progress events and within the caller's admission.
+    /// Returns the run's declared outputs, or why it did not succeed.
+    async fn run_sub(&self, workflow: &SubWorkflow, ctx: &Context, inputs: Value) -> Result<Map<String, Value>, SubRunError>;
+
+    /// Reports that node type `node` has finished `done` of its `total` items.
+    fn progress(&self, node: &str, done: usize, total: usize);
+}
+
+/// A shared runner runs as what it shares (so `&Arc<Runtime>` gives a [`NodeEnv`] too).
+#[async_trait]
+impl<T: SubRuns + ?Sized> SubRuns for Arc<T> {
+    async fn run_sub(&self, workflow: &SubWorkflow, ctx: &Context, inputs: Value) -> Result<Map<String, Value>, SubRunError> {
+        (**self).run_sub(workflow, ctx, inputs).await
+    }
+
+    fn progress(&self, node: &str, done: usize, total: usize) {
+        (**self).progress(node, done, total)
+    }
+}
+
 /// What a node runs with: the stores (and tenant) of the run, and the runtime, for nodes that
 /// run sub-workflows.
 pub struct NodeEnv<'a> {
     /// The stores and tenant.
     pub ctx: &'a Context,
-    /// The runtime running this node.
-    pub runtime: &'a Runtime,
+    /// The runtime running this node (a `&Runtime` coerces to it).
+    pub runtime: &'a dyn SubRuns,
 }
 
 /// A node instance the scheduler can run: JSON input in, JSON output out.

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::path::Segment;
+use super::path::Segment;
 
 /// The JSON types a schema position admits; `Any` where the schema does not say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,9 +168,9 @@ impl<'a> SchemaView<'a> {
                 Some(Value::Array(ts)) => set.extend(ts.iter().filter_map(Value::as_str).map(static_name)),
                 _ => {
                     if let Some(c) = alt.get("const") {
-                        set.insert(crate::path::kind(c));
+                        set.insert(super::path::kind(c));
                     } else if let Some(values) = alt.get("enum").and_then(Value::as_array) {
-                        set.extend(values.iter().map(crate::path::kind));
+                        set.extend(values.iter().map(super::path::kind));
                     } else if alt.get("properties").is_some() {
                         set.insert("object");
                     }
@@ -295,7 +295,7 @@ fn static_name(t: &str) -> &'static str {
 }
 
 /// The known name closest to `wanted`, if it is close enough to be a typo.
-pub fn did_you_mean<'n>(wanted: &str, known: impl IntoIterator<Item = &'n str>) -> Option<&'n str> {
+pub(crate) fn did_you_mean<'n>(wanted: &str, known: impl IntoIterator<Item = &'n str>) -> Option<&'n str> {
     let wanted_len = wanted.chars().count();
     known
         .into_iter()
@@ -314,7 +314,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::path::FieldPath;
+    use crate::node::path::FieldPath;
 
     fn resolve(schema: &Value, path: &str) -> Result<Ty, Unresolved> {
         SchemaView::new(schema).resolve(FieldPath::parse(path).unwrap().segments())

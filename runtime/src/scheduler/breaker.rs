@@ -1,0 +1,176 @@
+//! Circuit breakers, one per store, shared by every run of a runtime: after repeated transient
+//! failures of a store, nodes that need it fail at once instead of waiting on a dead server,
+//! until a probe after a cooldown finds it back. It counts only transient failures of the
+//! store that failed, admits a node only when every store it needs admits it, and recovers
+//! from a probe that never reports (refused by another store's breaker, or its run dropped).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use dataflow_core::StoreKind;
+use serde_json::Value;
+
+use crate::node::NodeFailure;
+
+#[derive(Debug, Clone, Copy)]
+enum BreakerState {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe was let through. If it has not reported by `until` (its run was dropped, or
+    /// another store's breaker refused the node before it ran), the next call is the probe:
+    /// without a deadline the breaker would stay half-open, refusing every call, for good.
+    HalfOpen {
+        until: Instant,
+    },
+}
+
+/// One circuit breaker per store, shared by every run of a runtime.
+#[derive(Debug)]
+pub(super) struct Breakers {
+    states: Mutex<HashMap<StoreKind, BreakerState>>,
+    threshold: u32,
+    cooldown: Duration,
+}
+
+impl Breakers {
+    /// Breakers that open after `threshold` consecutive transient failures (at least 1) and
+    /// stay open for `cooldown`.
+    pub(super) fn new(threshold: u32, cooldown: Duration) -> Self {
+        Breakers {
+            states: Mutex::new(HashMap::new()),
+            threshold: threshold.max(1),
+            cooldown,
+        }
+    }
+
+    /// The first of `stores` whose breaker refuses a call now, if any.
+    pub(super) fn refusing(&self, stores: &[StoreKind]) -> Option<StoreKind> {
+        stores.iter().copied().find(|s| !self.admit(*s))
+    }
+
+    /// Records the outcome of a call that needed `stores`: a transient failure of one store
+    /// counts against that store only; anything else (a success, a permanent failure, a
+    /// timeout) shows the stores answering and closes their breakers.
+    pub(super) fn record(&self, stores: &[StoreKind], result: &Result<Value, NodeFailure>) {
+        match result {
+            Err(NodeFailure::Failed {
+                transient: true,
+                store: Some(store),
+                ..
+            }) => self.failure(*store),
+            _ => stores.iter().for_each(|s| self.success(*s)),
+        }
+    }
+
+    /// Whether a call to `store` may go ahead; an open breaker past its cooldown lets one
+    /// probe through (half-open), and another one a cooldown later if that one never reports.
+    fn admit(&self, store: StoreKind) -> bool {
+        let mut states = self.states.lock().expect("breaker lock");
+        let state = states.entry(store).or_insert(BreakerState::Closed { failures: 0 });
+        let now = Instant::now();
+        match *state {
+            BreakerState::Closed { .. } => true,
+            BreakerState::Open { until } | BreakerState::HalfOpen { until } if now >= until => {
+                *state = BreakerState::HalfOpen {
+                    until: now + self.cooldown,
+                };
+                true
+            }
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => false,
+        }
+    }
+
+    fn success(&self, store: StoreKind) {
+        self.states
+            .lock()
+            .expect("breaker lock")
+            .insert(store, BreakerState::Closed { failures: 0 });
+    }
+
+    fn failure(&self, store: StoreKind) {
+        let mut states = self.states.lock().expect("breaker lock");
+        let state = states.entry(store).or_insert(BreakerState::Closed { failures: 0 });
+        *state = match *state {
+            BreakerState::Closed { failures } if failures + 1 < self.threshold => BreakerState::Closed { failures: failures + 1 },
+            _ => {
+                tracing::warn!(%store, cooldown = ?self.cooldown, "circuit breaker open");
+                metrics::counter!("dataflow_breaker_opened_total", "store" => store_label(store)).increment(1);
+                BreakerState::Open {
+                    until: Instant::now() + self.cooldown,
+                }
+            }
+        };
+    }
+
+    /// Whether the store's breaker is open now.
+    pub(super) fn is_open(&self, store: StoreKind) -> bool {
+        matches!(self.states.lock().expect("breaker lock").get(&store), Some(BreakerState::Open { until }) if Instant::now() < *until)
+    }
+}
+
+fn store_label(store: StoreKind) -> &'static str {
+    match store {
+        StoreKind::Relational => "relational",
+        StoreKind::Cache => "cache",
+        StoreKind::Vector => "vector",
+        StoreKind::Graph => "graph",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breakers(cooldown: Duration) -> Breakers {
+        Breakers::new(1, cooldown)
+    }
+
+    /// A Search needs the vector and the relational store. With both breakers open and only
+    /// the vector store's cooldown over, the vector breaker lets the Search through as its
+    /// probe and the relational one refuses it, so the probe never runs. Once the relational
+    /// store is back, Searches must go through again (they used to be refused for good: the
+    /// vector breaker stayed half-open, and only a Search could close it).
+    #[test]
+    fn a_probe_refused_by_another_store_does_not_keep_the_breaker_half_open() {
+        let b = breakers(Duration::ZERO);
+        b.failure(StoreKind::Vector);
+        b.states.lock().unwrap().insert(
+            StoreKind::Relational,
+            BreakerState::Open {
+                until: Instant::now() + Duration::from_secs(3600),
+            },
+        );
+        assert!(b.admit(StoreKind::Vector), "the vector store's cooldown is over: a probe may go");
+        assert!(!b.admit(StoreKind::Relational), "the relational store's breaker is still open");
+        b.success(StoreKind::Relational);
+        assert!(b.admit(StoreKind::Vector), "the Search after it is the vector store's probe");
+        assert!(b.admit(StoreKind::Relational));
+    }
+
+    /// While a probe is out, other calls are refused; a probe whose run was dropped (it never
+    /// reports) does not keep them refused past a cooldown.
+    #[test]
+    fn a_probe_that_never_reports_is_replaced_after_a_cooldown() {
+        let b = breakers(Duration::from_secs(3600));
+        b.states
+            .lock()
+            .unwrap()
+            .insert(StoreKind::Graph, BreakerState::Open { until: Instant::now() });
+        assert!(b.admit(StoreKind::Graph), "the probe");
+        assert!(!b.admit(StoreKind::Graph), "one probe at a time");
+        let b = breakers(Duration::ZERO);
+        b.failure(StoreKind::Graph);
+        assert!(b.admit(StoreKind::Graph), "the probe");
+        assert!(b.admit(StoreKind::Graph), "the probe never reported: the next call probes");
+        b.success(StoreKind::Graph);
+        assert!(matches!(
+            b.states.lock().unwrap()[&StoreKind::Graph],
+            BreakerState::Closed { failures: 0 }
+        ));
+    }
+}

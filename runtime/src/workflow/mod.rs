@@ -1,0 +1,131 @@
+//! Workflows, the layer above the node interface: the definition (what a YAML file or the
+//! builder describes, [`def`](WorkflowDef)), the Rust builder, validation into a runnable
+//! [`Workflow`] in named passes (`build`), pictures of it (`render`), and the YAML loader
+//! ([`yaml`]).
+
+mod build;
+mod builder;
+mod def;
+mod render;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use builder::WorkflowBuilder;
+pub use def::{ConnectionDef, INPUT, InputDef, MAX_ATTEMPTS, NodeDef, Problem, Problems, RetryPolicy, WorkflowDef};
+pub use render::GraphFormat;
+
+use crate::node::NodeRef;
+use crate::node::path::FieldPath;
+
+/// A validated node instance of a [`Workflow`].
+pub(crate) struct CompiledNode {
+    pub name: String,
+    pub node: NodeRef,
+    /// The node type as a metrics label, shared instead of copied on every run.
+    pub type_label: std::sync::Arc<str>,
+    pub static_input: Value,
+    pub timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
+}
+
+/// Where a connection takes its value from.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// A workflow input: the path starts with the input's name.
+    Input(FieldPath),
+    /// A node's output.
+    Node(usize, FieldPath),
+}
+
+/// A validated connection (or an `after` ordering, with no `to` path).
+#[derive(Debug, Clone)]
+pub(crate) struct Edge {
+    pub from: Source,
+    pub to: usize,
+    pub to_path: Option<FieldPath>,
+}
+
+impl Edge {
+    /// Where the edge writes into its target's input; only edges that carry data (all but
+    /// `after` ordering edges) ever deliver a value.
+    pub fn data_path(&self) -> &FieldPath {
+        self.to_path.as_ref().expect("only edges that carry data deliver values")
+    }
+}
+
+/// A validated workflow, ready to run any number of times.
+pub struct Workflow {
+    pub(crate) def: WorkflowDef,
+    pub(crate) nodes: Vec<CompiledNode>,
+    pub(crate) edges: Vec<Edge>,
+    pub(crate) outputs: Vec<(String, Source)>,
+    /// What the scheduler needs of the edges, worked out once instead of on every run.
+    pub(crate) wiring: Wiring,
+}
+
+/// The edges by node, for the scheduler: computed when the workflow is built, so a run
+/// allocates no edge lists of its own.
+pub(crate) struct Wiring {
+    /// Per node, the edges leaving it (indices into `edges`).
+    pub outgoing: Vec<Vec<usize>>,
+    /// Per node, how many edges from other nodes it waits for.
+    pub incoming: Vec<usize>,
+    /// The edges from the workflow's inputs.
+    pub from_inputs: Vec<usize>,
+}
+
+impl Wiring {
+    fn of(nodes: usize, edges: &[Edge]) -> Wiring {
+        let mut wiring = Wiring {
+            outgoing: vec![Vec::new(); nodes],
+            incoming: vec![0; nodes],
+            from_inputs: Vec::new(),
+        };
+        for (k, e) in edges.iter().enumerate() {
+            match e.from {
+                Source::Node(from, _) => {
+                    wiring.incoming[e.to] += 1;
+                    wiring.outgoing[from].push(k);
+                }
+                Source::Input(_) => wiring.from_inputs.push(k),
+            }
+        }
+        wiring
+    }
+}
+
+impl fmt::Debug for Workflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workflow")
+            .field("name", &self.def.name)
+            .field("nodes", &self.nodes.len())
+            .finish()
+    }
+}
+
+impl Workflow {
+    /// The workflow's name.
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    /// The definition it was built from.
+    pub fn def(&self) -> &WorkflowDef {
+        &self.def
+    }
+
+    /// Declared inputs.
+    pub fn inputs(&self) -> &BTreeMap<String, InputDef> {
+        &self.def.inputs
+    }
+
+    /// Node names in definition order.
+    pub fn node_names(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().map(|n| n.name.as_str())
+    }
+}

@@ -38,6 +38,15 @@ const SYNC_BATCH: u64 = 500;
 /// Longest wait between two attempts of one record.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// With inline projections, how long after its write a record waits before `sync` may take
+/// it: the writer is applying it itself meanwhile (and removes it, or marks it failed and due
+/// at once). Without the wait, a `sync` running beside the workload applied the same record
+/// at the same moment as its writer, and two concurrent `MERGE`s of one edge on a graph
+/// server without a uniqueness constraint left the edge twice. A record whose writer died
+/// before settling it is taken after this long. It covers an apply's store calls (bounded
+/// by the projection timeout) and its re-checks.
+const INLINE_SETTLE_GRACE: Duration = Duration::from_secs(30);
+
 /// How often a process retries applying pending cache invalidations while the cache is down.
 const CACHE_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -268,9 +277,13 @@ impl Outbox {
             return Ok(Vec::new());
         }
         let action = format!("recording {} projections in the outbox", meta.name);
+        let due = match self.inner.mode {
+            ProjectionMode::Inline => Utc::now() + INLINE_SETTLE_GRACE,
+            ProjectionMode::Background => Utc::now(),
+        };
         let mut ids = Vec::with_capacity(row_ids.len());
         for chunk in row_ids.chunks(10_000) {
-            let statement = sql::outbox::insert_records(self.stores().relational().sql(), meta.name, tenant, chunk, set);
+            let statement = sql::outbox::insert_records(self.stores().relational().sql(), meta.name, tenant, chunk, set, due);
             let rows = conn.query_all_raw(statement).await.map_err(|e| Error::relational(&action, e))?;
             for row in rows {
                 ids.push(row.try_get::<i64>("", "id").map_err(|e| Error::relational(&action, e))?);
@@ -379,7 +392,9 @@ impl Outbox {
         attempts >= i64::from(self.inner.max_attempts) && !outcome.remaining.cache
     }
 
-    /// Applies every pending outbox record that is due, oldest first, until none is left;
+    /// Applies every pending outbox record that is due, oldest first, until none is left
+    /// (with inline projections a write's records come due 30 s after it, or at once when
+    /// its own attempt failed: until then the write is applying them itself);
     /// records that fail again wait longer each time (1 s, 2 s, 4 s, ... up to 5 min) and
     /// become dead letters after [`Outbox::max_attempts`] attempts. Safe to run from
     /// several processes at once.

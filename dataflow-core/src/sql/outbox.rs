@@ -39,11 +39,19 @@ pub(crate) fn create_table(mut sql: Sql) -> [Statement; 2] {
     [sql.build(), index.build()]
 }
 
-/// One record per row id of `model`, needing `pending`; returns each record's `"id"`.
-pub(crate) fn insert_records(mut sql: Sql, model: &str, tenant: Option<&str>, row_ids: &[i64], pending: ProjectionSet) -> Statement {
-    sql.push("INSERT INTO ")
-        .ident(TABLE)
-        .push(" (\"model\", \"row_id\", \"tenant_id\", \"cache_pending\", \"vector_pending\", \"graph_pending\") SELECT ");
+/// One record per row id of `model`, needing `pending`, due for `sync` at `due`; returns each
+/// record's `"id"`.
+pub(crate) fn insert_records(
+    mut sql: Sql,
+    model: &str,
+    tenant: Option<&str>,
+    row_ids: &[i64],
+    pending: ProjectionSet,
+    due: DateTime<Utc>,
+) -> Statement {
+    sql.push("INSERT INTO ").ident(TABLE).push(
+        " (\"model\", \"row_id\", \"tenant_id\", \"cache_pending\", \"vector_pending\", \"graph_pending\", \"next_attempt_at\") SELECT ",
+    );
     sql.param(SqlValue::String(Some(model.to_owned())))
         .push(", \"r\".\"id\", ")
         .param(SqlValue::String(tenant.map(str::to_owned)))
@@ -53,6 +61,8 @@ pub(crate) fn insert_records(mut sql: Sql, model: &str, tenant: Option<&str>, ro
         .param(SqlValue::Bool(Some(pending.vector)))
         .push(", ")
         .param(SqlValue::Bool(Some(pending.graph)))
+        .push(", ")
+        .param(SqlValue::ChronoDateTimeUtc(Some(due)))
         .push(" FROM ")
         .id_rows(row_ids, "r")
         .push(" RETURNING \"id\"");

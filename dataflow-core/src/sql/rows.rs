@@ -149,11 +149,7 @@ pub(crate) fn versions(mut sql: Sql, meta: &ModelMeta, ids: &[i64]) -> Statement
     if meta.soft_delete {
         sql.push(", \"deleted_at\" IS NULL AS \"live\"");
     }
-    sql.push(" FROM ")
-        .ident(meta.table)
-        .push(" WHERE ")
-        .ident(meta.primary_key)
-        .in_ids(ids);
+    write_from_ids(&mut sql, meta, ids);
     sql.build()
 }
 
@@ -164,10 +160,16 @@ pub(crate) fn states(mut sql: Sql, meta: &ModelMeta, ids: &[i64]) -> Statement {
     if meta.multi_tenant {
         sql.push(", \"tenant_id\"");
     }
+    write_from_ids(&mut sql, meta, ids);
+    sql.build()
+}
+
+/// ` FROM "table" WHERE "pk" = ANY(ids)`: rows by primary key, whatever their tenant or
+/// deletion (the projections read them so).
+fn write_from_ids(sql: &mut Sql, meta: &ModelMeta, ids: &[i64]) {
     sql.push(" FROM ")
         .ident(meta.table)
         .push(" WHERE ")
         .ident(meta.primary_key)
         .in_ids(ids);
-    sql.build()
 }

@@ -1,5 +1,10 @@
 //! BulkUpsert: many rows in batches inside one transaction. Every row is checked first;
-//! invalid rows are reported by index and the valid ones land.
+//! invalid rows are reported by index and the valid ones land. A row whose unique value
+//! (a `sku`, a `slug`) another row holds, in the table or earlier in the same input, is such
+//! an invalid row: it is reported (`sku 'PT-1' already exists (Product 12)`), not a reason to
+//! fail the others. Foreign keys and unique values are checked inside the write's
+//! transaction; a batch that still collides with a value a concurrent writer committed
+//! meanwhile is rolled back to its savepoint, checked again and rewritten.
 //!
 //! Each batch is one statement whose rows travel as a single JSON parameter
 //! (`jsonb_to_recordset` on PostgreSQL, `json_each` on SQLite), so there is no bind-parameter
@@ -10,7 +15,7 @@
 use std::collections::HashMap;
 
 use schemars::JsonSchema;
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
@@ -21,7 +26,7 @@ use crate::model::{FieldMeta, Model, ModelMeta};
 use crate::node::Context;
 use crate::nodes::commit_and_project;
 use crate::sql::rows::column_json;
-use crate::sql::{Sql, write};
+use crate::sql::{Sql, rows, violation, write};
 
 /// Rows per statement when `batch_size` is not given.
 pub const DEFAULT_BATCH: usize = 5_000;
@@ -37,8 +42,9 @@ pub struct BulkUpsertInput {
     /// The rows, as JSON objects of the model's fields. With the primary key as conflict key a
     /// row may carry its `id` (update or insert with that id) or not (insert).
     pub rows: Vec<Json>,
-    /// The field that identifies an existing row: the primary key (default) or a unique field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The field that identifies an existing row: the primary key (default) or a unique field
+    /// (`"sku"`), on which a row updates the row holding the same value. Also accepted as `on`.
+    #[serde(default, alias = "on", skip_serializing_if = "Option::is_none")]
     pub conflict_key: Option<String>,
     /// Rows per statement, 1 to 50,000 (default 5,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,9 +78,20 @@ pub struct BulkUpsertOutput {
     pub pending: Vec<StoreKind>,
 }
 
+/// What identifies the existing row an input row writes.
 enum ConflictKey {
     PrimaryKey,
     Unique(&'static FieldMeta),
+}
+
+impl ConflictKey {
+    /// The field's name.
+    fn field_name(&self, meta: &'static ModelMeta) -> &'static str {
+        match self {
+            ConflictKey::PrimaryKey => meta.primary_key,
+            ConflictKey::Unique(f) => f.name,
+        }
+    }
 }
 
 /// Checks every row, then writes the valid ones in batches inside one transaction.
@@ -102,12 +119,10 @@ pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<Bulk
         ..Default::default()
     };
     let valid = check_rows(meta, &key, &input.rows, &mut out.errors);
-    let valid = with_known_references(ctx, meta, valid, &mut out.errors).await?;
-    out.errors.sort_by_key(|e| e.index);
-    if valid.is_empty() {
-        return Ok(out);
+    if !valid.is_empty() {
+        write_rows(ctx, meta, tenant, &key, batch, valid, &mut out).await?;
     }
-    write_rows(ctx, meta, tenant, &key, batch, valid, &mut out).await?;
+    out.errors.sort_by_key(|e| e.index);
     Ok(out)
 }
 
@@ -143,65 +158,136 @@ fn conflict_key(meta: &'static ModelMeta, name: Option<&str>) -> Result<Conflict
 }
 
 /// Checks every row; returns the valid ones with their input index, and reports the others
-/// (a second row with the same conflict key included) in `errors`.
+/// in `errors`: a row that breaks the model's rules, and a row that repeats the conflict key
+/// or a unique value of an earlier row (the database could not write both).
 fn check_rows(meta: &'static ModelMeta, key: &ConflictKey, rows: &[Json], errors: &mut Vec<RowError>) -> Vec<(usize, CheckedRecord)> {
+    let key_name = key.field_name(meta);
+    let distinct: Vec<&str> = std::iter::once(key_name)
+        .chain(meta.unique_fields().map(|f| f.name).filter(|&n| n != key_name))
+        .collect();
+    let mut seen: Vec<HashMap<String, usize>> = vec![HashMap::new(); distinct.len()];
     let mut valid: Vec<(usize, CheckedRecord)> = Vec::with_capacity(rows.len());
-    let mut seen: HashMap<String, usize> = HashMap::new();
     for (index, row) in rows.iter().enumerate() {
-        match check_row(meta, key, row) {
-            Ok(checked) => {
-                let key_value = match key {
-                    ConflictKey::PrimaryKey => checked.get(meta.primary_key),
-                    ConflictKey::Unique(f) => checked.get(f.name),
-                };
-                if let Some(value) = key_value.filter(|v| !v.is_null())
-                    && let Some(first) = seen.insert(value.to_string(), index)
-                {
-                    seen.insert(value.to_string(), first);
-                    let name = match key {
-                        ConflictKey::PrimaryKey => meta.primary_key,
-                        ConflictKey::Unique(f) => f.name,
-                    };
-                    let mut row_errors = FieldErrors::default();
-                    row_errors.push(name, format!("the same {name} as row {first}"));
-                    errors.push(RowError { index, errors: row_errors });
-                    continue;
-                }
-                valid.push((index, checked));
+        let checked = match check_row(meta, key, row) {
+            Ok(checked) => checked,
+            Err(row_errors) => {
+                errors.push(RowError { index, errors: row_errors });
+                continue;
             }
-            Err(row_errors) => errors.push(RowError { index, errors: row_errors }),
+        };
+        let mut row_errors = FieldErrors::default();
+        for (name, seen) in distinct.iter().zip(&seen) {
+            if let Some(value) = checked.get(name).filter(|v| !v.is_null())
+                && let Some(first) = seen.get(&value.to_string())
+            {
+                row_errors.push(*name, format!("the same {name} as row {first}"));
+            }
         }
+        if !row_errors.is_empty() {
+            errors.push(RowError { index, errors: row_errors });
+            continue;
+        }
+        for (name, seen) in distinct.iter().zip(&mut seen) {
+            if let Some(value) = checked.get(name).filter(|v| !v.is_null()) {
+                seen.insert(value.to_string(), index);
+            }
+        }
+        valid.push((index, checked));
     }
     valid
 }
 
-/// The rows whose foreign keys all name a visible row; the others are reported in `errors`
-/// like any invalid row.
+/// Of `rows`, those whose foreign keys all name a visible row, checked in the write's
+/// transaction; the others are reported in `errors` like any invalid row.
 async fn with_known_references(
     ctx: &Context,
+    tx: &DatabaseTransaction,
     meta: &'static ModelMeta,
-    valid: Vec<(usize, CheckedRecord)>,
+    rows: Vec<(usize, CheckedRecord)>,
     errors: &mut Vec<RowError>,
 ) -> Result<Vec<(usize, CheckedRecord)>> {
-    // Rows whose foreign keys name no visible row are reported like any invalid row.
-    let batch_ids: Vec<i64> = valid
+    let batch_ids: Vec<i64> = rows
         .iter()
         .filter_map(|(_, r)| r.get(meta.primary_key).and_then(Json::as_i64))
         .collect();
-    let records: Vec<&CheckedRecord> = valid.iter().map(|(_, r)| r).collect();
-    let unknown = super::unknown_references(ctx, meta, &records, &batch_ids).await?;
-    let mut kept = Vec::with_capacity(valid.len());
-    for ((index, record), row_errors) in valid.into_iter().zip(unknown) {
+    let records: Vec<&CheckedRecord> = rows.iter().map(|(_, r)| r).collect();
+    let unknown = super::unknown_references(ctx, tx, meta, &records, &batch_ids).await?;
+    Ok(keep_clean(rows, unknown, errors))
+}
+
+/// The rows whose errors are empty; the others go to `errors`.
+fn keep_clean(rows: Vec<(usize, CheckedRecord)>, row_errors: Vec<FieldErrors>, errors: &mut Vec<RowError>) -> Vec<(usize, CheckedRecord)> {
+    let mut kept = Vec::with_capacity(rows.len());
+    for ((index, record), row_errors) in rows.into_iter().zip(row_errors) {
         if row_errors.is_empty() {
             kept.push((index, record));
         } else {
             errors.push(RowError { index, errors: row_errors });
         }
     }
-    Ok(kept)
+    kept
 }
 
-/// Writes the valid rows in batches inside one transaction, then projects them.
+/// Most values bound in one statement of [`unique_collisions`] (SQLite's limit is 32,766).
+const VALUES_PER_LOOKUP: usize = 10_000;
+
+/// For each of `rows`, its unique values (other than the conflict key's) that a stored row
+/// other than the one it writes already holds, deleted rows included: the unique index would
+/// refuse them. One query per unique field and 10,000 values.
+async fn unique_collisions(
+    tx: &DatabaseTransaction,
+    sql: Sql,
+    meta: &'static ModelMeta,
+    tenant: Option<&str>,
+    key: &ConflictKey,
+    rows: &[(usize, CheckedRecord)],
+    action: &str,
+) -> Result<Vec<FieldErrors>> {
+    let mut errors = vec![FieldErrors::default(); rows.len()];
+    let key_name = key.field_name(meta);
+    let key_field = meta.field(key_name).expect("the conflict key is a field of the model");
+    for field in meta.unique_fields().filter(|f| f.name != key_name) {
+        let values: Vec<&Json> = rows
+            .iter()
+            .filter_map(|(_, r)| r.get(field.name))
+            .filter(|v| !v.is_null())
+            .collect();
+        // The holder of each taken value: its primary key and its conflict-key value.
+        let mut holders: HashMap<String, (i64, String)> = HashMap::new();
+        for part in values.chunks(VALUES_PER_LOOKUP) {
+            let statement = rows::holders_of_unique_values(Sql::new(sql.backend()), meta, tenant, field, key_field, part);
+            let found = tx.query_all_raw(statement).await.map_err(|e| Error::relational(action, e))?;
+            for row in found {
+                let holder = (|| -> std::result::Result<_, sea_orm::DbErr> {
+                    let owner: i64 = row.try_get("", "owner")?;
+                    let owner_key = column_json(&row, "owner_key", key_field.ty)?;
+                    Ok((column_json(&row, "value", field.ty)?.to_string(), (owner, owner_key.to_string())))
+                })()
+                .map_err(|e| Error::relational(action, e))?;
+                holders.insert(holder.0, holder.1);
+            }
+        }
+        for ((_, record), row_errors) in rows.iter().zip(&mut errors) {
+            let Some(value) = record.get(field.name).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let Some((owner, owner_key)) = holders.get(&value.to_string()) else {
+                continue;
+            };
+            // A row may keep its own value: the holder is the row it writes.
+            let own_key = record.get(key_name).map(Json::to_string).unwrap_or_default();
+            if *owner_key != own_key {
+                row_errors.0.push(super::value_taken(meta, field, value, Some(*owner)));
+            }
+        }
+    }
+    Ok(errors)
+}
+
+/// Writes the valid rows in batches inside one transaction, then projects them. Each batch
+/// is checked (foreign keys, unique values) inside the transaction and written under a
+/// savepoint: when the write still collides with a unique value (a concurrent writer
+/// committed it after the check), the batch is rolled back to it and checked again.
 async fn write_rows(
     ctx: &Context,
     meta: &'static ModelMeta,
@@ -216,21 +302,40 @@ async fn write_rows(
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
     let mut states: Vec<RowState> = Vec::with_capacity(valid.len());
     let mut explicit_ids = false;
+    // Foreign keys first, for all rows at once (a row may name a parent in a later batch).
+    valid = with_known_references(ctx, &tx, meta, valid, &mut out.errors).await?;
     if let ConflictKey::PrimaryKey = key {
         explicit_ids = valid.iter().any(|(_, r)| r.get(meta.primary_key).is_some());
         assign_ids(&tx, store, meta, &mut valid, &action).await?;
     }
-    for chunk in valid.chunks(batch) {
+    let mut rest = valid.into_iter().peekable();
+    while rest.peek().is_some() {
+        let mut chunk: Vec<(usize, CheckedRecord)> = rest.by_ref().take(batch).collect();
+        let mut attempts = 0;
+        let returned = loop {
+            attempts += 1;
+            let collisions = unique_collisions(&tx, store.sql(), meta, tenant, key, &chunk, &action).await?;
+            chunk = keep_clean(chunk, collisions, &mut out.errors);
+            if chunk.is_empty() {
+                break Vec::new();
+            }
+            let savepoint = tx.begin().await.map_err(|e| Error::relational(&action, e))?;
+            match write_batch(&savepoint, store.sql(), meta, tenant, key, &chunk).await {
+                Ok(returned) => {
+                    savepoint.commit().await.map_err(|e| Error::relational(&action, e))?;
+                    break returned;
+                }
+                Err(e) if attempts < 3 && violation::is_unique_violation(&e) => {
+                    savepoint.rollback().await.map_err(|e| Error::relational(&action, e))?;
+                }
+                Err(e) => return Err(Error::relational(&action, e)),
+            }
+        };
         // Map written rows back to their input index by their conflict key.
         let mut by_key: HashMap<String, usize> = HashMap::with_capacity(chunk.len());
         for (position, (_, record)) in chunk.iter().enumerate() {
-            let k = match key {
-                ConflictKey::PrimaryKey => record.get(meta.primary_key),
-                ConflictKey::Unique(f) => record.get(f.name),
-            };
-            by_key.insert(k.map(Json::to_string).unwrap_or_default(), position);
+            by_key.insert(record.get(key.field_name(meta)).map(Json::to_string).unwrap_or_default(), position);
         }
-        let returned = write_batch(&tx, store.sql(), meta, tenant, key, chunk, &action).await?;
         for (id, version, k) in returned {
             let Some(position) = by_key.remove(&k) else { continue };
             let (index, record) = &chunk[position];
@@ -263,7 +368,6 @@ async fn write_rows(
     if explicit_ids {
         store.advance_ids_past_explicit(&tx, meta, &action).await?;
     }
-    out.errors.sort_by_key(|e| e.index);
     let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
     out.pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
     Ok(())
@@ -324,15 +428,14 @@ async fn write_batch(
     tenant: Option<&str>,
     key: &ConflictKey,
     chunk: &[(usize, CheckedRecord)],
-    action: &str,
-) -> Result<Vec<(i64, i64, String)>> {
+) -> std::result::Result<Vec<(i64, i64, String)>, sea_orm::DbErr> {
     let unique = match key {
         ConflictKey::PrimaryKey => None,
         ConflictKey::Unique(f) => Some(*f),
     };
     let records: Vec<&CheckedRecord> = chunk.iter().map(|(_, r)| r).collect();
     let statement = write::upsert_rows(sql, meta, tenant, unique, &records);
-    let rows = tx.query_all_raw(statement).await.map_err(|e| Error::relational(action, e))?;
+    let rows = tx.query_all_raw(statement).await?;
     rows.iter()
         .map(|r| {
             let id: i64 = r.try_get("", meta.primary_key)?;
@@ -343,6 +446,5 @@ async fn write_batch(
             };
             Ok((id, version, k))
         })
-        .collect::<std::result::Result<_, sea_orm::DbErr>>()
-        .map_err(|e| Error::relational(action, e))
+        .collect()
 }

@@ -42,14 +42,6 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
     let tenant = ctx.tenant_scope(meta)?;
     let object = to_object(meta.name, &input.record)?;
     let checked = check_record(meta, &object, RecordMode::Create).map_err(|errors| Error::Validation { model: meta.name, errors })?;
-    if let Some(errors) = super::unknown_references(ctx, meta, &[&checked], &[])
-        .await?
-        .pop()
-        .filter(|e| !e.is_empty())
-    {
-        return Err(Error::Validation { model: meta.name, errors });
-    }
-
     let store = ctx.stores().relational();
     let statement = write::insert_record(store.sql(), meta, &checked, tenant);
 
@@ -59,12 +51,14 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
         cache: false,
         ..ProjectionSet::for_model(ctx.stores().handles(), meta)
     };
-    if set.is_empty() {
+    let names_a_row = meta.relations.iter().any(|r| checked.get(r.field).is_some_and(|v| !v.is_null()));
+    if set.is_empty() && !names_a_row {
+        // Nothing to check or project beside the row: one statement, no transaction.
         let row = store
             .connection()
             .query_one_raw(statement)
             .await
-            .map_err(|e| Error::relational(&action, e))?
+            .map_err(|e| super::write_error(meta, &checked, &action, e))?
             .ok_or_else(|| Error::relational(&action, sea_orm::DbErr::RecordNotInserted))?;
         return Ok(CreateOutput {
             record: decode_record(&row, &action)?,
@@ -72,13 +66,19 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
         });
     }
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
+    super::require_references(ctx, &tx, meta, &checked).await?;
     let row = tx
         .query_one_raw(statement)
         .await
-        .map_err(|e| Error::relational(&action, e))?
+        .map_err(|e| super::write_error(meta, &checked, &action, e))?
         .ok_or_else(|| Error::relational(&action, sea_orm::DbErr::RecordNotInserted))?;
     let record: Record<M> = decode_record(&row, &action)?;
-    let state = row_state(&record, tenant)?;
-    let pending = commit_and_project(ctx, tx, meta, tenant, vec![state], set, &action).await?;
+    let pending = if set.is_empty() {
+        tx.commit().await.map_err(|e| Error::relational(&action, e))?;
+        Vec::new()
+    } else {
+        let state = row_state(&record, tenant)?;
+        commit_and_project(ctx, tx, meta, tenant, vec![state], set, &action).await?
+    };
     Ok(CreateOutput { record, pending })
 }

@@ -19,10 +19,10 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult, Statement};
 use serde_json::{Map, Value as Json};
 
 use crate::consistency::projection::{ProjectionSet, RowState};
-use crate::error::{Error, FieldErrors, Result};
+use crate::error::{Error, FieldError, FieldErrors, Result};
 use crate::model::record::Record;
 use crate::model::values::CheckedRecord;
-use crate::model::{FieldType, Model, ModelMeta};
+use crate::model::{FieldMeta, FieldType, Model, ModelMeta};
 use crate::node::Context;
 use crate::sql::rows::{self, column_json};
 
@@ -31,10 +31,12 @@ use crate::sql::rows::{self, column_json};
 /// One query for all records and relations. `batch_ids` are primary keys written by the same
 /// call, which rows may name in a relation of `meta` to itself (a parent in the same batch).
 ///
-/// The check runs before the write's transaction: a target deleted between the two is not
-/// seen (the tables carry no foreign-key constraints).
+/// `tx` is the write's transaction: the check sees what the write will commit against, and
+/// the rows found stay locked until it ends (see [`rows::referenced_rows`]), so a parent
+/// deleted by another writer meanwhile is either seen deleted here or waits for the commit.
 pub(crate) async fn unknown_references(
     ctx: &Context,
+    tx: &DatabaseTransaction,
     meta: &'static ModelMeta,
     records: &[&CheckedRecord],
     batch_ids: &[i64],
@@ -72,11 +74,7 @@ pub(crate) async fn unknown_references(
         return Ok(errors);
     };
     let action = format!("checking the references of {} rows", meta.table);
-    let rows = store
-        .connection()
-        .query_all_raw(statement)
-        .await
-        .map_err(|e| Error::relational(&action, e))?;
+    let rows = tx.query_all_raw(statement).await.map_err(|e| Error::relational(&action, e))?;
     let mut found: Vec<std::collections::HashSet<i64>> = vec![Default::default(); meta.relations.len()];
     for row in rows {
         let relation: i64 = row.try_get("", "relation").map_err(|e| Error::relational(&action, e))?;
@@ -98,6 +96,46 @@ pub(crate) async fn unknown_references(
         }
     }
     Ok(errors)
+}
+
+/// [`unknown_references`] of one record as a validation error, when it names a row that is
+/// not there.
+pub(crate) async fn require_references(
+    ctx: &Context,
+    tx: &DatabaseTransaction,
+    meta: &'static ModelMeta,
+    record: &CheckedRecord,
+) -> Result<()> {
+    match unknown_references(ctx, tx, meta, &[record], &[]).await?.pop() {
+        Some(errors) if !errors.is_empty() => Err(Error::Validation { model: meta.name, errors }),
+        _ => Ok(()),
+    }
+}
+
+/// The field error of a unique `field` whose `value` another row holds (`holder`, when
+/// known): the same words whether the node's check or the database's index found it.
+pub(crate) fn value_taken(meta: &'static ModelMeta, field: &'static FieldMeta, value: &Json, holder: Option<i64>) -> FieldError {
+    let shown = match value {
+        Json::String(s) => format!("'{}'", crate::model::values::printable(s)),
+        other => other.to_string(),
+    };
+    let message = match holder {
+        Some(id) => format!("{} {shown} already exists ({} {id})", field.name, meta.name),
+        None => format!("{} {shown} already exists", field.name),
+    };
+    FieldError::new(field.name, message)
+}
+
+/// The error of a failed write of `record`: a collision with a unique index becomes the field
+/// error [`value_taken`] gives, anything else a store error of `action`.
+pub(crate) fn write_error(meta: &'static ModelMeta, record: &CheckedRecord, action: &str, err: sea_orm::DbErr) -> Error {
+    match crate::sql::violation::unique_field(meta, &err) {
+        Some(field) => Error::Validation {
+            model: meta.name,
+            errors: FieldErrors(vec![value_taken(meta, field, record.get(field.name).unwrap_or(&Json::Null), None)]),
+        },
+        None => Error::relational(action, err),
+    }
 }
 
 /// The visible rows (tenant scope, not soft-deleted) among `ids`, by primary key.

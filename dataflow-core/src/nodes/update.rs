@@ -12,7 +12,7 @@ use crate::model::filter::Filter;
 use crate::model::record::Record;
 use crate::model::values::{CheckedRecord, RecordMode, check_record};
 use crate::node::Context;
-use crate::nodes::{commit_and_project, decode_record, fetch_records, row_state, to_object};
+use crate::nodes::{commit_and_project, decode_record, row_state, to_object};
 use crate::sql::{rows, write};
 
 /// Input of an Update node: exactly one of `id` or `filter`.
@@ -89,13 +89,6 @@ pub async fn run<M: Model>(ctx: &Context, input: UpdateInput) -> Result<UpdateOu
         ));
     }
     let patch = check_record(meta, &input.patch, RecordMode::Patch).map_err(|errors| Error::Validation { model: meta.name, errors })?;
-    if let Some(errors) = super::unknown_references(ctx, meta, &[&patch], &[])
-        .await?
-        .pop()
-        .filter(|e| !e.is_empty())
-    {
-        return Err(Error::Validation { model: meta.name, errors });
-    }
     match (input.id, input.filter) {
         (Some(id), None) => by_id::<M>(ctx, tenant, id, input.expected_version, patch).await,
         (None, Some(filter)) if input.expected_version.is_none() => by_filter::<M>(ctx, tenant, &filter, patch).await,
@@ -120,6 +113,7 @@ async fn by_id<M: Model>(
     let store = ctx.stores().relational();
     let action = format!("updating {} {id}", meta.name);
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
+    super::require_references(ctx, &tx, meta, &patch).await?;
 
     let before = tx
         .query_one_raw(rows::select_by_id(store.sql(), meta, tenant, id, false, true))
@@ -171,7 +165,7 @@ async fn by_id<M: Model>(
     let row = tx
         .query_one_raw(statement)
         .await
-        .map_err(|e| Error::relational(&action, e))?
+        .map_err(|e| super::write_error(meta, &changed, &action, e))?
         .ok_or(Error::NotFound { model: meta.name, id })?;
     let after: Record<M> = decode_record(&row, &action)?;
     let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
@@ -192,7 +186,14 @@ async fn by_filter<M: Model>(ctx: &Context, tenant: Option<&str>, filter: &Filte
     let statement = write::update_rows(store.sql(), meta, &patch, write::Rows::Filter(filter), tenant)?;
     let action = format!("updating {} by filter", meta.table);
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
-    let written = fetch_records::<M>(&tx, statement, &action).await?;
+    super::require_references(ctx, &tx, meta, &patch).await?;
+    let written = tx
+        .query_all_raw(statement)
+        .await
+        .map_err(|e| super::write_error(meta, &patch, &action, e))?
+        .iter()
+        .map(|row| decode_record::<M>(row, &action))
+        .collect::<Result<Vec<_>>>()?;
     let states = written.iter().map(|r| row_state(r, tenant)).collect::<Result<Vec<_>>>()?;
     let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
     let pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;

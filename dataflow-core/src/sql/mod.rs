@@ -22,6 +22,7 @@ mod filter;
 pub(crate) mod outbox;
 pub(crate) mod rows;
 pub(crate) mod schema;
+pub(crate) mod violation;
 pub(crate) mod write;
 
 use sea_orm::{DbBackend, Statement, Value as SqlValue};

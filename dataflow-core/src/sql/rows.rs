@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 use crate::error::Result;
 use crate::model::filter::{CheckedSort, Filter};
 use crate::model::values::timestamp_to_json;
-use crate::model::{FieldType, ModelMeta};
+use crate::model::{FieldMeta, FieldType, ModelMeta};
 use crate::sql::Sql;
 
 /// Writes the conditions every query on `meta` carries: the tenant, and `deleted_at IS NULL`
@@ -123,12 +123,16 @@ pub(crate) fn count_rows(
 /// gives, per relation, the target, its tenant scope and the ids named; one statement for all.
 /// `None` when no id is named at all.
 pub(crate) fn referenced_rows(mut sql: Sql, named: &[(usize, &'static ModelMeta, Option<&str>, &[i64])]) -> Option<Statement> {
-    let mut first = true;
-    for &(index, target, tenant, ids) in named.iter().filter(|(_, _, _, ids)| !ids.is_empty()) {
-        if !first {
-            sql.push(" UNION ALL ");
-        }
-        first = false;
+    // On PostgreSQL the rows found are locked (`FOR SHARE`) until the write's transaction
+    // ends, so a parent cannot be deleted between this check and the commit; a locking clause
+    // is not allowed beside UNION, but is inside a WITH query. On SQLite the write transaction
+    // holds the database's write lock already.
+    let lock = sql.is_postgres();
+    let named: Vec<_> = named.iter().filter(|(_, _, _, ids)| !ids.is_empty()).collect();
+    if named.is_empty() {
+        return None;
+    }
+    let branch = |sql: &mut Sql, &&(index, target, tenant, ids): &&(usize, &'static ModelMeta, Option<&str>, &[i64])| {
         sql.push("SELECT CAST(")
             .push(&index.to_string())
             .push(" AS BIGINT) AS relation, ")
@@ -136,10 +140,34 @@ pub(crate) fn referenced_rows(mut sql: Sql, named: &[(usize, &'static ModelMeta,
             .push(" AS id FROM ")
             .ident(target.table)
             .push(" WHERE ");
-        write_scope(&mut sql, target, tenant, false);
+        write_scope(sql, target, tenant, false);
         sql.push(" AND ").ident(target.primary_key).in_ids(ids);
+    };
+    if lock {
+        sql.push("WITH ");
+        for (i, n) in named.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push(&format!("\"r{i}\" AS ("));
+            branch(&mut sql, n);
+            sql.push(" FOR SHARE)");
+        }
+        for i in 0..named.len() {
+            if i > 0 {
+                sql.push(" UNION ALL ");
+            }
+            sql.push(&format!("SELECT relation, id FROM \"r{i}\""));
+        }
+    } else {
+        for (i, n) in named.iter().enumerate() {
+            if i > 0 {
+                sql.push(" UNION ALL ");
+            }
+            branch(&mut sql, n);
+        }
     }
-    (!first).then(|| sql.build())
+    Some(sql.build())
 }
 
 /// `"id"`, `"version"` and (soft-delete models) `"live"` of the rows among `ids`, whatever
@@ -172,4 +200,36 @@ fn write_from_ids(sql: &mut Sql, meta: &ModelMeta, ids: &[i64]) {
         .push(" WHERE ")
         .ident(meta.primary_key)
         .in_ids(ids);
+}
+
+/// `"owner"` (primary key), `"owner_key"` (the column `key`) and `"value"` of the rows of
+/// `meta` whose unique field `field` holds one of `values`, deleted ones included (the unique
+/// index covers them), within the tenant: the rows a write of those values would collide with.
+pub(crate) fn holders_of_unique_values(
+    mut sql: Sql,
+    meta: &ModelMeta,
+    tenant: Option<&str>,
+    field: &FieldMeta,
+    key: &FieldMeta,
+    values: &[&Json],
+) -> Statement {
+    sql.push("SELECT ")
+        .ident(meta.primary_key)
+        .push(" AS \"owner\", ")
+        .ident(key.name)
+        .push(" AS \"owner_key\", ")
+        .ident(field.name)
+        .push(" AS \"value\" FROM ")
+        .ident(meta.table)
+        .push(" WHERE ");
+    write_scope(&mut sql, meta, tenant, true);
+    sql.push(" AND ").ident(field.name).push(" IN (");
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.param(crate::sql::to_sql(field.ty, value));
+    }
+    sql.push(")");
+    sql.build()
 }

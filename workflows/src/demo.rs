@@ -217,15 +217,20 @@ async fn import(ctx: &Context, show: &mut Shown<'_>) -> Result<(), Error> {
     let path = data_dir().join("catalog.jsonl");
     let report = show.run(&show.load("import_catalog")?, ctx, json!({"path": path})).await?;
     let o = &report.outputs;
-    let per_model: Vec<String> = report
-        .nodes
-        .iter()
-        .filter(|n| n.node_type.ends_with("BulkUpsertNode"))
-        .filter_map(|n| {
-            let inserted = n.output.as_ref()?.get("inserted")?.as_u64()?;
-            Some(format!("{inserted} {}", n.name))
+    let per_model: Vec<String> = o
+        .get("models")
+        .and_then(Value::as_object)
+        .map(|models| {
+            models
+                .iter()
+                .filter_map(|(model, counts)| {
+                    // The table's name reads as the plural: "300 products".
+                    let table = dataflow_models::all_models().into_iter().find(|m| m.name == model)?.table;
+                    Some(format!("{} {table}", counts.get("inserted")?.as_u64()?))
+                })
+                .collect()
         })
-        .collect();
+        .unwrap_or_default();
     show.line(&format!(
         "imported {} records: {} in {:.1} s (rows, graph nodes and edges, vectors)",
         o.get("records_read").map(text).unwrap_or_default(),

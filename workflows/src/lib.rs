@@ -7,8 +7,10 @@
 
 pub mod demo;
 mod error;
+pub mod import;
 pub mod nodes;
 mod progress;
+pub mod records;
 pub mod render;
 mod settings;
 
@@ -44,6 +46,7 @@ pub fn data_dir() -> PathBuf {
 pub fn registry() -> Registry {
     let mut registry = dataflow_models::registry();
     nodes::register(&mut registry);
+    import::register(&mut registry);
     registry
 }
 

@@ -41,7 +41,9 @@ enum Command {
         /// The workflow file.
         file: PathBuf,
     },
-    /// Runs a workflow file.
+    /// Runs a workflow file. Exit status: 0 when it succeeded, 1 when it failed, 2 when it
+    /// succeeded but rejected some input records (an output `rejected` above 0: an import
+    /// whose invalid rows are listed in the report).
     Run {
         /// The workflow file, or the name of a shipped workflow (e.g. classify_product).
         file: PathBuf,
@@ -240,11 +242,29 @@ async fn run(
             source,
         })?;
     }
-    Ok(if report.status == RunStatus::Succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    Ok(match report.status {
+        RunStatus::Succeeded if rejected_anything(&report.outputs) => {
+            let rejected = &report.outputs["rejected"];
+            eprintln!("done, but {rejected} input records were rejected (listed in the report)");
+            ExitCode::from(EXIT_REJECTED)
+        }
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Failed => ExitCode::FAILURE,
     })
+}
+
+/// Exit status of a run that succeeded but rejected some of its input records (an import
+/// with invalid rows): the workflow says so with a non-zero output named `rejected`.
+const EXIT_REJECTED: u8 = 2;
+
+/// Whether a run's outputs report rejected input: an output `rejected` that is a non-zero
+/// number or a non-empty list.
+fn rejected_anything(outputs: &serde_json::Map<String, Value>) -> bool {
+    match outputs.get("rejected") {
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|n| n != 0.0),
+        Some(Value::Array(items)) => !items.is_empty(),
+        _ => false,
+    }
 }
 
 fn parse_input(input: &str) -> Result<Value, CliError> {

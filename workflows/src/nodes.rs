@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dataflow_core::{FieldType, ModelMeta};
 use dataflow_runtime::{ComputeNode, Registry};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::sync::Arc;
+
+use crate::records;
 
 /// Most lines [`read_records`] reads from one file.
 pub const MAX_RECORDS: usize = 1_000_000;
@@ -78,47 +79,9 @@ pub struct ReadRecordsOutput {
     pub count: usize,
 }
 
-/// Why a line of a catalogue file (or the file's model) was not read; becomes the message of a
-/// [`LineError`] or the node's error.
-#[derive(Debug, thiserror::Error)]
-enum RecordError {
-    #[error("unknown model '{name}': one of {known}")]
-    UnknownModel { name: String, known: String },
-    #[error("not JSON: {0}")]
-    NotJson(serde_json::Error),
-    #[error("a line must be a JSON object")]
-    NotAnObject,
-    #[error("a tagged line needs \"model\" (a model name) and \"record\" (an object)")]
-    BadTag,
-    #[error("{cells} cells for {columns} columns")]
-    CellCount { cells: usize, columns: usize },
-    #[error("CSV column '{column}' is not a field of {model}")]
-    UnknownColumn { column: String, model: &'static str },
-    #[error("{field}: '{cell}' is not {expected}")]
-    BadCell {
-        field: String,
-        cell: String,
-        expected: &'static str,
-    },
-    #[error("{field}: not JSON: {source}")]
-    CellNotJson { field: String, source: serde_json::Error },
-}
-
-fn model_meta(name: &str) -> Result<&'static ModelMeta, RecordError> {
-    dataflow_models::all_models()
-        .into_iter()
-        .find(|m| m.name == name)
-        .ok_or_else(|| RecordError::UnknownModel {
-            name: name.to_owned(),
-            known: dataflow_models::all_models().iter().map(|m| m.name).collect::<Vec<_>>().join(", "),
-        })
-}
-
-/// Reads the catalogue file of `input`.
+/// Reads the catalogue file of `input` whole (see [`crate::import`] for files of any size).
 pub fn read_records(input: ReadRecordsInput) -> Result<ReadRecordsOutput, String> {
-    let default = model_meta(&input.model).map_err(|e| e.to_string())?;
-    let path = Path::new(&input.path);
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let default = records::model_meta(&input.model).map_err(|e| e.to_string())?;
     let mut out = ReadRecordsOutput {
         records: dataflow_models::all_models()
             .iter()
@@ -127,141 +90,23 @@ pub fn read_records(input: ReadRecordsInput) -> Result<ReadRecordsOutput, String
         errors: Vec::new(),
         count: 0,
     };
-    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    match extension.as_str() {
-        "jsonl" | "ndjson" => {
-            for (i, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
+    for read in records::Records::open(Path::new(&input.path), default)? {
+        let read = read?;
+        match read.record {
+            Ok((model, record)) => {
                 if out.count >= MAX_RECORDS {
                     return Err(format!("more than {MAX_RECORDS} records"));
                 }
-                match parse_jsonl_line(line, default) {
-                    Ok((model, record)) => {
-                        out.records.entry(model.to_string()).or_default().push(record);
-                        out.count += 1;
-                    }
-                    Err(e) => out.errors.push(LineError {
-                        line: i + 1,
-                        message: e.to_string(),
-                    }),
-                }
+                out.records.entry(model.name.to_string()).or_default().push(record);
+                out.count += 1;
             }
-        }
-        "csv" => {
-            let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
-            let header: Vec<String> = reader
-                .headers()
-                .map_err(|e| format!("CSV header: {e}"))?
-                .iter()
-                .map(str::to_string)
-                .collect();
-            for name in &header {
-                if default.field(name).is_none() {
-                    return Err(RecordError::UnknownColumn {
-                        column: name.clone(),
-                        model: default.name,
-                    }
-                    .to_string());
-                }
-            }
-            for row in reader.records() {
-                let row = match row {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let line = e.position().map_or(0, |p| p.line() as usize);
-                        out.errors.push(LineError {
-                            line,
-                            message: e.to_string(),
-                        });
-                        continue;
-                    }
-                };
-                let line = row.position().map_or(0, |p| p.line() as usize);
-                match csv_record(&header, &row, default) {
-                    Ok(record) => {
-                        out.records.entry(default.name.to_string()).or_default().push(record);
-                        out.count += 1;
-                    }
-                    Err(e) => out.errors.push(LineError {
-                        line,
-                        message: e.to_string(),
-                    }),
-                }
-            }
-        }
-        other => {
-            return Err(format!(
-                "cannot tell the format of {}: expected .jsonl, .ndjson or .csv, got '.{other}'",
-                path.display()
-            ));
+            Err(e) => out.errors.push(LineError {
+                line: read.line,
+                message: e.to_string(),
+            }),
         }
     }
     Ok(out)
-}
-
-fn parse_jsonl_line(line: &str, default: &'static ModelMeta) -> Result<(&'static str, Value), RecordError> {
-    let value: Value = serde_json::from_str(line).map_err(RecordError::NotJson)?;
-    let Value::Object(mut map) = value else {
-        return Err(RecordError::NotAnObject);
-    };
-    match (map.remove("model"), map.remove("record")) {
-        (Some(Value::String(model)), Some(record @ Value::Object(_))) => Ok((model_meta(&model)?.name, record)),
-        (Some(_), _) => Err(RecordError::BadTag),
-        (None, _) => Ok((default.name, Value::Object(map))),
-    }
-}
-
-fn csv_record(header: &[String], row: &csv::StringRecord, meta: &'static ModelMeta) -> Result<Value, RecordError> {
-    if row.len() != header.len() {
-        return Err(RecordError::CellCount {
-            cells: row.len(),
-            columns: header.len(),
-        });
-    }
-    let bad = |name: &str, cell: &str, expected| RecordError::BadCell {
-        field: name.to_owned(),
-        cell: cell.to_owned(),
-        expected,
-    };
-    let mut record = Map::new();
-    for (name, cell) in header.iter().zip(row.iter()) {
-        let field = meta.field(name).ok_or_else(|| RecordError::UnknownColumn {
-            column: name.clone(),
-            model: meta.name,
-        })?;
-        let value = if cell.is_empty() && field.nullable {
-            Value::Null
-        } else {
-            match field.ty {
-                FieldType::Integer => cell
-                    .trim()
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .map_err(|_| bad(name, cell, "an integer"))?,
-                FieldType::Float => cell
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                    .map(Value::Number)
-                    .ok_or_else(|| bad(name, cell, "a number"))?,
-                FieldType::Boolean => match cell.trim() {
-                    "true" | "1" => Value::Bool(true),
-                    "false" | "0" => Value::Bool(false),
-                    _ => return Err(bad(name, cell, "true or false")),
-                },
-                FieldType::Json => serde_json::from_str(cell).map_err(|source| RecordError::CellNotJson {
-                    field: name.clone(),
-                    source,
-                })?,
-                FieldType::Text | FieldType::Timestamp => Value::String(cell.to_string()),
-            }
-        };
-        record.insert(name.clone(), value);
-    }
-    Ok(Value::Object(record))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -103,7 +103,8 @@ enum Display {
         nodes: ProgressBar,
         items: Option<ProgressBar>,
     },
-    /// Elsewhere: a line per finished node, and one when a `Map` has done all its items.
+    /// Elsewhere: a line per finished node, and lines as a `Map` or an import gets through its
+    /// items.
     Lines { done: usize, total: usize },
 }
 
@@ -133,7 +134,10 @@ impl Display {
                 *done += 1;
                 eprintln!("{done}/{total} {node} {}", status_word(*status));
             }
-            (Display::Lines { .. }, Progress::Items { node, done, total }) if done == total => {
+            // A line at each tenth of the items, so a long node shows it is getting on.
+            (Display::Lines { .. }, Progress::Items { node, done, total })
+                if done == total || (*total >= 10 && done % total.div_ceil(10) == 0 && *done > 0) =>
+            {
                 eprintln!("{done}/{total} items ({node})");
             }
             (_, Progress::Items { .. } | Progress::Started { .. }) => {}

@@ -181,6 +181,13 @@ pub trait DynNode: Send + Sync {
     fn is_instant(&self) -> bool {
         false
     }
+    /// Whether the node's work grows with its input without bound (an import that reads a
+    /// file in batches, each committed on its own): the runtime's default node timeout, sized
+    /// for a few store calls, does not apply to it. A `timeout_ms` the workflow gives it still
+    /// does.
+    fn is_unbounded(&self) -> bool {
+        false
+    }
     /// Runs one attempt.
     async fn run(&self, env: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure>;
 }

@@ -263,7 +263,14 @@ impl Run<'_> {
         let runtime = self.runtime.clone();
         let ctx = self.ctx.clone();
         let instance = node.node.clone();
-        let timeout = node.timeout.unwrap_or(self.runtime.options.node_timeout);
+        // An unbounded node (an import) has no default limit; tokio treats `Duration::MAX` as
+        // a deadline that never comes.
+        let default_timeout = if instance.is_unbounded() {
+            Duration::MAX
+        } else {
+            self.runtime.options.node_timeout
+        };
+        let timeout = node.timeout.unwrap_or(default_timeout);
         let retry = node.retry.unwrap_or(self.runtime.options.retry);
         let type_label = node.type_label.clone();
         self.runtime.emit(|| Progress::Started { node: node.name.clone() });

@@ -89,7 +89,11 @@ async fn a_soft_deleted_row_still_holds_its_unique_value(backend: Backend) {
     let out = bulk(&fx, vec![sample_product(1), sample_product(2)], None).await;
     assert_eq!(out.inserted, 1, "{out:?}");
     assert_eq!(out.errors[0].index, 0);
-    assert!(out.errors[0].errors.to_string().contains("sku 'SKU-00001' already exists"));
+    let deleted = first.ids[0].unwrap();
+    assert_eq!(
+        out.errors[0].errors.0[0].message,
+        format!("sku 'SKU-00001' already exists (Product {deleted}, deleted)")
+    );
 }
 on_both_backends!(a_soft_deleted_row_still_holds_its_unique_value);
 

@@ -24,7 +24,7 @@ use crate::error::{Error, FieldErrors, Result, StoreKind};
 use crate::model::values::{CheckedRecord, RecordMode, check_record, printable};
 use crate::model::{FieldMeta, Model, ModelMeta};
 use crate::node::Context;
-use crate::nodes::commit_and_project;
+use crate::nodes::{Holder, commit_and_project};
 use crate::sql::rows::column_json;
 use crate::sql::{Sql, rows, violation, write};
 
@@ -252,14 +252,17 @@ async fn unique_collisions(
             .filter_map(|(_, r)| r.get(field.name))
             .filter(|v| !v.is_null())
             .collect();
-        // The holder of each taken value: its primary key and its conflict-key value.
-        let mut holders: HashMap<String, (i64, String)> = HashMap::new();
+        // The holder of each taken value, and its conflict-key value.
+        let mut holders: HashMap<String, (Holder, String)> = HashMap::new();
         for part in values.chunks(VALUES_PER_LOOKUP) {
             let statement = rows::holders_of_unique_values(Sql::new(sql.backend()), meta, tenant, field, key_field, part);
             let found = tx.query_all_raw(statement).await.map_err(|e| Error::relational(action, e))?;
             for row in found {
                 let holder = (|| -> std::result::Result<_, sea_orm::DbErr> {
-                    let owner: i64 = row.try_get("", "owner")?;
+                    let owner = Holder {
+                        id: row.try_get("", "owner")?,
+                        deleted: meta.soft_delete && row.try_get("", "deleted")?,
+                    };
                     let owner_key = column_json(&row, "owner_key", key_field.ty)?;
                     Ok((column_json(&row, "value", field.ty)?.to_string(), (owner, owner_key.to_string())))
                 })()

@@ -112,15 +112,24 @@ pub(crate) async fn require_references(
     }
 }
 
+/// The row that holds a unique value: its primary key, and whether it is soft-deleted (a
+/// deleted row keeps its unique values).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holder {
+    pub(crate) id: i64,
+    pub(crate) deleted: bool,
+}
+
 /// The field error of a unique `field` whose `value` another row holds (`holder`, when
 /// known): the same words whether the node's check or the database's index found it.
-pub(crate) fn value_taken(meta: &'static ModelMeta, field: &'static FieldMeta, value: &Json, holder: Option<i64>) -> FieldError {
+pub(crate) fn value_taken(meta: &'static ModelMeta, field: &'static FieldMeta, value: &Json, holder: Option<Holder>) -> FieldError {
     let shown = match value {
         Json::String(s) => format!("'{}'", crate::model::values::printable(s)),
         other => other.to_string(),
     };
     let message = match holder {
-        Some(id) => format!("{} {shown} already exists ({} {id})", field.name, meta.name),
+        Some(Holder { id, deleted: false }) => format!("{} {shown} already exists ({} {id})", field.name, meta.name),
+        Some(Holder { id, deleted: true }) => format!("{} {shown} already exists ({} {id}, deleted)", field.name, meta.name),
         None => format!("{} {shown} already exists", field.name),
     };
     FieldError::new(field.name, message)

@@ -202,7 +202,8 @@ fn write_from_ids(sql: &mut Sql, meta: &ModelMeta, ids: &[i64]) {
         .in_ids(ids);
 }
 
-/// `"owner"` (primary key), `"owner_key"` (the column `key`) and `"value"` of the rows of
+/// `"owner"` (primary key), `"owner_key"` (the column `key`), `"value"` and, for soft-delete
+/// models, whether it is `"deleted"`, of the rows of
 /// `meta` whose unique field `field` holds one of `values`, deleted ones included (the unique
 /// index covers them), within the tenant: the rows a write of those values would collide with.
 pub(crate) fn holders_of_unique_values(
@@ -217,11 +218,11 @@ pub(crate) fn holders_of_unique_values(
         .ident(meta.primary_key)
         .push(" AS \"owner\", ")
         .ident(key.name)
-        .push(" AS \"owner_key\", ")
-        .ident(field.name)
-        .push(" AS \"value\" FROM ")
-        .ident(meta.table)
-        .push(" WHERE ");
+        .push(" AS \"owner_key\", ");
+    if meta.soft_delete {
+        sql.push("\"deleted_at\" IS NOT NULL AS \"deleted\", ");
+    }
+    sql.ident(field.name).push(" AS \"value\" FROM ").ident(meta.table).push(" WHERE ");
     write_scope(&mut sql, meta, tenant, true);
     sql.push(" AND ").ident(field.name).push(" IN (");
     for (i, value) in values.iter().enumerate() {

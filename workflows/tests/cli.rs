@@ -73,7 +73,7 @@ fn validate_points_at_the_line_and_graph_draws() {
     let out = dataflow(&["graph", "compliance_check", "--format", "mermaid"], &[]);
     let picture = text(&out.stdout);
     assert!(
-        picture.starts_with("flowchart LR") && picture.contains("-->|id| rules"),
+        picture.starts_with("flowchart LR") && picture.contains("-->|id| ancestors"),
         "{picture}"
     );
     let out = dataflow(&["graph", "classify_product", "--format", "dot"], &[]);
@@ -85,7 +85,7 @@ fn validate_points_at_the_line_and_graph_draws() {
     assert!(!out.status.success());
     let shown = text(&out.stdout);
     assert!(shown.lines().any(|l| l.starts_with("product ") && l.contains(" ok ")), "{shown}");
-    assert!(shown.contains("node 'rules' (CategoryGraphNode) failed"), "{shown}");
+    assert!(shown.contains("node 'ancestors' (CategoryGraphNode) failed"), "{shown}");
 }
 
 /// Settings that put every store on the harness's servers, in a fresh schema and under

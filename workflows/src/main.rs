@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use dataflow_core::values::printable;
 use dataflow_core::{Context, ProjectionMode};
 use dataflow_runtime::{GraphFormat, RunStatus};
 use dataflow_workflows::{Runner, Settings, SettingsError, registry, render};
@@ -100,8 +101,20 @@ enum CliError {
     Metrics(metrics_exporter_prometheus::BuildError),
     #[error("--metrics {}: {source}", path.display())]
     MetricsFile { path: PathBuf, source: std::io::Error },
-    #[error("no nodes for model '{0}'")]
-    NoNodes(String),
+    #[error(
+        "no model '{}'{}; the models are {}",
+        printable(model),
+        match suggestions.as_slice() {
+            [] => String::new(),
+            some => format!(" (did you mean {}?)", some.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(" or ")),
+        },
+        models.join(", ")
+    )]
+    UnknownModel {
+        model: String,
+        suggestions: Vec<&'static str>,
+        models: Vec<&'static str>,
+    },
     #[error("printing JSON: {0}")]
     Json(serde_json::Error),
 }
@@ -269,8 +282,15 @@ fn nodes(runner: &Runner, model: Option<&str>, as_json: bool) -> Result<ExitCode
         let (input, output) = registry.schemas(name).unwrap_or_default();
         listed.push(json!({"type": name, "model": info.model, "kind": info.kind, "stores": info.stores, "summary": info.summary, "input": input, "output": output}));
     }
-    if listed.is_empty() {
-        return Err(CliError::NoNodes(model.unwrap_or_default().to_owned()));
+    if let Some(model) = model.filter(|_| listed.is_empty()) {
+        let mut models: Vec<&'static str> = registry.names().filter_map(|n| registry.info(n)?.model).collect();
+        models.sort_unstable();
+        models.dedup();
+        return Err(CliError::UnknownModel {
+            model: model.to_owned(),
+            suggestions: closest_models(model, &models),
+            models,
+        });
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&listed).map_err(CliError::Json)?);
@@ -288,6 +308,32 @@ fn nodes(runner: &Runner, model: Option<&str>, as_json: bool) -> Result<ExitCode
         println!("{} node types", listed.len());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The models a mistyped `wanted` may have meant: those equal to it but for case; else those
+/// that begin with it, ignoring case (`prod` → `Product`); else the nearest by edit distance,
+/// if it is near enough to be a typo.
+fn closest_models(wanted: &str, models: &[&'static str]) -> Vec<&'static str> {
+    let wanted = wanted.to_lowercase();
+    let matching =
+        |test: &dyn Fn(&str) -> bool| -> Vec<&'static str> { models.iter().copied().filter(|m| test(&m.to_lowercase())).collect() };
+    let same = matching(&|m| m == wanted);
+    if !same.is_empty() {
+        return same;
+    }
+    if !wanted.is_empty() {
+        let begun = matching(&|m| m.starts_with(&wanted));
+        if !begun.is_empty() {
+            return begun;
+        }
+    }
+    models
+        .iter()
+        .map(|m| (strsim::damerau_levenshtein(&wanted, &m.to_lowercase()), *m))
+        .filter(|(distance, m)| *distance <= 2.max(m.len() / 4))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, m)| vec![m])
+        .unwrap_or_default()
 }
 
 /// `dataflow health`: a line per store as it is checked (kept as lines rather than a table so

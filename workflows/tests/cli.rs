@@ -51,6 +51,35 @@ fn nodes_lists_117_model_nodes_and_the_others() {
 }
 
 #[test]
+fn nodes_of_an_unknown_model_list_the_models_and_suggest_the_closest() {
+    for (asked, suggested) in [
+        ("product", "(did you mean 'Product'?)"),
+        ("Prodcut", "(did you mean 'Product'?)"),
+        ("safety", "(did you mean 'SafetyStandard'?)"),
+        ("Pro", "(did you mean 'Product' or 'Project'?)"),
+    ] {
+        let out = dataflow(&["nodes", "--model", asked], &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{asked}: {err}");
+        assert!(out.stdout.is_empty(), "{asked}: {}", text(&out.stdout));
+        assert!(
+            err.starts_with(&format!(
+                "error: no model '{asked}' {suggested}; the models are Category, Classification, ComplianceRule, "
+            )),
+            "{asked}: {err}"
+        );
+        assert!(err.trim_end().ends_with("Supplier, UnspscCode"), "{asked}: {err}");
+    }
+    let out = dataflow(&["nodes", "--model", "Gadget"], &[]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.starts_with("error: no model 'Gadget'; the models are Category, "),
+        "nothing close: {err}"
+    );
+}
+
+#[test]
 fn validate_points_at_the_line_and_graph_draws() {
     let dir = std::env::temp_dir().join(format!("dataflow-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

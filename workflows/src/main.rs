@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dataflow_core::values::printable;
-use dataflow_core::{Context, ProjectionMode};
+use dataflow_core::{Backlog, Context, ProjectionMode};
 use dataflow_runtime::{GraphFormat, RunStatus};
-use dataflow_workflows::{Runner, Settings, SettingsError, registry, render};
+use dataflow_workflows::{BacklogLimits, Runner, Settings, SettingsError, registry, render};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -70,10 +70,16 @@ enum Command {
     },
     /// Creates the tables, the outbox and the graph indexes of every model.
     Migrate,
-    /// Checks each configured store and its latency; fails when one is down.
+    /// Checks each configured store and its latency, and the backlog of pending projections.
+    /// Exits 0 when all is well, 1 when a store is down, 3 when the backlog is beyond the
+    /// `health_max_pending` or `health_max_pending_age_secs` setting (degraded).
     Health,
-    /// Applies pending outbox records to the projections.
-    Sync,
+    /// Applies pending outbox records to the projections and says what it did and what is left.
+    Sync {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Imports the sample catalogue, classifies new products, recommends products for a
     /// project and checks a product's compliance, printing each result (embedded stores
     /// unless servers are configured; a second run reuses the data).
@@ -140,6 +146,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// `dataflow health`'s exit code when every store is up but the projections lag beyond the
+/// backlog limits. Not 2, which is what clap exits with on a usage error.
+const DEGRADED: u8 = 3;
+
 /// A shipped workflow's name stands for its file.
 fn resolve(file: &Path) -> PathBuf {
     if file.extension().is_none() && !file.exists() {
@@ -195,12 +205,21 @@ async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             dataflow_workflows::demo::run(&runner, &settings()?, &mut out).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync => {
+        Command::Sync { json } => {
             let stores = settings()?.stores().await?;
             let report = stores.outbox().sync().await?;
-            println!("{report:?}");
-            let pending = stores.outbox().pending_count().await?;
-            println!("pending after sync: {pending}");
+            let after = stores.outbox().backlog().await?;
+            if json {
+                let shown = json!({
+                    "applied": report.applied,
+                    "failed": report.failed,
+                    "dead": report.dead,
+                    "backlog": backlog_json(&after),
+                });
+                println!("{}", serde_json::to_string_pretty(&shown).map_err(CliError::Json)?);
+            } else {
+                println!("{}", render::sync_summary(&report, &after));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -336,10 +355,38 @@ fn closest_models(wanted: &str, models: &[&'static str]) -> Vec<&'static str> {
         .unwrap_or_default()
 }
 
+/// The backlog as `dataflow sync --json` prints it (the age in seconds).
+fn backlog_json(backlog: &Backlog) -> Value {
+    json!({
+        "pending": backlog.pending,
+        "oldest_pending_age_secs": backlog.oldest_pending_age.map(|a| a.as_secs_f64()),
+        "dead": backlog.dead,
+    })
+}
+
+/// Why `backlog` makes the stores degraded: each limit it is beyond, with its setting.
+fn backlog_breaches(backlog: &Backlog, limits: &BacklogLimits) -> Vec<String> {
+    let mut breaches = Vec::new();
+    if backlog.pending > limits.max_pending {
+        breaches.push(format!("beyond health_max_pending = {}", limits.max_pending));
+    }
+    if backlog
+        .oldest_pending_age
+        .is_some_and(|age| backlog.pending > 0 && age > limits.max_pending_age)
+    {
+        breaches.push(format!(
+            "the oldest beyond health_max_pending_age_secs = {}",
+            limits.max_pending_age.as_secs()
+        ));
+    }
+    breaches
+}
+
 /// `dataflow health`: a line per store as it is checked (kept as lines rather than a table so
 /// each shows as soon as its store answered, before a slow one times out).
 async fn health(settings: &Settings) -> Result<ExitCode, CliError> {
     let config = settings.config()?;
+    let limits = settings.backlog_limits()?;
     let mut down = 0;
     let mut line = |store: &str, backend: &str, result: Result<std::time::Duration, String>| match result {
         Ok(latency) => println!("{store:10} {backend:9} up    {:.2} ms", latency.as_secs_f64() * 1e3),
@@ -396,5 +443,32 @@ async fn health(settings: &Settings) -> Result<ExitCode, CliError> {
         Some(graph) => line("graph", graph.backend(), graph.ping().await.map_err(|e| e.to_string())),
         None => println!("{:10} not configured", "graph"),
     }
-    Ok(if down == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    // The projections' backlog, read from the outbox table in the relational store.
+    let mut degraded = false;
+    match stores.outbox().backlog().await {
+        Ok(backlog) => {
+            let breaches = backlog_breaches(&backlog, &limits);
+            degraded = !breaches.is_empty();
+            let state = if degraded { "DEGRADED" } else { "ok" };
+            let hint = if degraded {
+                format!(": {}; `dataflow sync` applies what is due", breaches.join(", "))
+            } else {
+                String::new()
+            };
+            println!(
+                "{:10} {:9} {state:5} {}{hint}",
+                "outbox",
+                backends.relational,
+                render::backlog(&backlog)
+            );
+        }
+        Err(e) => line("outbox", backends.relational, Err(e.to_string())),
+    }
+    Ok(if down > 0 {
+        ExitCode::FAILURE
+    } else if degraded {
+        ExitCode::from(DEGRADED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

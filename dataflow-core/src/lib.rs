@@ -43,7 +43,7 @@ pub mod node;
 pub mod nodes;
 
 pub use config::{Config, GraphConfig, ProjectionMode};
-pub use consistency::{Outbox, OutboxRecord, ProjectionSet, SyncReport};
+pub use consistency::{Backlog, Outbox, OutboxRecord, ProjectionSet, SyncReport};
 pub use dataflow_macros::Model;
 pub use embed::{Embedder, HashingEmbedder};
 pub use error::{Error, FieldError, FieldErrors, Result, StoreKind};

@@ -2,8 +2,12 @@
 //! graph server, and on the embedded set, loaded from their YAML files: what each leaves behind in every store, and a
 //! failing run that leaves nothing.
 
+use dataflow_core::Node;
+use dataflow_core::nodes::create::CreateInput;
+use dataflow_core::nodes::graph::GraphInput;
+use dataflow_models::*;
 use dataflow_runtime::{NodeStatus, RunReport, RunStatus, Runtime, Workflow, yaml};
-use dataflow_tests::fixture::{Backend, Fixture};
+use dataflow_tests::fixture::{Backend, Fixture, sample_product};
 use dataflow_tests::on_both_backends;
 use dataflow_workflows::{data_dir, registry, workflow_file};
 use serde_json::{Value, json};
@@ -160,13 +164,28 @@ async fn a_failing_classification_leaves_no_partial_write(backend: Backend) {
 }
 on_both_backends!(a_failing_classification_leaves_no_partial_write);
 
+/// Active rules attached to `category` or any category above it, counted in SQL (a recursive
+/// query whose `UNION` ends at a cycle of parents), independently of the workflow.
+async fn rules_of_category_and_ancestors(fx: &Fixture, category: i64) -> i64 {
+    let rows = fx
+        .sql(
+            &format!(
+                "WITH RECURSIVE up(id) AS (SELECT CAST({category} AS BIGINT) UNION SELECT c.parent_id FROM categories c JOIN up ON c.id = up.id WHERE c.parent_id IS NOT NULL) \
+                 SELECT COUNT(*) AS n FROM compliance_rules WHERE active AND category_id IN (SELECT id FROM up)"
+            ),
+            vec![],
+        )
+        .await;
+    rows[0].try_get("", "n").unwrap()
+}
+
 async fn compliance_check_reports_each_rule_of_the_category(backend: Backend) {
     let fx = Fixture::with_projections_on(backend, "wf_compliance").await;
     import(&fx).await;
-    // A product of a category with rules.
+    // A product of a category whose parent has rules too (drills under power tools).
     let row = fx
         .sql(
-            "SELECT p.id, p.category_id FROM products p WHERE EXISTS (SELECT 1 FROM compliance_rules r WHERE r.category_id = p.category_id AND r.active) ORDER BY p.id LIMIT 1",
+            "SELECT p.id, p.category_id FROM products p JOIN categories c ON c.id = p.category_id WHERE EXISTS (SELECT 1 FROM compliance_rules r WHERE r.category_id = c.parent_id AND r.active) ORDER BY p.id LIMIT 1",
             vec![],
         )
         .await;
@@ -177,7 +196,12 @@ async fn compliance_check_reports_each_rule_of_the_category(backend: Backend) {
     let results = report.outputs["results"].as_array().unwrap();
     assert_eq!(
         results.len() as i64,
-        fx.count("compliance_rules", &format!("category_id = {category} AND active")).await
+        rules_of_category_and_ancestors(&fx, category).await,
+        "the rules of the category and of its parent: {results:?}"
+    );
+    assert!(
+        results.iter().any(|r| r["category_id"] != json!(category)),
+        "a rule of the parent category: {results:?}"
     );
     let blocking = results
         .iter()
@@ -190,11 +214,12 @@ async fn compliance_check_reports_each_rule_of_the_category(backend: Backend) {
         "every rule names its standard: {results:?}"
     );
 
-    // A product of a category without rules passes, with no results (the Graph node's empty
-    // `neighbors` used to be left out of its output, and the check failed on a missing input).
+    // A product of a category without rules, under a parent without rules, passes with no
+    // results (the Graph node's empty `neighbors` used to be left out of its output, and the
+    // check failed on a missing input).
     let row = fx
         .sql(
-            "SELECT p.id FROM products p WHERE NOT EXISTS (SELECT 1 FROM compliance_rules r WHERE r.category_id = p.category_id) ORDER BY p.id LIMIT 1",
+            "SELECT p.id FROM products p JOIN categories c ON c.id = p.category_id WHERE NOT EXISTS (SELECT 1 FROM compliance_rules r WHERE r.category_id = p.category_id OR r.category_id = c.parent_id) ORDER BY p.id LIMIT 1",
             vec![],
         )
         .await;
@@ -208,6 +233,147 @@ async fn compliance_check_reports_each_rule_of_the_category(backend: Backend) {
     assert_eq!(report.status, RunStatus::Failed, "an unknown product fails the run");
 }
 on_both_backends!(compliance_check_reports_each_rule_of_the_category);
+
+/// A category named `slug` under `parent`.
+async fn category(fx: &Fixture, slug: &str, parent: Option<i64>) -> i64 {
+    let record: NewCategory =
+        serde_json::from_value(json!({"slug": slug, "name": slug, "description": "", "parent_id": parent, "active": true})).unwrap();
+    CategoryCreateNode
+        .run(&fx.ctx, CreateInput { record })
+        .await
+        .expect("a category")
+        .record
+        .id()
+}
+
+/// A product of `category` with these attributes; `i` makes its SKU.
+async fn product_in(fx: &Fixture, i: usize, category: i64, attributes: Value) -> i64 {
+    let mut row = sample_product(i);
+    row["category_id"] = category.into();
+    row["attributes"] = attributes;
+    let record: NewProduct = serde_json::from_value(row).unwrap();
+    ProductCreateNode
+        .run(&fx.ctx, CreateInput { record })
+        .await
+        .expect("a product")
+        .record
+        .id()
+}
+
+/// A rule on `category` requiring `requirement` of the standard `standard`.
+async fn rule_on(fx: &Fixture, category: i64, standard: i64, severity: &str, requirement: Value) -> i64 {
+    let record: NewComplianceRule = serde_json::from_value(json!({
+        "name": format!("rule on category {category}"), "description": "", "standard_id": standard,
+        "category_id": category, "severity": severity, "requirement": requirement, "active": true
+    }))
+    .unwrap();
+    ComplianceRuleCreateNode
+        .run(&fx.ctx, CreateInput { record })
+        .await
+        .expect("a rule")
+        .record
+        .id()
+}
+
+async fn standard(fx: &Fixture) -> i64 {
+    let record: NewSafetyStandard = serde_json::from_value(
+        json!({"code": "IEC 60745-1", "title": "Hand-held tools", "body": "IEC", "scope": "", "published_at": null}),
+    )
+    .unwrap();
+    SafetyStandardCreateNode
+        .run(&fx.ctx, CreateInput { record })
+        .await
+        .expect("a standard")
+        .record
+        .id()
+}
+
+/// `(rule_id, category_id)` of each line of a compliance report.
+fn rule_lines(report: &RunReport) -> Vec<(i64, i64)> {
+    report.outputs["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results: {:?}", report.error))
+        .iter()
+        .map(|r| (r["rule_id"].as_i64().unwrap(), r["category_id"].as_i64().unwrap()))
+        .collect()
+}
+
+/// A rule attached to the root of a three-level tree applies to a product of the leaf, and
+/// fails it; a cycle of parents ends where it closes instead of looping.
+async fn compliance_check_applies_the_rules_of_every_ancestor_category(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "wf_compliance_tree").await;
+    let standard = standard(&fx).await;
+    let root = category(&fx, "power-tools", None).await;
+    let middle = category(&fx, "drills", Some(root)).await;
+    let leaf = category(&fx, "hammer-drills", Some(middle)).await;
+    let on_root = rule_on(&fx, root, standard, "blocking", json!({"attribute": "ce_marked", "equals": true})).await;
+    let on_leaf = rule_on(&fx, leaf, standard, "warning", json!({"attribute": "voltage", "max": 36})).await;
+    let product = product_in(&fx, 1, leaf, json!({"ce_marked": false, "voltage": 18})).await;
+
+    let report = run(&fx.ctx, "compliance_check", json!({"product_id": product})).await;
+    succeeded(&report);
+    assert_eq!(rule_lines(&report), [(on_root, root), (on_leaf, leaf)]);
+    assert_eq!(report.outputs["passed"], json!(false), "the root's blocking rule fails it");
+    assert_eq!(report.outputs["blocking_failures"], json!(1));
+    assert_eq!(report.outputs["results"][0]["standard"], json!("IEC 60745-1"));
+
+    // The root made a child of the leaf: every category of the cycle is an ancestor of the
+    // leaf, each counted once.
+    let linked = CategoryGraphNode
+        .run(
+            &fx.ctx,
+            GraphInput::Link {
+                id: root,
+                relation: "CHILD_OF".into(),
+                target_id: leaf,
+            },
+        )
+        .await
+        .expect("the root linked under the leaf");
+    assert!(linked.pending.is_empty(), "{:?}", linked.pending);
+    let report = run(&fx.ctx, "compliance_check", json!({"product_id": product})).await;
+    succeeded(&report);
+    assert_eq!(rule_lines(&report), [(on_root, root), (on_leaf, leaf)]);
+    assert_eq!(rules_of_category_and_ancestors(&fx, leaf).await, 2);
+}
+on_both_backends!(compliance_check_applies_the_rules_of_every_ancestor_category);
+
+/// Five levels above a product's category are collected; a sixth is beyond the traversal, and
+/// the check fails saying so rather than pass the product without the rules up there.
+async fn compliance_check_fails_when_the_category_tree_is_deeper_than_it_reaches(backend: Backend) {
+    let fx = Fixture::with_projections_on(backend, "wf_compliance_deep").await;
+    let standard = standard(&fx).await;
+    let mut chain = vec![category(&fx, "level-1", None).await];
+    for level in 2..=7 {
+        let parent = *chain.last().unwrap();
+        chain.push(category(&fx, &format!("level-{level}"), Some(parent)).await);
+    }
+    let on_root = rule_on(
+        &fx,
+        chain[0],
+        standard,
+        "blocking",
+        json!({"attribute": "ce_marked", "equals": true}),
+    )
+    .await;
+
+    let five_below = product_in(&fx, 1, chain[5], json!({"ce_marked": true})).await;
+    let report = run(&fx.ctx, "compliance_check", json!({"product_id": five_below})).await;
+    succeeded(&report);
+    assert_eq!(rule_lines(&report), [(on_root, chain[0])]);
+
+    let six_below = product_in(&fx, 2, chain[6], json!({"ce_marked": true})).await;
+    let report = run(&fx.ctx, "compliance_check", json!({"product_id": six_below})).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(report.node("check").unwrap().status, NodeStatus::Failed);
+    let error = report.error.unwrap_or_default();
+    assert!(
+        error.contains(&format!("the rules of category {} (the parent of category {})", chain[0], chain[1]))
+            && error.contains("deeper than the traversal reaches"),
+        "{error}"
+    );
+}
+on_both_backends!(compliance_check_fails_when_the_category_tree_is_deeper_than_it_reaches);
 
 async fn recommend_for_project_writes_ranked_recommendations(backend: Backend) {
     let fx = Fixture::with_projections_on(backend, "wf_recommend").await;

@@ -20,7 +20,7 @@ use dataflow_runtime::Registry;
 
 pub use error::Error;
 pub use progress::Runner;
-pub use settings::{DEFAULT_HOME, Settings, SettingsError};
+pub use settings::{BacklogLimits, DEFAULT_HEALTH_MAX_PENDING, DEFAULT_HEALTH_MAX_PENDING_AGE_SECS, DEFAULT_HOME, Settings, SettingsError};
 
 pub use dataflow_models;
 

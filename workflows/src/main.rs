@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dataflow_core::{Context, ProjectionMode};
+use dataflow_core::values::printable;
+use dataflow_core::{Backlog, Context, ProjectionMode};
 use dataflow_runtime::{GraphFormat, RunStatus};
-use dataflow_workflows::{Runner, Settings, SettingsError, registry, render};
+use dataflow_workflows::{BacklogLimits, Runner, Settings, SettingsError, registry, render};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -71,10 +72,16 @@ enum Command {
     },
     /// Creates the tables, the outbox and the graph indexes of every model.
     Migrate,
-    /// Checks each configured store and its latency; fails when one is down.
+    /// Checks each configured store and its latency, and the backlog of pending projections.
+    /// Exits 0 when all is well, 1 when a store is down, 3 when the backlog is beyond the
+    /// `health_max_pending` or `health_max_pending_age_secs` setting (degraded).
     Health,
-    /// Applies pending outbox records to the projections.
-    Sync,
+    /// Applies pending outbox records to the projections and says what it did and what is left.
+    Sync {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Imports the sample catalogue, classifies new products, recommends products for a
     /// project and checks a product's compliance, printing each result (embedded stores
     /// unless servers are configured; a second run reuses the data).
@@ -102,8 +109,20 @@ enum CliError {
     Metrics(metrics_exporter_prometheus::BuildError),
     #[error("--metrics {}: {source}", path.display())]
     MetricsFile { path: PathBuf, source: std::io::Error },
-    #[error("no nodes for model '{0}'")]
-    NoNodes(String),
+    #[error(
+        "no model '{}'{}; the models are {}",
+        printable(model),
+        match suggestions.as_slice() {
+            [] => String::new(),
+            some => format!(" (did you mean {}?)", some.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(" or ")),
+        },
+        models.join(", ")
+    )]
+    UnknownModel {
+        model: String,
+        suggestions: Vec<&'static str>,
+        models: Vec<&'static str>,
+    },
     #[error("printing JSON: {0}")]
     Json(serde_json::Error),
 }
@@ -128,6 +147,10 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// `dataflow health`'s exit code when every store is up but the projections lag beyond the
+/// backlog limits. Not 2, which is what clap exits with on a usage error.
+const DEGRADED: u8 = 3;
 
 /// A shipped workflow's name stands for its file.
 fn resolve(file: &Path) -> PathBuf {
@@ -184,12 +207,21 @@ async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             dataflow_workflows::demo::run(&runner, &settings()?, &mut out).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync => {
+        Command::Sync { json } => {
             let stores = settings()?.stores().await?;
             let report = stores.outbox().sync().await?;
-            println!("{report:?}");
-            let pending = stores.outbox().pending_count().await?;
-            println!("pending after sync: {pending}");
+            let after = stores.outbox().backlog().await?;
+            if json {
+                let shown = json!({
+                    "applied": report.applied,
+                    "failed": report.failed,
+                    "dead": report.dead,
+                    "backlog": backlog_json(&after),
+                });
+                println!("{}", serde_json::to_string_pretty(&shown).map_err(CliError::Json)?);
+            } else {
+                println!("{}", render::sync_summary(&report, &after));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -289,8 +321,15 @@ fn nodes(runner: &Runner, model: Option<&str>, as_json: bool) -> Result<ExitCode
         let (input, output) = registry.schemas(name).unwrap_or_default();
         listed.push(json!({"type": name, "model": info.model, "kind": info.kind, "stores": info.stores, "summary": info.summary, "input": input, "output": output}));
     }
-    if listed.is_empty() {
-        return Err(CliError::NoNodes(model.unwrap_or_default().to_owned()));
+    if let Some(model) = model.filter(|_| listed.is_empty()) {
+        let mut models: Vec<&'static str> = registry.names().filter_map(|n| registry.info(n)?.model).collect();
+        models.sort_unstable();
+        models.dedup();
+        return Err(CliError::UnknownModel {
+            model: model.to_owned(),
+            suggestions: closest_models(model, &models),
+            models,
+        });
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&listed).map_err(CliError::Json)?);
@@ -310,10 +349,64 @@ fn nodes(runner: &Runner, model: Option<&str>, as_json: bool) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// The models a mistyped `wanted` may have meant: those equal to it but for case; else those
+/// that begin with it, ignoring case (`prod` → `Product`); else the nearest by edit distance,
+/// if it is near enough to be a typo.
+fn closest_models(wanted: &str, models: &[&'static str]) -> Vec<&'static str> {
+    let wanted = wanted.to_lowercase();
+    let matching =
+        |test: &dyn Fn(&str) -> bool| -> Vec<&'static str> { models.iter().copied().filter(|m| test(&m.to_lowercase())).collect() };
+    let same = matching(&|m| m == wanted);
+    if !same.is_empty() {
+        return same;
+    }
+    if !wanted.is_empty() {
+        let begun = matching(&|m| m.starts_with(&wanted));
+        if !begun.is_empty() {
+            return begun;
+        }
+    }
+    models
+        .iter()
+        .map(|m| (strsim::damerau_levenshtein(&wanted, &m.to_lowercase()), *m))
+        .filter(|(distance, m)| *distance <= 2.max(m.len() / 4))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, m)| vec![m])
+        .unwrap_or_default()
+}
+
+/// The backlog as `dataflow sync --json` prints it (the age in seconds).
+fn backlog_json(backlog: &Backlog) -> Value {
+    json!({
+        "pending": backlog.pending,
+        "oldest_pending_age_secs": backlog.oldest_pending_age.map(|a| a.as_secs_f64()),
+        "dead": backlog.dead,
+    })
+}
+
+/// Why `backlog` makes the stores degraded: each limit it is beyond, with its setting.
+fn backlog_breaches(backlog: &Backlog, limits: &BacklogLimits) -> Vec<String> {
+    let mut breaches = Vec::new();
+    if backlog.pending > limits.max_pending {
+        breaches.push(format!("beyond health_max_pending = {}", limits.max_pending));
+    }
+    if backlog
+        .oldest_pending_age
+        .is_some_and(|age| backlog.pending > 0 && age > limits.max_pending_age)
+    {
+        breaches.push(format!(
+            "the oldest beyond health_max_pending_age_secs = {}",
+            limits.max_pending_age.as_secs()
+        ));
+    }
+    breaches
+}
+
 /// `dataflow health`: a line per store as it is checked (kept as lines rather than a table so
 /// each shows as soon as its store answered, before a slow one times out).
 async fn health(settings: &Settings) -> Result<ExitCode, CliError> {
     let config = settings.config()?;
+    let limits = settings.backlog_limits()?;
     let mut down = 0;
     let mut line = |store: &str, backend: &str, result: Result<std::time::Duration, String>| match result {
         Ok(latency) => println!("{store:10} {backend:9} up    {:.2} ms", latency.as_secs_f64() * 1e3),
@@ -370,5 +463,32 @@ async fn health(settings: &Settings) -> Result<ExitCode, CliError> {
         Some(graph) => line("graph", graph.backend(), graph.ping().await.map_err(|e| e.to_string())),
         None => println!("{:10} not configured", "graph"),
     }
-    Ok(if down == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    // The projections' backlog, read from the outbox table in the relational store.
+    let mut degraded = false;
+    match stores.outbox().backlog().await {
+        Ok(backlog) => {
+            let breaches = backlog_breaches(&backlog, &limits);
+            degraded = !breaches.is_empty();
+            let state = if degraded { "DEGRADED" } else { "ok" };
+            let hint = if degraded {
+                format!(": {}; `dataflow sync` applies what is due", breaches.join(", "))
+            } else {
+                String::new()
+            };
+            println!(
+                "{:10} {:9} {state:5} {}{hint}",
+                "outbox",
+                backends.relational,
+                render::backlog(&backlog)
+            );
+        }
+        Err(e) => line("outbox", backends.relational, Err(e.to_string())),
+    }
+    Ok(if down > 0 {
+        ExitCode::FAILURE
+    } else if degraded {
+        ExitCode::from(DEGRADED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

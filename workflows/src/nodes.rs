@@ -2,7 +2,7 @@
 //! voting on classification codes, evaluating compliance rules and ranking recommendations.
 //! Each is a [`ComputeNode`]: typed input and output, no store of its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use dataflow_runtime::{ComputeNode, Registry};
@@ -31,7 +31,7 @@ pub fn register(registry: &mut Registry) {
         )))
         .register_dyn(Arc::new(ComputeNode::new(
             "EvaluateRules",
-            "Checks a product's attributes against compliance rules ({attribute, min|max|equals}); a pass/fail line per rule.",
+            "Checks a product's attributes against compliance rules ({attribute, min|max|equals}); a pass/fail line per rule. Given the ancestors of the product's category, fails when the rules were collected from only part of the category tree.",
             evaluate_rules,
         )))
         .register_dyn(Arc::new(ComputeNode::new(
@@ -206,16 +206,26 @@ pub fn vote(input: VoteInput) -> Result<VoteOutput, String> {
 // EvaluateRules
 
 /// Input of `EvaluateRules`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RulesInput {
     /// The product row.
     pub product: Value,
-    /// ComplianceRule rows that apply to it.
+    /// ComplianceRule rows that apply to it: those of its category and of every ancestor.
     pub rules: Vec<Value>,
     /// SafetyStandard rows the rules name.
     #[serde(default)]
     pub standards: Vec<Value>,
+    /// The Category rows above the product's category that the rules were collected from
+    /// (a `CategoryGraphNode`'s `neighbors.*.record` along `CHILD_OF`). When one of them has a
+    /// parent that is neither among them nor the product's category, the traversal stopped
+    /// short of the root, rules further up were not collected, and the check fails.
+    #[serde(default)]
+    pub ancestors: Vec<Value>,
+    /// The rules List's `next_cursor`: set when more rules apply than its page held, and the
+    /// check fails rather than judge the product on part of its rules.
+    #[serde(default)]
+    pub rules_next_cursor: Option<String>,
 }
 
 /// The verdict on one rule.
@@ -227,6 +237,8 @@ pub struct RuleResult {
     pub rule: String,
     /// The standard it requires, by code.
     pub standard: Option<String>,
+    /// The category the rule is attached to: the product's own, or an ancestor's.
+    pub category_id: Option<i64>,
     /// `info`, `warning` or `blocking`.
     pub severity: String,
     /// Whether the product meets it.
@@ -275,9 +287,32 @@ fn check(requirement: &Value, attributes: &Value) -> (bool, String) {
     (true, format!("{attribute} = {value} within {requirement}"))
 }
 
+/// The first ancestor whose parent was not reached, as `(ancestor, parent)`: the category
+/// tree goes on above what the traversal collected. A parent that is the product's category
+/// or another ancestor closes a cycle, which is complete as it is.
+fn unreached_parent(category: Option<i64>, ancestors: &[Value]) -> Option<(i64, i64)> {
+    let reached: BTreeSet<i64> = ancestors.iter().filter_map(|a| a.get("id")?.as_i64()).chain(category).collect();
+    ancestors.iter().find_map(|a| {
+        let id = a.get("id")?.as_i64()?;
+        let parent = a.get("parent_id")?.as_i64()?;
+        (!reached.contains(&parent)).then_some((id, parent))
+    })
+}
+
 /// Evaluates every rule against the product.
 pub fn evaluate_rules(input: RulesInput) -> Result<RulesOutput, String> {
     let product_id = input.product.get("id").and_then(Value::as_i64).ok_or("the product has no id")?;
+    let category = input.product.get("category_id").and_then(Value::as_i64);
+    if let Some((ancestor, parent)) = unreached_parent(category, &input.ancestors) {
+        return Err(format!(
+            "the rules of category {parent} (the parent of category {ancestor}) and above were not collected: the category tree above the product's category is deeper than the traversal reaches, and a verdict without those rules could pass a product that fails them"
+        ));
+    }
+    if input.rules_next_cursor.is_some() {
+        return Err(
+            "more rules apply than the rules List returned in one page, and a verdict on part of them could pass a product that fails the others".into(),
+        );
+    }
     let attributes = input.product.get("attributes").cloned().unwrap_or(Value::Null);
     let standards: BTreeMap<i64, &str> = input
         .standards
@@ -298,6 +333,7 @@ pub fn evaluate_rules(input: RulesInput) -> Result<RulesOutput, String> {
                     .and_then(Value::as_i64)
                     .and_then(|id| standards.get(&id))
                     .map(|s| s.to_string()),
+                category_id: rule.get("category_id").and_then(Value::as_i64),
                 severity: rule.get("severity").and_then(Value::as_str).unwrap_or("info").to_string(),
                 passed,
                 detail,
@@ -358,7 +394,7 @@ pub fn rank(input: RankInput) -> Result<RankOutput, String> {
         let report = evaluate_rules(RulesInput {
             product: hit.record.clone(),
             rules: input.rules.clone(),
-            standards: Vec::new(),
+            ..RulesInput::default()
         })?;
         if !report.passed {
             excluded += 1;
@@ -450,6 +486,7 @@ mod tests {
             product,
             rules,
             standards: vec![json!({"id": 3, "code": "IEC 60529"})],
+            ..RulesInput::default()
         })
         .unwrap();
         let passed: Vec<bool> = out.results.iter().map(|r| r.passed).collect();
@@ -457,5 +494,37 @@ mod tests {
         assert_eq!((out.passed, out.blocking_failures), (false, 1));
         assert_eq!(out.results[0].standard.as_deref(), Some("IEC 60529"));
         assert!(out.results[3].detail.contains("not stated"));
+    }
+
+    #[test]
+    fn rules_collected_from_part_of_the_category_tree_fail_the_check() {
+        let product = json!({"id": 7, "category_id": 30, "attributes": {}});
+        let rules = vec![json!({"id": 1, "category_id": 10, "severity": "info", "requirement": {"attribute": "x"}})];
+        let check = |ancestors: Vec<Value>| {
+            evaluate_rules(RulesInput {
+                product: product.clone(),
+                rules: rules.clone(),
+                ancestors,
+                ..RulesInput::default()
+            })
+        };
+        // Up to a root, and around a cycle: complete.
+        let to_the_root = check(vec![json!({"id": 20, "parent_id": 10}), json!({"id": 10, "parent_id": null})]).unwrap();
+        assert_eq!(to_the_root.results[0].category_id, Some(10));
+        assert!(check(vec![json!({"id": 20, "parent_id": 10}), json!({"id": 10, "parent_id": 30})]).is_ok());
+        // Category 10 has a parent the traversal did not reach.
+        let err = check(vec![json!({"id": 20, "parent_id": 10}), json!({"id": 10, "parent_id": 5})]).unwrap_err();
+        assert!(
+            err.starts_with("the rules of category 5 (the parent of category 10) and above were not collected"),
+            "{err}"
+        );
+        let err = evaluate_rules(RulesInput {
+            product: product.clone(),
+            rules: rules.clone(),
+            rules_next_cursor: Some("abc".into()),
+            ..RulesInput::default()
+        })
+        .unwrap_err();
+        assert!(err.starts_with("more rules apply than the rules List returned"), "{err}");
     }
 }

@@ -1,7 +1,10 @@
 //! What the command prints: tables (through comfy-table) and run reports, plain text that
 //! reads the same on a terminal and in a log.
 
+use std::time::Duration;
+
 use comfy_table::{CellAlignment, ContentLineStyle, LineStyle, Table, TableStyle};
+use dataflow_core::{Backlog, SyncReport};
 use dataflow_runtime::{NodeStatus, RunReport};
 
 /// No borders; columns two spaces apart; the header underlined column by column.
@@ -75,9 +78,89 @@ pub fn report(report: &RunReport) -> String {
     out
 }
 
+/// `n` and `thing`, in the plural unless `n` is 1: `1 dead letter`, `2 dead letters`.
+fn count(n: u64, thing: &str) -> String {
+    if n == 1 { format!("1 {thing}") } else { format!("{n} {thing}s") }
+}
+
+/// A duration as a person reads it: `0.4 s`, `42 s`, `7 min`, `3.5 h`.
+pub fn age(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs < 10.0 {
+        format!("{secs:.1} s")
+    } else if secs < 120.0 {
+        format!("{secs:.0} s")
+    } else if secs < 2.0 * 3600.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}
+
+/// The outbox's backlog in words: `2 pending (the oldest written 4.1 s ago), 1 dead letter`.
+pub fn backlog(backlog: &Backlog) -> String {
+    let oldest = backlog
+        .oldest_pending_age
+        .filter(|_| backlog.pending > 0)
+        .map(|a| format!(" (the oldest written {} ago)", age(a)))
+        .unwrap_or_default();
+    format!("{} pending{oldest}, {}", backlog.pending, count(backlog.dead, "dead letter"))
+}
+
+/// What `dataflow sync` did and what it left, as one sentence: `applied 12 outbox records;
+/// 0 pending, 0 dead letters`, with the records that failed again when some did.
+pub fn sync_summary(report: &SyncReport, after: &Backlog) -> String {
+    let mut out = format!("applied {}", count(report.applied, "outbox record"));
+    if report.failed > 0 {
+        out.push_str(&format!(", {} failed again and wait for a retry", report.failed));
+        if report.dead > 0 {
+            out.push_str(&format!(" ({} now dead)", count(report.dead, "record")));
+        }
+    }
+    out.push_str("; ");
+    out.push_str(&backlog(after));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sync_is_summed_up_in_a_sentence() {
+        let clean = SyncReport {
+            applied: 12,
+            ..SyncReport::default()
+        };
+        assert_eq!(
+            sync_summary(&clean, &Backlog::default()),
+            "applied 12 outbox records; 0 pending, 0 dead letters"
+        );
+        let troubled = SyncReport {
+            applied: 1,
+            failed: 3,
+            dead: 1,
+            remaining: 2,
+        };
+        let left = Backlog {
+            pending: 2,
+            oldest_pending_age: Some(Duration::from_millis(4_120)),
+            dead: 1,
+        };
+        assert_eq!(
+            sync_summary(&troubled, &left),
+            "applied 1 outbox record, 3 failed again and wait for a retry (1 record now dead); \
+             2 pending (the oldest written 4.1 s ago), 1 dead letter"
+        );
+    }
+
+    #[test]
+    fn ages_read_in_the_unit_that_fits() {
+        assert_eq!(age(Duration::from_millis(400)), "0.4 s");
+        assert_eq!(age(Duration::from_secs(42)), "42 s");
+        assert_eq!(age(Duration::from_secs(7 * 60 + 10)), "7 min");
+        assert_eq!(age(Duration::from_secs(3 * 3600 + 1800)), "3.5 h");
+    }
 
     #[test]
     fn a_table_aligns_its_columns_two_spaces_apart_without_trailing_spaces() {

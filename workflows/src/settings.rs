@@ -13,9 +13,12 @@
 //! from the struct itself.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use dataflow_core::values::printable;
 use dataflow_core::{Config, GraphConfig, Stores};
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Unexpected, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Error;
@@ -54,6 +57,66 @@ pub struct Settings {
     /// When writes apply their vector and graph projections: `inline` (default) or
     /// `background` (`DATAFLOW_PROJECTIONS`; see [`dataflow_core::ProjectionMode`]).
     pub projections: Option<String>,
+    /// `dataflow health` reports the stores degraded when more outbox records than this are
+    /// pending (`DATAFLOW_HEALTH_MAX_PENDING`, default [`DEFAULT_HEALTH_MAX_PENDING`]).
+    #[serde(default, deserialize_with = "number_or_text")]
+    pub health_max_pending: Option<String>,
+    /// `dataflow health` reports the stores degraded when the oldest pending outbox record is
+    /// older than this many seconds (`DATAFLOW_HEALTH_MAX_PENDING_AGE_SECS`, default
+    /// [`DEFAULT_HEALTH_MAX_PENDING_AGE_SECS`]).
+    #[serde(default, deserialize_with = "number_or_text")]
+    pub health_max_pending_age_secs: Option<String>,
+}
+
+/// Pending outbox records beyond which `dataflow health` reports the stores degraded.
+pub const DEFAULT_HEALTH_MAX_PENDING: u64 = 10_000;
+
+/// Age in seconds of the oldest pending outbox record beyond which `dataflow health` reports
+/// the stores degraded (five minutes: the longest wait between two attempts of a record).
+pub const DEFAULT_HEALTH_MAX_PENDING_AGE_SECS: u64 = 300;
+
+/// How far the projections may lag before `dataflow health` reports the stores degraded
+/// (see [`Settings::backlog_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogLimits {
+    /// Most pending outbox records that are still healthy.
+    pub max_pending: u64,
+    /// Greatest age of the oldest pending record that is still healthy.
+    pub max_pending_age: Duration,
+}
+
+/// A setting given as a number in the file or as text (as every `DATAFLOW_*` variable is):
+/// kept as its text, and read as a number where it is used, which names the setting when the
+/// text is not one.
+fn number_or_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    struct NumberOrText;
+    impl<'de> Visitor<'de> for NumberOrText {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number of at least 0")
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            Ok(Some(n.to_string()))
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            u64::try_from(n)
+                .map(|n| Some(n.to_string()))
+                .map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(Some(text.to_owned()))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+    deserializer.deserialize_any(NumberOrText)
 }
 
 /// Settings that were refused: the file, or the setting, and why. Never holds a value.
@@ -199,6 +262,25 @@ impl Settings {
         Ok(config)
     }
 
+    /// The backlog limits of `dataflow health`: the settings, or their defaults.
+    pub fn backlog_limits(&self) -> Result<BacklogLimits, SettingsError> {
+        let whole = |setting: &'static str, value: &Option<String>, default: u64| match value {
+            None => Ok(default),
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| invalid(setting, format!("must be a whole number, got \"{}\"", printable(text)))),
+        };
+        Ok(BacklogLimits {
+            max_pending: whole("health_max_pending", &self.health_max_pending, DEFAULT_HEALTH_MAX_PENDING)?,
+            max_pending_age: Duration::from_secs(whole(
+                "health_max_pending_age_secs",
+                &self.health_max_pending_age_secs,
+                DEFAULT_HEALTH_MAX_PENDING_AGE_SECS,
+            )?),
+        })
+    }
+
     /// Connects the stores and creates what is missing (tables, outbox, indexes).
     pub async fn stores(&self) -> Result<Stores, Error> {
         let config = self.config()?;
@@ -271,7 +353,7 @@ mod tests {
             Value::Object(fields) => fields,
             other => panic!("{other}"),
         };
-        assert_eq!(fields.len(), 14);
+        assert_eq!(fields.len(), 16);
         for (name, value) in fields {
             assert_eq!(value, Value::String(format!("{name}=0123")), "{name}");
         }
@@ -297,6 +379,40 @@ mod tests {
         assert!(err.contains(":1:1: unknown field `databse_url`"), "{err}");
         let err = Settings::load(Some(&dir.join("missing.toml"))).unwrap_err().to_string();
         assert!(err.contains("missing.toml"), "{err}");
+    }
+
+    #[test]
+    fn the_backlog_limits_default_read_numbers_or_text_and_a_wrong_one_is_named() {
+        assert_eq!(
+            Settings::default().backlog_limits().unwrap(),
+            BacklogLimits {
+                max_pending: 10_000,
+                max_pending_age: Duration::from_secs(300)
+            }
+        );
+        let s = Settings::parse("health_max_pending = 50\nhealth_max_pending_age_secs = '60'\n").unwrap();
+        let s = s
+            .with_env(|k| (k == "DATAFLOW_HEALTH_MAX_PENDING_AGE_SECS").then(|| "0".to_string()))
+            .unwrap();
+        assert_eq!(
+            s.backlog_limits().unwrap(),
+            BacklogLimits {
+                max_pending: 50,
+                max_pending_age: Duration::ZERO
+            }
+        );
+        let wrong = Settings {
+            health_max_pending: Some("ten".into()),
+            ..Settings::default()
+        };
+        let err = wrong.backlog_limits().unwrap_err().to_string();
+        assert_eq!(err, "health_max_pending: must be a whole number, got \"ten\"");
+        let err = Settings::parse("health_max_pending = -1\n").unwrap_err();
+        assert!(
+            err.message()
+                .contains("invalid value: integer `-1`, expected a whole number of at least 0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -52,6 +52,35 @@ fn nodes_lists_117_model_nodes_and_the_others() {
 }
 
 #[test]
+fn nodes_of_an_unknown_model_list_the_models_and_suggest_the_closest() {
+    for (asked, suggested) in [
+        ("product", "(did you mean 'Product'?)"),
+        ("Prodcut", "(did you mean 'Product'?)"),
+        ("safety", "(did you mean 'SafetyStandard'?)"),
+        ("Pro", "(did you mean 'Product' or 'Project'?)"),
+    ] {
+        let out = dataflow(&["nodes", "--model", asked], &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{asked}: {err}");
+        assert!(out.stdout.is_empty(), "{asked}: {}", text(&out.stdout));
+        assert!(
+            err.starts_with(&format!(
+                "error: no model '{asked}' {suggested}; the models are Category, Classification, ComplianceRule, "
+            )),
+            "{asked}: {err}"
+        );
+        assert!(err.trim_end().ends_with("Supplier, UnspscCode"), "{asked}: {err}");
+    }
+    let out = dataflow(&["nodes", "--model", "Gadget"], &[]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.starts_with("error: no model 'Gadget'; the models are Category, "),
+        "nothing close: {err}"
+    );
+}
+
+#[test]
 fn validate_points_at_the_line_and_graph_draws() {
     let dir = std::env::temp_dir().join(format!("dataflow-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -74,7 +103,7 @@ fn validate_points_at_the_line_and_graph_draws() {
     let out = dataflow(&["graph", "compliance_check", "--format", "mermaid"], &[]);
     let picture = text(&out.stdout);
     assert!(
-        picture.starts_with("flowchart LR") && picture.contains("-->|id| rules"),
+        picture.starts_with("flowchart LR") && picture.contains("-->|id| ancestors"),
         "{picture}"
     );
     let out = dataflow(&["graph", "classify_product", "--format", "dot"], &[]);
@@ -86,7 +115,7 @@ fn validate_points_at_the_line_and_graph_draws() {
     assert!(!out.status.success());
     let shown = text(&out.stdout);
     assert!(shown.lines().any(|l| l.starts_with("product ") && l.contains(" ok ")), "{shown}");
-    assert!(shown.contains("node 'rules' (CategoryGraphNode) failed"), "{shown}");
+    assert!(shown.contains("node 'ancestors' (CategoryGraphNode) failed"), "{shown}");
 }
 
 /// Settings that put every store on the harness's servers, in a fresh schema and under
@@ -225,7 +254,123 @@ async fn migrate_health_run_and_sync_against_live_servers() {
 
     let out = run(&["sync"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("pending after sync: 0"));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.starts_with("applied ") && shown.ends_with("; 0 pending, 0 dead letters\n"),
+        "{shown}"
+    );
+}
+
+/// `dataflow health` and `dataflow sync` around a projection left pending: a category written
+/// while its vector store (Chroma) could not be reached. Health reports the backlog, and the
+/// stores degraded (exit 3) once the backlog is beyond a limit; sync applies the record and says
+/// so in a sentence.
+fn health_and_sync_report_the_backlog_of_pending_projections(env: &[(&'static str, String)], backend: &str) {
+    // The command with `env`, some variables replaced by `extra`.
+    let cli = |args: &[&str], extra: &[(&'static str, String)]| {
+        let mut all = env.to_vec();
+        all.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        all.extend_from_slice(extra);
+        dataflow(args, &all)
+    };
+    let outbox_line = |out: &Output| {
+        let shown = text(&out.stdout);
+        shown
+            .lines()
+            .find(|l| l.starts_with("outbox "))
+            .unwrap_or_else(|| panic!("no outbox line: {shown}{}", text(&out.stderr)))
+            .to_owned()
+    };
+    let out = cli(&["migrate"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli(&["health"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(outbox_line(&out), format!("outbox     {backend:9} ok    0 pending, 0 dead letters"));
+
+    let dir = dataflow_tests::embedded::fresh_home("cli_backlog_workflow");
+    let workflow = dir.join("category.yaml");
+    std::fs::write(
+        &workflow,
+        "name: category\nnodes:\n  category:\n    type: CategoryCreateNode\n    params: {record: {slug: backlog-probe, name: Backlog probe, description: Written while Chroma is away, active: true}}\noutputs:\n  pending: category.pending\n",
+    )
+    .unwrap();
+    let out = cli(
+        &["run", workflow.to_str().unwrap(), "--json"],
+        &[("DATAFLOW_CHROMA_URL", "http://127.0.0.1:9".into())],
+    );
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outputs"]["pending"], serde_json::json!(["vector"]));
+
+    // Within the default limits (10,000 records, 5 minutes): ok, with the backlog shown.
+    let out = cli(&["health"], &[]);
+    let line = outbox_line(&out);
+    assert_eq!(out.status.code(), Some(0), "{line}");
+    assert!(
+        line.starts_with(&format!("outbox     {backend:9} ok    1 pending (the oldest written "))
+            && line.ends_with(" ago), 0 dead letters"),
+        "{line}"
+    );
+    // Beyond the count limit, then beyond the age limit: degraded, naming the setting.
+    let out = cli(&["health"], &[("DATAFLOW_HEALTH_MAX_PENDING", "0".into())]);
+    let line = outbox_line(&out);
+    assert_eq!(out.status.code(), Some(3), "{line}");
+    assert!(
+        line.contains(" DEGRADED 1 pending (the oldest written ")
+            && line.ends_with(": beyond health_max_pending = 0; `dataflow sync` applies what is due"),
+        "{line}"
+    );
+    let out = cli(&["health"], &[("DATAFLOW_HEALTH_MAX_PENDING_AGE_SECS", "0".into())]);
+    let line = outbox_line(&out);
+    assert_eq!(out.status.code(), Some(3), "{line}");
+    assert!(
+        line.contains(" DEGRADED 1 pending ") && line.contains(": the oldest beyond health_max_pending_age_secs = 0;"),
+        "{line}"
+    );
+    // A store down wins over a backlog: exit 1.
+    let out = cli(
+        &["health"],
+        &[
+            ("DATAFLOW_HEALTH_MAX_PENDING", "0".into()),
+            ("DATAFLOW_CHROMA_URL", "http://127.0.0.1:9".into()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    // A limit that is not a number is refused, naming the setting.
+    let out = cli(&["health"], &[("DATAFLOW_HEALTH_MAX_PENDING", "lots".into())]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("health_max_pending: must be a whole number, got \"lots\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = cli(&["sync"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "applied 1 outbox record; 0 pending, 0 dead letters\n");
+    let out = cli(&["sync", "--json"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        summary,
+        serde_json::json!({"applied": 0, "failed": 0, "dead": 0, "backlog": {"pending": 0, "oldest_pending_age_secs": null, "dead": 0}})
+    );
+    let out = cli(&["health"], &[("DATAFLOW_HEALTH_MAX_PENDING", "0".into())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+#[tokio::test]
+async fn health_and_sync_report_the_backlog_on_the_servers() {
+    let env = server_env().await;
+    tokio::task::spawn_blocking(move || health_and_sync_report_the_backlog_of_pending_projections(&env, "postgres"))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn health_and_sync_report_the_backlog_on_the_embedded_stores() {
+    let home = dataflow_tests::embedded::fresh_home("cli_backlog");
+    health_and_sync_report_the_backlog_of_pending_projections(&[("DATAFLOW_HOME", home.display().to_string())], "sqlite");
 }
 
 /// The README's first command on a fresh directory: everything embedded, nothing to start.

@@ -7,5 +7,5 @@ pub mod outbox;
 pub mod projection;
 pub(crate) mod projector;
 
-pub use outbox::{Outbox, OutboxRecord, SyncReport};
+pub use outbox::{Backlog, Outbox, OutboxRecord, SyncReport};
 pub use projection::ProjectionSet;

@@ -123,11 +123,33 @@ pub struct SyncReport {
     pub remaining: u64,
 }
 
+/// How far the projections lag behind: what `dataflow health` and `dataflow sync` report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Records still pending (not dead), due or not.
+    pub pending: u64,
+    /// How long ago the oldest pending record was written (by the database's clock); `None`
+    /// when nothing is pending.
+    pub oldest_pending_age: Option<Duration>,
+    /// Dead letters, waiting for [`Outbox::retry_dead`].
+    pub dead: u64,
+}
+
 /// Creates the outbox table and its index. Idempotent.
 pub(crate) async fn create_table(store: &RelationalStore) -> Result<()> {
     let [table, index] = sql::outbox::create_table(store.sql());
     store.execute(table, "creating the outbox table").await?;
     store.execute(index, "creating the outbox index").await
+}
+
+/// Whether the outbox table has been created (by [`crate::Stores::migrate`]).
+async fn outbox_table_exists(store: &RelationalStore) -> Result<bool> {
+    let columns = store
+        .connection()
+        .query_all_raw(sql::schema::column_names(store.sql(), OUTBOX_TABLE))
+        .await
+        .map_err(|e| Error::relational("looking for the outbox table", e))?;
+    Ok(!columns.is_empty())
 }
 
 struct Outcome {
@@ -608,6 +630,39 @@ impl Outbox {
             .map_err(|e| Error::relational("counting pending outbox records", e))?
             .unwrap_or(0);
         Ok(n as u64)
+    }
+
+    /// The backlog: how many records are pending and dead, and the age of the oldest pending
+    /// one. One query, on PostgreSQL and SQLite alike. Before [`crate::Stores::migrate`] has
+    /// created the outbox table, nothing is pending.
+    pub async fn backlog(&self) -> Result<Backlog> {
+        const ACTION: &str = "reading the outbox backlog";
+        let store = self.stores().relational();
+        let row = match store.connection().query_one_raw(sql::outbox::backlog(store.sql())).await {
+            Ok(row) => row,
+            // Asked only after the query failed, so that a healthy outbox costs one query.
+            Err(e) if !outbox_table_exists(store).await? => {
+                tracing::debug!(error = %e, "no outbox table yet: nothing is pending");
+                return Ok(Backlog::default());
+            }
+            Err(e) => return Err(Error::relational(ACTION, e)),
+        };
+        let Some(row) = row else {
+            return Ok(Backlog::default());
+        };
+        let count = |column: &str| -> Result<u64> {
+            let n: Option<i64> = row.try_get("", column).map_err(|e| Error::relational(ACTION, e))?;
+            Ok(n.unwrap_or(0).max(0) as u64)
+        };
+        let oldest: Option<DateTime<Utc>> = row.try_get("", "oldest").map_err(|e| Error::relational(ACTION, e))?;
+        let now: DateTime<Utc> = row.try_get("", "now").map_err(|e| Error::relational(ACTION, e))?;
+        Ok(Backlog {
+            pending: count("pending")?,
+            // A record stamped a moment after `now` was read (another connection's clock) is
+            // new, not from the future.
+            oldest_pending_age: oldest.map(|t| (now - t).to_std().unwrap_or(Duration::ZERO)),
+            dead: count("dead")?,
+        })
     }
 
     /// Up to `limit` pending records (not dead), oldest first.

@@ -166,6 +166,22 @@ pub(crate) fn count_live(mut sql: Sql, only: Option<ProjectionSet>) -> Statement
     sql.build()
 }
 
+/// The backlog in one row: `"pending"` (live records), `"dead"` (dead letters), `"oldest"`
+/// (`created_at` of the oldest live record) and `"now"` (the database's clock, so that the
+/// oldest record's age is measured on the clock that stamped it). The counts are NULL when
+/// the table is empty, `"oldest"` when no record is live.
+pub(crate) fn backlog(mut sql: Sql) -> Statement {
+    let now = sql.now();
+    sql.push("SELECT SUM(CASE WHEN \"dead\" THEN 0 ELSE 1 END) AS \"pending\"")
+        .push(", SUM(CASE WHEN \"dead\" THEN 1 ELSE 0 END) AS \"dead\"")
+        .push(", MIN(CASE WHEN \"dead\" THEN NULL ELSE \"created_at\" END) AS \"oldest\"")
+        .push(", ")
+        .push(now)
+        .push(" AS \"now\" FROM ")
+        .ident(TABLE);
+    sql.build()
+}
+
 /// Up to `limit` records, live or dead, oldest first.
 pub(crate) fn list(mut sql: Sql, dead: bool, limit: i64) -> Statement {
     sql.push("SELECT ")

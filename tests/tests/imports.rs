@@ -257,10 +257,11 @@ mod workflow {
             o["models"]["Product"],
             json!({"read": 7, "inserted": 4, "updated": 0, "rejected": 3})
         );
+        assert_eq!(fx.count("categories", "").await, 5);
         assert_eq!(
-            fx.count("categories", "").await,
-            5,
-            "the first line (after the byte-order mark) landed too"
+            fx.count("products", "sku = 'SKU-00001'").await,
+            1,
+            "the first line, after the byte-order mark, landed"
         );
         assert_eq!(fx.count("products", "").await, 4);
 

@@ -129,10 +129,14 @@ impl Shown<'_> {
                 settings.home().display()
             ))?;
         }
-        self.line("The same against servers (each variable moves one store to its server; scripts/install-services installs them):")?;
-        self.line("  DATAFLOW_DATABASE_URL=postgres://user@localhost/dataflow DATAFLOW_REDIS_URL=redis://localhost:6379 \\")?;
-        self.line("  DATAFLOW_CHROMA_URL=http://localhost:8000 DATAFLOW_GRAPH_URL=bolt://localhost:7687 \\")?;
-        self.line("  DATAFLOW_GRAPH_USER=neo4j DATAFLOW_GRAPH_PASSWORD=... cargo run --release -p dataflow-workflows -- demo")?;
+        if embedded {
+            // The graph server the project installs is ArcadeDB: its Bolt plugin listens on
+            // 7687 and its user is `root` (Neo4j's `neo4j` is refused).
+            self.line("The same against servers (each variable moves one store to its server; scripts/install-services installs them):")?;
+            self.line("  DATAFLOW_DATABASE_URL=postgres://user@localhost/dataflow DATAFLOW_REDIS_URL=redis://localhost:6379 \\")?;
+            self.line("  DATAFLOW_CHROMA_URL=http://localhost:8000 DATAFLOW_GRAPH_URL=bolt://localhost:7687 \\")?;
+            self.line("  DATAFLOW_GRAPH_USER=root DATAFLOW_GRAPH_PASSWORD=... cargo run --release -p dataflow-workflows -- demo")?;
+        }
         self.line(
             "Run one workflow yourself: cargo run --release -p dataflow-workflows -- run compliance_check --input '{\"product_id\": 2}'",
         )?;

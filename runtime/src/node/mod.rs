@@ -200,6 +200,13 @@ pub trait DynNode: Send + Sync {
     fn input_schema(&self) -> &Value;
     /// JSON schema of the output.
     fn output_schema(&self) -> &Value;
+    /// JSON schema of the output when the node's static input (its `params`) is
+    /// `static_input`, where that makes it narrower than [`DynNode::output_schema`] (a Read
+    /// with `required: true` always gives a record); `None` when it does not.
+    fn output_schema_given(&self, static_input: &Value) -> Option<Value> {
+        let _ = static_input;
+        None
+    }
     /// Whether this node merges alternatives: it runs when at least one incoming connection
     /// delivered, instead of being skipped when one did not.
     fn merges(&self) -> bool {
@@ -269,6 +276,10 @@ impl<N: Node> DynNode for TypedNode<N> {
 
     fn output_schema(&self) -> &Value {
         &self.output_schema
+    }
+
+    fn output_schema_given(&self, static_input: &Value) -> Option<Value> {
+        self.node.output_schema_given(static_input).map(|schema| schema.to_value())
     }
 
     async fn run(&self, env: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure> {

@@ -1,6 +1,7 @@
-//! Reading node schemas (JSON Schema as schemars writes it): the type found at a field path,
-//! the required top-level inputs, and whether an output type fits an input type. Used by
-//! workflow validation; nothing here runs a node.
+//! Reading node schemas (JSON Schema as schemars writes it): the type found at a field path
+//! (null included where a value on the way may be null), the required top-level inputs,
+//! whether an output type fits an input type, and where a static value does not fit a schema.
+//! Used by workflow validation; nothing here runs a node.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -67,9 +68,9 @@ impl Ty {
         }
     }
 
-    /// Whether a value of type `self` can be given where `target` is expected. `null` on the
-    /// producing side is ignored (an absent optional value is reported when the node runs),
-    /// and an integer fits a number.
+    /// Whether a value of type `self` can be given where `target` is expected, its null aside
+    /// (that is [`Ty::may_be_null`] against [`Ty::takes_null`], a separate problem with its own
+    /// remedy); an integer fits a number.
     pub fn fits(&self, target: &Ty) -> bool {
         let (Ty::Of(from), Ty::Of(to)) = (self, target) else {
             return true;

@@ -1,6 +1,6 @@
 //! Validation of a [`WorkflowDef`] into a runnable [`Workflow`], in named passes over the
-//! definition: header (name, inputs), nodes, orderings, connections, required inputs, outputs,
-//! cycles. Every pass reports into one [`Checker`], so a definition's problems are all found
+//! definition: header (name, inputs), nodes, orderings, connections, static params, required
+//! inputs, outputs, cycles. Every pass reports into one [`Checker`], so a definition's problems are all found
 //! at once, each with a JSON pointer into the definition.
 
 use std::cell::Cell;

@@ -115,6 +115,7 @@ fn benches(c: &mut Criterion) {
         ReadInput {
             id: hot,
             include_deleted: false,
+            required: false,
         },
     ))
     .expect("warm");
@@ -126,6 +127,7 @@ fn benches(c: &mut Criterion) {
                     ReadInput {
                         id: hot,
                         include_deleted: false,
+                        required: false,
                     },
                 )
                 .await
@@ -154,6 +156,7 @@ fn benches(c: &mut Criterion) {
                             ReadInput {
                                 id,
                                 include_deleted: false,
+                                required: false,
                             },
                         )
                         .await

@@ -76,6 +76,15 @@ pub trait Node: Send + Sync + 'static {
     fn output_schema(&self) -> Schema {
         schemars::schema_for!(Self::Output)
     }
+
+    /// JSON schema of the output when the static part of the input (a workflow's `params`) is
+    /// `static_input`, where that input makes the output narrower than
+    /// [`Node::output_schema`] says: a Read with `required: true` never returns `record:
+    /// null`. `None` (the default): [`Node::output_schema`] holds.
+    fn output_schema_given(&self, static_input: &serde_json::Value) -> Option<Schema> {
+        let _ = static_input;
+        None
+    }
 }
 
 /// The nine node types `#[derive(Model)]` generates for a model, so generic code (the runtime's

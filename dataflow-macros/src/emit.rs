@@ -295,6 +295,9 @@ struct NodeSpec {
     output: &'static str,
     generic_input: bool,
     generic_output: bool,
+    /// Whether the core module has `output_schema_given`: the output schema narrows with the
+    /// static input (a Read with `required: true`).
+    narrows_output: bool,
     summary: &'static str,
 }
 
@@ -307,6 +310,7 @@ const NODES: &[NodeSpec] = &[
         output: "CreateOutput",
         generic_input: true,
         generic_output: true,
+        narrows_output: false,
         summary: "Validates one {M} record, inserts it and returns the stored row with its generated id.",
     },
     NodeSpec {
@@ -317,6 +321,7 @@ const NODES: &[NodeSpec] = &[
         output: "ReadOutput",
         generic_input: false,
         generic_output: true,
+        narrows_output: true,
         summary: "Gets one {M} by primary key through the read-through cache, falling back to the relational store.",
     },
     NodeSpec {
@@ -327,6 +332,7 @@ const NODES: &[NodeSpec] = &[
         output: "UpdateOutput",
         generic_input: false,
         generic_output: true,
+        narrows_output: false,
         summary: "Patches {M} rows by id (with an optional version check) or by filter, and returns what changed.",
     },
     NodeSpec {
@@ -337,6 +343,7 @@ const NODES: &[NodeSpec] = &[
         output: "DeleteOutput",
         generic_input: false,
         generic_output: false,
+        narrows_output: false,
         summary: "Deletes {M} rows by id or by filter (soft delete where the model asks for it).",
     },
     NodeSpec {
@@ -347,6 +354,7 @@ const NODES: &[NodeSpec] = &[
         output: "ListOutput",
         generic_input: false,
         generic_output: true,
+        narrows_output: false,
         summary: "Lists {M} rows: filter, sort, keyset pagination and an optional total count.",
     },
     NodeSpec {
@@ -357,6 +365,7 @@ const NODES: &[NodeSpec] = &[
         output: "BulkUpsertOutput",
         generic_input: false,
         generic_output: false,
+        narrows_output: false,
         summary: "Inserts or updates many {M} rows in batches in one transaction; invalid rows are reported by index and the valid ones land.",
     },
     NodeSpec {
@@ -367,6 +376,7 @@ const NODES: &[NodeSpec] = &[
         output: "AggregateOutput",
         generic_input: false,
         generic_output: false,
+        narrows_output: false,
         summary: "Groups {M} rows and computes count, sum, avg, min and max under a filter.",
     },
     NodeSpec {
@@ -377,6 +387,7 @@ const NODES: &[NodeSpec] = &[
         output: "SearchOutput",
         generic_input: false,
         generic_output: true,
+        narrows_output: false,
         summary: "Finds the {M} rows most similar to a text or vector over its embed fields, with metadata filters, hydrated from the relational store.",
     },
     NodeSpec {
@@ -387,6 +398,7 @@ const NODES: &[NodeSpec] = &[
         output: "GraphOutput",
         generic_input: false,
         generic_output: true,
+        narrows_output: false,
         summary: "Links and unlinks {M} rows along declared relations, and finds neighbours and shortest paths in the graph.",
     },
 ];
@@ -406,6 +418,13 @@ fn nodes(model: &ModelDesc) -> TokenStream {
         let store = format_ident!("{}", spec.store);
         let summary = spec.summary.replace("{M}", &name);
         let node_name = node.to_string();
+        let narrowed_output = spec.narrows_output.then(|| {
+            quote! {
+                fn output_schema_given(&self, static_input: &::dataflow_core::serde_json::Value) -> ::core::option::Option<::dataflow_core::schemars::Schema> {
+                    ::dataflow_core::nodes::#module::output_schema_given::<#ident>(static_input)
+                }
+            }
+        });
         let node_doc = format!("{summary}\n\nA workflow node registered as `{node_name}`; input [`{input}`], output [`{output}`].");
         let input_doc = format!("Input of [`{node_name}`].");
         let output_doc = format!("Output of [`{node_name}`].");
@@ -438,6 +457,8 @@ fn nodes(model: &ModelDesc) -> TokenStream {
                 async fn run(&self, ctx: &::dataflow_core::Context, input: Self::Input) -> ::dataflow_core::Result<Self::Output> {
                     ::dataflow_core::nodes::#module::run::<#ident>(ctx, input).await
                 }
+
+                #narrowed_output
             }
         }
     });

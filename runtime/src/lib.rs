@@ -17,7 +17,7 @@ pub mod scheduler;
 pub mod workflow;
 
 pub use node::registry::{NodeFactory, Registry};
-pub use node::{ComputeNode, DynNode, NodeEnv, NodeFailure, NodeInfo, NodeRef, SubRunError, SubRuns, SubWorkflow, TypedNode};
+pub use node::{ComputeNode, DynNode, NodeEnv, NodeFailure, NodeInfo, NodeRef, SubRunError, SubRuns, SubWorkflow, TypedNode, decode_input};
 pub use node::{path, path::FieldPath, registry, schema};
 pub use scheduler::{NodeReport, NodeStatus, Progress, RunOptions, RunReport, RunStatus, Runtime};
 pub use workflow::yaml::{self, Diagnostic, Diagnostics};

@@ -312,6 +312,7 @@ async fn cache_entry_is_present_after_read_and_gone_after_update() {
             ReadInput {
                 id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await
@@ -333,6 +334,7 @@ async fn cache_entry_is_present_after_read_and_gone_after_update() {
             ReadInput {
                 id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await
@@ -345,6 +347,7 @@ async fn cache_entry_is_present_after_read_and_gone_after_update() {
             ReadInput {
                 id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await
@@ -373,6 +376,7 @@ async fn a_stale_fill_cannot_overwrite_a_newer_invalidation(backend: Backend) {
             ReadInput {
                 id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await
@@ -499,6 +503,7 @@ async fn multi_tenant_rows_are_invisible_across_tenants_and_a_tenant_is_required
             ReadInput {
                 id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await
@@ -510,6 +515,7 @@ async fn multi_tenant_rows_are_invisible_across_tenants_and_a_tenant_is_required
             ReadInput {
                 id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await
@@ -595,6 +601,7 @@ async fn soft_deleted_rows_are_invisible_unless_asked_for(backend: Backend) {
             ReadInput {
                 id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await
@@ -617,7 +624,8 @@ async fn soft_deleted_rows_are_invisible_unless_asked_for(backend: Backend) {
                 &fx.ctx,
                 ReadInput {
                     id,
-                    include_deleted: false
+                    include_deleted: false,
+                    required: false,
                 }
             )
             .await
@@ -625,7 +633,17 @@ async fn soft_deleted_rows_are_invisible_unless_asked_for(backend: Backend) {
             .record
             .is_none()
     );
-    let with_deleted = ProductReadNode.run(&fx.ctx, ReadInput { id, include_deleted: true }).await.unwrap();
+    let with_deleted = ProductReadNode
+        .run(
+            &fx.ctx,
+            ReadInput {
+                id,
+                include_deleted: true,
+                required: false,
+            },
+        )
+        .await
+        .unwrap();
     assert!(with_deleted.record.unwrap().deleted_at.is_some());
     let list = ProductListNode
         .run(

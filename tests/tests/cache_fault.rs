@@ -22,6 +22,7 @@ async fn read(ctx: &Context, id: i64) -> (f64, CacheOutcome) {
             ReadInput {
                 id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await
@@ -85,7 +86,8 @@ async fn read_answers_from_postgres_while_redis_is_stopped() {
                 &fx.ctx,
                 ReadInput {
                     id,
-                    include_deleted: false
+                    include_deleted: false,
+                    required: false,
                 }
             )
             .await
@@ -102,6 +104,7 @@ async fn read_answers_from_postgres_while_redis_is_stopped() {
             ReadInput {
                 id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await
@@ -119,6 +122,7 @@ async fn read_answers_from_postgres_while_redis_is_stopped() {
                 ReadInput {
                     id,
                     include_deleted: false,
+                    required: false,
                 },
             )
             .await

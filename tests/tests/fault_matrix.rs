@@ -761,6 +761,7 @@ async fn compare_projections(fx: &Fixture, rows: &BTreeMap<i64, Json>) -> Differ
                     ReadInput {
                         id: *id,
                         include_deleted: false,
+                        required: false,
                     },
                 )
                 .await
@@ -918,6 +919,7 @@ async fn sync_until_empty(fx: &Fixture) -> (u64, usize) {
                     ReadInput {
                         id: *id,
                         include_deleted: false,
+                        required: false,
                     },
                 )
                 .await;
@@ -1408,6 +1410,7 @@ async fn a_long_redis_outage_never_lets_the_cache_serve_a_row_older_than_postgre
                 ReadInput {
                     id,
                     include_deleted: false,
+                    required: false,
                 },
             )
             .await

@@ -491,9 +491,10 @@ fn check_build(node: &NodeType, input: &Value, applied: &Applied) -> Result<(), 
     }
 }
 
-/// Whether the refusal of an input that did not decode names the field: serde's unknown,
-/// missing and duplicate field errors do, and the filter parser's errors give their path
-/// (`$.price.$gt: ...`); serde's type errors (`invalid type: string "x", expected i64`) do not.
+/// Whether the refusal of an input that did not decode names the field: a decoding error below
+/// the top level gives its path (`bad input at record.price: ...`); at the top level serde's
+/// unknown, missing and duplicate field errors name it, and the filter parser's errors give
+/// their path (`$.price.$gt: ...`).
 fn names_a_field(message: &str) -> bool {
     const NAMING: [&str; 4] = ["unknown field `", "missing field `", "duplicate field `", "unknown variant `"];
     let Some(serde) = message.strip_prefix("bad input: ") else {
@@ -558,7 +559,7 @@ fn check_run(index: usize, input: Value, applied: &Applied) -> Result<(), TestCa
                     )));
                 }
                 NodeFailure::Timeout(_) | NodeFailure::CircuitOpen(_) => return Err(fail(format!("{}: {message}", node.name))),
-                NodeFailure::BadInput(_) | NodeFailure::Failed { store: None, .. } => {}
+                NodeFailure::BadInput { .. } | NodeFailure::Failed { store: None, .. } => {}
             }
             // Only object inputs: for any other, the whole input is what is wrong.
             if is_object && !names_a_field(&message) {

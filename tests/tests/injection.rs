@@ -128,7 +128,7 @@ impl Cases {
                         panic!("{case}: reached the {store} and failed there: {message}")
                     }
                     NodeFailure::Timeout(_) | NodeFailure::CircuitOpen(_) => panic!("{case}: {message}"),
-                    NodeFailure::Failed { store: None, .. } | NodeFailure::BadInput(_) => {}
+                    NodeFailure::Failed { store: None, .. } | NodeFailure::BadInput { .. } => {}
                 }
                 assert!(!message.trim().is_empty(), "{case}: refused without a message");
                 assert!(

@@ -75,6 +75,7 @@ where
             ReadInput {
                 id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await
@@ -87,6 +88,7 @@ where
             ReadInput {
                 id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await
@@ -194,6 +196,7 @@ where
             ReadInput {
                 id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await

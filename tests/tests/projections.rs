@@ -626,6 +626,7 @@ async fn background_projections_land_without_a_sync_and_reads_never_see_the_old_
                 ReadInput {
                     id,
                     include_deleted: false,
+                    required: false,
                 },
             )
             .await

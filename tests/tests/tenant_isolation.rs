@@ -1036,6 +1036,7 @@ impl<'a> Driver<'a> {
                     ReadInput {
                         id,
                         include_deleted: false,
+                        required: false,
                     },
                 )
                 .await
@@ -1043,7 +1044,14 @@ impl<'a> Driver<'a> {
         }
         self.tally.run(Op::Read);
         let out = M::Read::default()
-            .run(&self.ctx(t), ReadInput { id, include_deleted })
+            .run(
+                &self.ctx(t),
+                ReadInput {
+                    id,
+                    include_deleted,
+                    required: false,
+                },
+            )
             .await
             .unwrap_or_else(|e| self.fail(&format!("{kind:?}Read of {id} for {}", TENANTS[t]), &e));
         if foreign {

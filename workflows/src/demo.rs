@@ -323,6 +323,7 @@ async fn unspsc_label(ctx: &Context, c: &Classification) -> Result<String, Error
             ReadInput {
                 id: c.unspsc_id,
                 include_deleted: false,
+                required: false,
             },
         )
         .await?
@@ -463,6 +464,7 @@ async fn recommend(ctx: &Context, show: &mut Shown<'_>) -> Result<(), Error> {
                 ReadInput {
                     id: r.data.product_id,
                     include_deleted: false,
+                    required: false,
                 },
             )
             .await?

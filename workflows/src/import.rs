@@ -156,8 +156,8 @@ impl DynNode for ImportRecords {
     }
 
     async fn run(&self, env: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure> {
-        let input: ImportInput = serde_json::from_value(input).map_err(|e| NodeFailure::bad_input(e.to_string()))?;
-        let plan = Plan::new(&input).map_err(NodeFailure::BadInput)?;
+        let input: ImportInput = dataflow_runtime::node::decode_input(input)?;
+        let plan = Plan::new(&input).map_err(NodeFailure::bad_input)?;
         let output = Import {
             node: self,
             env,

@@ -108,14 +108,15 @@ fn validate_points_at_the_line_and_graph_draws() {
     );
     let out = dataflow(&["graph", "classify_product", "--format", "dot"], &[]);
     assert!(text(&out.stdout).starts_with("digraph"));
-    // Without servers the relational store is embedded (SQLite in DATAFLOW_HOME): reading
-    // a product that does not exist succeeds with no record, and the run then fails naming
-    // the node that had nothing to work on.
+    // Without servers the relational store is embedded (SQLite in DATAFLOW_HOME): the product
+    // does not exist, and its Read (`required: true`) fails the run where the problem is.
     let out = dataflow(&["run", "compliance_check", "--input", "{\"product_id\": 1}"], &[]);
     assert!(!out.status.success());
     let shown = text(&out.stdout);
-    assert!(shown.lines().any(|l| l.starts_with("product ") && l.contains(" ok ")), "{shown}");
-    assert!(shown.contains("node 'ancestors' (CategoryGraphNode) failed"), "{shown}");
+    assert!(
+        shown.contains("node 'product' (ProductReadNode) failed: Product 1 not found"),
+        "{shown}"
+    );
 }
 
 /// Settings that put every store on the harness's servers, in a fresh schema and under

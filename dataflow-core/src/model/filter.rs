@@ -11,6 +11,7 @@ use std::marker::PhantomData;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value as Json};
 
@@ -504,22 +505,47 @@ impl Serialize for SortKey {
     }
 }
 
+/// What a sort key looks like, for errors about one that does not.
+const SORT_KEY_SHAPE: &str = "a sort key: \"price\", \"-price\" or {\"field\": \"price\", \"descending\": true}";
+
+/// Reads either form of a sort key by the JSON type found, so a key of the wrong shape is
+/// refused with what was found and where (an untagged enum would only say that no variant
+/// matched).
+struct SortKeyVisitor;
+
+impl<'de> Visitor<'de> for SortKeyVisitor {
+    type Value = SortKey;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(SORT_KEY_SHAPE)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SortKey, E> {
+        Ok(SortKey::parse(text))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SortKey, A::Error> {
+        const FIELDS: &[&str] = &["field", "descending"];
+        let (mut field, mut descending) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "field" if field.is_some() => return Err(serde::de::Error::duplicate_field("field")),
+                "descending" if descending.is_some() => return Err(serde::de::Error::duplicate_field("descending")),
+                "field" => field = Some(map.next_value::<String>()?),
+                "descending" => descending = Some(map.next_value::<bool>()?),
+                other => return Err(serde::de::Error::unknown_field(&printable(other), FIELDS)),
+            }
+        }
+        Ok(SortKey {
+            field: field.ok_or_else(|| serde::de::Error::missing_field("field"))?,
+            descending: descending.unwrap_or(false),
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for SortKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            Text(String),
-            Object {
-                field: String,
-                #[serde(default)]
-                descending: bool,
-            },
-        }
-        Ok(match Form::deserialize(deserializer)? {
-            Form::Text(text) => SortKey::parse(&text),
-            Form::Object { field, descending } => SortKey { field, descending },
-        })
+        deserializer.deserialize_any(SortKeyVisitor)
     }
 }
 
@@ -533,7 +559,7 @@ impl JsonSchema for SortKey {
             "description": "A field name to sort by, ascending; prefix with '-' for descending, or {\"field\": ..., \"descending\": true}.",
             "anyOf": [
                 { "type": "string" },
-                { "type": "object", "properties": { "field": { "type": "string" }, "descending": { "type": "boolean" } }, "required": ["field"] }
+                { "type": "object", "properties": { "field": { "type": "string" }, "descending": { "type": "boolean" } }, "required": ["field"], "additionalProperties": false }
             ]
         })
     }

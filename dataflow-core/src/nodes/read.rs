@@ -1,6 +1,6 @@
 //! Read: one row by primary key, through the read-through cache.
 
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema};
 use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,10 @@ pub struct ReadInput {
     /// Also return a soft-deleted row (bypasses the cache).
     #[serde(default)]
     pub include_deleted: bool,
+    /// Fail with "not found" when there is no such row, instead of returning `record: null`:
+    /// the nodes after this one can then count on a record.
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// Where a Read found its answer.
@@ -48,9 +52,36 @@ pub struct ReadOutput<M: Model> {
     pub cache: CacheOutcome,
 }
 
+/// [`ReadOutput`] when the input says `required: true`: `record` is never null.
+#[derive(JsonSchema)]
+#[schemars(bound = "M: Model", rename = "ReadOutput")]
+#[allow(dead_code, reason = "only its schema is used, by a workflow's validation")]
+struct RequiredReadOutput<M: Model> {
+    /// The row.
+    record: Record<M>,
+    /// Whether the cache answered.
+    cache: CacheOutcome,
+}
+
+/// The output schema of a Read whose static input is `static_input`, when that input makes it
+/// narrower than [`ReadOutput`]'s: with `required: true`, `record` cannot be null.
+pub fn output_schema_given<M: Model>(static_input: &serde_json::Value) -> Option<Schema> {
+    (static_input.get("required") == Some(&serde_json::Value::Bool(true))).then(|| schemars::schema_for!(RequiredReadOutput<M>))
+}
+
 /// Gets one row: from the cache when it holds it, else from the relational store (then cached).
-/// A failing cache never fails the read.
+/// A failing cache never fails the read. With `required`, a missing row is
+/// [`Error::NotFound`].
 pub async fn run<M: Model>(ctx: &Context, input: ReadInput) -> Result<ReadOutput<M>> {
+    let (id, required) = (input.id, input.required);
+    let output = read::<M>(ctx, input).await?;
+    if required && output.record.is_none() {
+        return Err(Error::NotFound { model: M::meta().name, id });
+    }
+    Ok(output)
+}
+
+async fn read<M: Model>(ctx: &Context, input: ReadInput) -> Result<ReadOutput<M>> {
     let meta = M::meta();
     let tenant = ctx.tenant_scope(meta)?;
     let cache = ctx.stores().cache().filter(|_| !input.include_deleted);

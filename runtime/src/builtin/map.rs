@@ -118,17 +118,20 @@ impl DynNode for MapNode {
         let items = match input.get("items") {
             Some(Value::Array(items)) => items.clone(),
             other => {
-                return Err(NodeFailure::BadInput(format!(
-                    "'items' must be a list, got {}",
-                    other.map_or("nothing", kind)
-                )));
+                return Err(NodeFailure::bad_input_at(
+                    "items",
+                    format!("must be a list, got {}", other.map_or("nothing", kind)),
+                ));
             }
         };
         let with = match input.get("with") {
             Some(Value::Object(map)) => map.clone(),
             None | Some(Value::Null) => Map::new(),
             Some(other) => {
-                return Err(NodeFailure::BadInput(format!("'with' must be an object, got a {}", kind(other))));
+                return Err(NodeFailure::bad_input_at(
+                    "with",
+                    format!("must be an object, got a {}", kind(other)),
+                ));
             }
         };
         let total = items.len();

@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dataflow_core::{Context, Node, NodeKind, StoreKind};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 /// What a node type is, for listings (`dataflow nodes`) and validation.
@@ -48,8 +49,14 @@ pub enum NodeFailure {
         store: Option<StoreKind>,
     },
     /// The assembled input does not fit the node's input type.
-    #[error("bad input: {0}")]
-    BadInput(String),
+    #[error("bad input{}: {message}", at.as_ref().map(|at| format!(" at {at}")).unwrap_or_default())]
+    BadInput {
+        /// Where in the input, as a path such as `record.price` or `sort[0].descending`;
+        /// `None` when the input as a whole is wrong (a missing top-level field).
+        at: Option<String>,
+        /// What is wrong there.
+        message: String,
+    },
     /// The attempt did not finish in time (not retried: a write may have committed).
     #[error("no result within {0:?}")]
     Timeout(Duration),
@@ -67,7 +74,19 @@ impl NodeFailure {
     /// Input that does not fit the node, the message cut to a few hundred characters: serde
     /// quotes the offending key or value, which may be as long as the input itself.
     pub fn bad_input(message: impl Into<String>) -> Self {
-        NodeFailure::BadInput(shorten(message.into(), MAX_MESSAGE_CHARS))
+        NodeFailure::BadInput {
+            at: None,
+            message: shorten(message.into(), MAX_MESSAGE_CHARS),
+        }
+    }
+
+    /// Input that does not fit the node at `path` (`record.price`), both cut like
+    /// [`NodeFailure::bad_input`]'s message: a path quotes keys of the input.
+    pub fn bad_input_at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        NodeFailure::BadInput {
+            at: Some(shorten(path.into(), MAX_MESSAGE_CHARS)),
+            message: shorten(message.into(), MAX_MESSAGE_CHARS),
+        }
     }
 
     /// A failure that is not worth retrying.
@@ -105,6 +124,21 @@ pub(crate) fn shorten(text: String, max: usize) -> String {
         None => text,
         Some((cut, _)) => format!("{}… ({} more bytes)", &text[..cut], text.len() - cut),
     }
+}
+
+/// `input` as the node's input type `T`, or where and why it does not fit: serde's own message
+/// (`invalid type: string "abc", expected f64`) with the path it failed at (`record.price`).
+pub fn decode_input<T: DeserializeOwned>(input: Value) -> Result<T, NodeFailure> {
+    serde_path_to_error::deserialize(input).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.into_inner().to_string();
+        // The path of an error about the input as a whole is ".".
+        if path == "." {
+            NodeFailure::bad_input(message)
+        } else {
+            NodeFailure::bad_input_at(path, message)
+        }
+    })
 }
 
 /// A compiled sub-workflow as this layer sees it: opaque, and run only through [`SubRuns`].
@@ -166,6 +200,13 @@ pub trait DynNode: Send + Sync {
     fn input_schema(&self) -> &Value;
     /// JSON schema of the output.
     fn output_schema(&self) -> &Value;
+    /// JSON schema of the output when the node's static input (its `params`) is
+    /// `static_input`, where that makes it narrower than [`DynNode::output_schema`] (a Read
+    /// with `required: true` always gives a record); `None` when it does not.
+    fn output_schema_given(&self, static_input: &Value) -> Option<Value> {
+        let _ = static_input;
+        None
+    }
     /// Whether this node merges alternatives: it runs when at least one incoming connection
     /// delivered, instead of being skipped when one did not.
     fn merges(&self) -> bool {
@@ -244,8 +285,12 @@ impl<N: Node> DynNode for TypedNode<N> {
         &self.output_schema
     }
 
+    fn output_schema_given(&self, static_input: &Value) -> Option<Value> {
+        self.node.output_schema_given(static_input).map(|schema| schema.to_value())
+    }
+
     async fn run(&self, env: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure> {
-        let input: N::Input = serde_json::from_value(input).map_err(|e| NodeFailure::bad_input(e.to_string()))?;
+        let input: N::Input = decode_input(input)?;
         let output = self.node.run(env.ctx, input).await?;
         serde_json::to_value(output).map_err(|e| NodeFailure::permanent(format!("output does not serialise: {e}")))
     }
@@ -312,7 +357,7 @@ where
     }
 
     async fn run(&self, _: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure> {
-        let input: I = serde_json::from_value(input).map_err(|e| NodeFailure::bad_input(e.to_string()))?;
+        let input: I = decode_input(input)?;
         let output = (self.compute)(input).map_err(NodeFailure::permanent)?;
         serde_json::to_value(output).map_err(|e| NodeFailure::permanent(format!("output does not serialise: {e}")))
     }

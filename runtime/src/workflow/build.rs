@@ -1,6 +1,6 @@
 //! Validation of a [`WorkflowDef`] into a runnable [`Workflow`], in named passes over the
-//! definition: header (name, inputs), nodes, orderings, connections, required inputs, outputs,
-//! cycles. Every pass reports into one [`Checker`], so a definition's problems are all found
+//! definition: header (name, inputs), nodes, orderings, connections, static params, required
+//! inputs, outputs, cycles. Every pass reports into one [`Checker`], so a definition's problems are all found
 //! at once, each with a JSON pointer into the definition.
 
 use std::cell::Cell;
@@ -15,8 +15,8 @@ use super::def::escape;
 use super::{CompiledNode, ConnectionDef, Edge, INPUT, MAX_ATTEMPTS, NodeDef, Problem, Problems, Source, Wiring, Workflow, WorkflowDef};
 use crate::node::path::{FieldPath, Segment, kind};
 use crate::node::registry::{InstantiateError, Registry};
-use crate::node::schema::{SchemaView, Ty, did_you_mean};
-use crate::node::{MAX_MESSAGE_CHARS, NodeRef, shorten};
+use crate::node::schema::{MisfitKind, SchemaView, Ty, did_you_mean};
+use crate::node::{MAX_MESSAGE_CHARS, shorten};
 
 /// Names compared for "did you mean" hints in one validation, at most.
 const HINT_BUDGET: usize = 100_000;
@@ -97,6 +97,7 @@ impl Workflow {
             b.compile_nodes();
             b.order_after();
             b.connect();
+            b.check_params();
             b.check_required_inputs();
             b.resolve_outputs();
             b.check_cycles();
@@ -196,18 +197,17 @@ impl<'d> Build<'d> {
         }
         match self.registry.instantiate(&node.node_type, &node.params) {
             Ok((instance, static_input)) => {
-                if self.registry.fixed(&node.node_type).is_some() {
-                    check_params(&mut self.c, name, at, &instance, &static_input);
-                }
+                let static_input = if static_input.is_null() {
+                    Value::Object(Map::new())
+                } else {
+                    static_input
+                };
                 Some(CompiledNode {
                     name: name.to_string(),
                     type_label: instance.info().type_name.as_str().into(),
+                    narrowed_output: instance.output_schema_given(&static_input),
                     node: instance,
-                    static_input: if static_input.is_null() {
-                        Value::Object(Map::new())
-                    } else {
-                        static_input
-                    },
+                    static_input,
                     timeout: node.timeout_ms.map(Duration::from_millis),
                     retry: node.retry,
                 })
@@ -269,11 +269,14 @@ impl<'d> Build<'d> {
                 continue;
             };
             let target = self.compiled[to].as_ref().expect("resolved targets are compiled");
-            if let (Some((_, source_ty)), Some(target_ty)) = (&source, &target_ty)
-                && !source_ty.fits(target_ty)
-            {
-                let message = format!("type mismatch: '{}' gives {source_ty}, '{}' takes {target_ty}", conn.from, conn.to);
-                self.c.problem(&at, message);
+            if let (Some((_, source_ty)), Some(target_ty)) = (&source, &target_ty) {
+                if !source_ty.fits(target_ty) {
+                    let message = format!("type mismatch: '{}' gives {source_ty}, '{}' takes {target_ty}", conn.from, conn.to);
+                    self.c.problem(&at, message);
+                } else if source_ty.may_be_null() && !target_ty.takes_null() {
+                    let message = self.null_into_non_null(conn, target_ty);
+                    self.c.problem(&at, message);
+                }
             }
             let to_name = &target.name;
             if to_path.segments().len() == 1 && target.static_input.get(to_path.root()).is_some() {
@@ -304,6 +307,44 @@ impl<'d> Build<'d> {
                     to_path: Some(to_path),
                 });
             }
+        }
+    }
+
+    /// Why connection `conn`, whose source may be null (or absent), cannot feed an input of
+    /// type `target` that takes no null, and what the workflow can do about it.
+    fn null_into_non_null(&self, conn: &ConnectionDef, target: &Ty) -> String {
+        let problem = |why: &str, remedy: &str| {
+            format!(
+                "'{}' may be null{why}, and '{}' takes {target}, not null: {remedy}",
+                conn.from, conn.to
+            )
+        };
+        let switch = "test it with a Switch (op: exists) and connect the Switch's `then`";
+        let Some((node, path)) = split(&conn.from) else {
+            return problem("", switch);
+        };
+        let path = FieldPath::parse(path).map(|p| p.segments().to_vec()).unwrap_or_default();
+        if node == INPUT {
+            let name = path.first().map(segment_text).unwrap_or_default();
+            return problem("", &format!("make the workflow's input '{name}' required or give it a default"));
+        }
+        let Some(source) = self.index.get(node).and_then(|&i| self.compiled[i].as_ref()) else {
+            return problem("", switch);
+        };
+        // The first step that may be null says why: `read.record` for `read.record.id`.
+        let view = SchemaView::new(source.output_schema());
+        let why = (1..path.len())
+            .find(|&n| view.resolve(&path[..n]).is_ok_and(|ty| ty.may_be_null()))
+            .map(|n| {
+                let shown: Vec<String> = path[..n].iter().map(segment_text).collect();
+                format!(" (when '{node}.{}' is null)", shown.join("."))
+            })
+            .unwrap_or_default();
+        if source.node.info().kind == Some(dataflow_core::NodeKind::Read) {
+            let remedy = format!("give node '{node}' `required: true` (it then fails when the row is not found), or {switch}");
+            problem(&why, &remedy)
+        } else {
+            problem(&why, switch)
         }
     }
 
@@ -340,11 +381,7 @@ impl<'d> Build<'d> {
                 let known = if e.depth == 0 { view.properties() } else { e.known.clone() };
                 let shown = to_path.segments()[..=e.depth.min(to_path.segments().len() - 1)]
                     .iter()
-                    .map(|s| match s {
-                        Segment::Key(k) => k.clone(),
-                        Segment::Index(i) => i.to_string(),
-                        Segment::Each => "*".into(),
-                    })
+                    .map(segment_text)
                     .collect::<Vec<_>>()
                     .join(".");
                 let message = format!("node '{to_name}' has no input '{shown}'{}", self.c.hint(&e.missing, &known));
@@ -353,6 +390,70 @@ impl<'d> Build<'d> {
             }
         };
         Some((to, to_path, target_ty))
+    }
+
+    /// The static parameters of each fixed node (a generated or typed node, whose params are
+    /// its input) against its input schema, as deep as they go: types, enumerations, bounds,
+    /// unknown keys, and required keys of nested objects that no connection supplies. Each
+    /// misfit is reported where it is written.
+    fn check_params(&mut self) {
+        for (i, (_, def)) in self.def.nodes.iter().enumerate() {
+            let Some(node) = &self.compiled[i] else { continue };
+            if self.registry.fixed(&def.node_type).is_none() {
+                continue;
+            }
+            let fed: Vec<&[Segment]> = self
+                .edges
+                .iter()
+                .filter(|e| e.to == i)
+                .filter_map(|e| e.to_path.as_ref().map(FieldPath::segments))
+                .collect();
+            // Top-level inputs are left to `check_required_inputs`; a nested key is supplied
+            // when a connection writes it, into it or around it.
+            let supplied = |path: &[Segment]| path.len() == 1 || fed.iter().any(|f| f.starts_with(path) || path.starts_with(f));
+            let misfits = SchemaView::new(node.node.input_schema()).check(&node.static_input, &supplied);
+            let at = format!("/nodes/{}/params", escape(&node.name));
+            for misfit in misfits {
+                let path: Vec<String> = misfit.at.iter().map(segment_text).collect();
+                let pointer = path.iter().fold(at.clone(), |p, s| format!("{p}/{}", escape(s)));
+                let (name, path) = (&node.name, path.join("."));
+                let message = match misfit.kind {
+                    MisfitKind::WrongType { expected, found } => {
+                        let article = if found.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+                        format!("input '{path}' of node '{name}' takes {expected}, got {article} {found}")
+                    }
+                    MisfitKind::NotAllowed(rule) => format!("input '{path}' of node '{name}' {rule}"),
+                    MisfitKind::UnknownKey { known } => {
+                        let key = path.rsplit('.').next().unwrap_or(&path);
+                        format!("node '{name}' has no input '{path}'{}", self.c.hint(key, &known))
+                    }
+                    MisfitKind::Missing { keys } => {
+                        let mut wanted: Vec<String> = keys
+                            .iter()
+                            .map(|key| {
+                                if path.is_empty() {
+                                    format!("'{key}'")
+                                } else {
+                                    format!("'{path}.{key}'")
+                                }
+                            })
+                            .collect();
+                        let type_name = &node.node.info().type_name;
+                        match wanted.pop() {
+                            Some(last) if !wanted.is_empty() => format!(
+                                "node '{name}' ({type_name}) needs inputs {} and {last}: give them in params or connect them",
+                                wanted.join(", ")
+                            ),
+                            last => format!(
+                                "node '{name}' ({type_name}) needs input {}: give it in params or connect it",
+                                last.unwrap_or_default()
+                            ),
+                        }
+                    }
+                };
+                self.c.problem(pointer, message);
+            }
+        }
     }
 
     /// Every input a node's schema requires is given in params or connected.
@@ -439,7 +540,11 @@ impl<'d> Build<'d> {
                 return None;
             };
             let ty = if path.segments().len() == 1 {
-                Ty::named(&input.ty).unwrap_or(Ty::Any)
+                let ty = Ty::named(&input.ty).unwrap_or(Ty::Any);
+                // An optional input without a default is absent from a run that does not give
+                // it, and `default: null` gives null.
+                let absent = matches!(input.default, None | Some(Value::Null)) && !input.is_required();
+                if absent { ty.or_null() } else { ty }
             } else if path.has_each() {
                 Ty::one("array")
             } else {
@@ -455,7 +560,7 @@ impl<'d> Build<'d> {
             return None;
         };
         let compiled = self.compiled[i].as_ref()?;
-        let view = SchemaView::new(compiled.node.output_schema());
+        let view = SchemaView::new(compiled.output_schema());
         match view.resolve(path.segments()) {
             Ok(ty) => Some((Source::Node(i, path), ty)),
             Err(e) => {
@@ -491,26 +596,11 @@ fn split(text: &str) -> Option<(&str, &str)> {
     (!node.is_empty() && !path.is_empty()).then_some((node, path))
 }
 
-/// The static parameters of a fixed node: each a known input of a fitting type.
-fn check_params(c: &mut Checker, name: &str, at: &str, node: &NodeRef, params: &Value) {
-    let Some(params) = params.as_object() else { return };
-    let view = SchemaView::new(node.input_schema());
-    let known = view.properties();
-    for (key, value) in params {
-        match view.resolve(&[Segment::Key(key.clone())]) {
-            Ok(ty) => {
-                let given = Ty::one(kind(value));
-                if !value.is_null() && !given.fits(&ty) {
-                    c.problem(
-                        format!("{at}/params/{}", escape(key)),
-                        format!("input '{key}' of node '{name}' takes {ty}, got a {given}"),
-                    );
-                }
-            }
-            Err(_) => c.problem(
-                format!("{at}/params/{}", escape(key)),
-                format!("node '{name}' has no input '{key}'{}", c.hint(key, &known)),
-            ),
-        }
+/// A path step as written in a field path: a key, a position or `*`.
+fn segment_text(segment: &Segment) -> String {
+    match segment {
+        Segment::Key(k) => k.clone(),
+        Segment::Index(i) => i.to_string(),
+        Segment::Each => "*".into(),
     }
 }

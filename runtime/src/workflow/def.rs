@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 /// The name connections use for the workflow's own inputs: `input.product.name`.
@@ -61,12 +61,19 @@ pub struct InputDef {
     /// Whether a run must give it (default: yes, unless there is a default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required: Option<bool>,
-    /// The value when a run does not give one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The value when a run does not give one. `default: null` is a default too
+    /// (`Some(Value::Null)`): the input is optional and null when not given.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
     /// What it is.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+}
+
+/// A key that is written is `Some`, whatever its value: serde's `Option` would read `null` as
+/// "not written" and make `default: null` mean "no default".
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 impl InputDef {

@@ -29,8 +29,18 @@ pub(crate) struct CompiledNode {
     /// The node type as a metrics label, shared instead of copied on every run.
     pub type_label: std::sync::Arc<str>,
     pub static_input: Value,
+    /// The output schema as the static input narrows it, when it does.
+    pub narrowed_output: Option<Value>,
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
+}
+
+impl CompiledNode {
+    /// The schema of what this instance outputs: the node type's, or narrower where the static
+    /// input makes it so.
+    pub fn output_schema(&self) -> &Value {
+        self.narrowed_output.as_ref().unwrap_or_else(|| self.node.output_schema())
+    }
 }
 
 /// Where a connection takes its value from.

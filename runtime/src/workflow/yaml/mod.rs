@@ -6,7 +6,10 @@
 mod diagnostic;
 mod tree;
 
+use std::io::Read;
 use std::path::Path;
+
+use serde_path_to_error::Segment;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Position};
 pub use tree::{Located, MAX_ALIASED_VALUES, parse};
@@ -15,7 +18,8 @@ use super::def::escape;
 use super::{Problem, Workflow, WorkflowDef};
 use crate::node::registry::Registry;
 
-/// Largest workflow file read.
+/// Largest workflow file read, in bytes (4 MiB): a larger file, or one that is not a regular
+/// file (a device such as `/dev/zero`, a pipe), is refused before it is read.
 pub const MAX_FILE_BYTES: usize = 4 << 20;
 
 /// Reads, parses and validates the workflow file `path`.
@@ -30,12 +34,32 @@ pub fn load_file(path: impl AsRef<Path>, registry: &Registry) -> Result<Workflow
             source_line: None,
         }])
     };
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    if bytes.len() > MAX_FILE_BYTES {
-        return Err(fail(format!("larger than {MAX_FILE_BYTES} bytes")));
-    }
+    let bytes = read_bounded(path).map_err(fail)?;
     let text = String::from_utf8(bytes).map_err(|e| fail(format!("not UTF-8: {e}")))?;
     load_str(&text, path, registry)
+}
+
+/// The bytes of the regular file `path` if it holds at most [`MAX_FILE_BYTES`]; else why not.
+/// The size is checked before reading and the read is bounded too, since a file may grow (or
+/// be replaced) between the two.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let too_large = |bytes: u64| format!("{bytes} bytes: a workflow file may hold at most {MAX_FILE_BYTES}");
+    let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !metadata.is_file() {
+        return Err("not a regular file: a workflow is read from a file, not a directory, device or pipe".into());
+    }
+    if metadata.len() > MAX_FILE_BYTES as u64 {
+        return Err(too_large(metadata.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Parses and validates workflow YAML `text`; `file` names it in diagnostics.
@@ -53,9 +77,9 @@ pub fn load_str(text: &str, file: impl AsRef<Path>, registry: &Registry) -> Resu
         message,
     };
     let located = parse(text).map_err(|(pos, message)| Diagnostics(vec![diagnostic(pos, String::new(), message)]))?;
-    let mut def: WorkflowDef = match serde_json::from_value(located.value.clone()) {
+    let mut def: WorkflowDef = match serde_path_to_error::deserialize(&located.value) {
         Ok(def) => def,
-        Err(e) => return Err(Diagnostics(vec![structure_error(&located, &e.to_string(), &diagnostic)])),
+        Err(e) => return Err(Diagnostics(vec![structure_error(&located, e, &diagnostic)])),
     };
     // Keep nodes in the order they are written (the JSON map is sorted).
     def.nodes
@@ -85,18 +109,25 @@ fn source_lines(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Locates a serde error about the file's structure: `unknown field `x``, `missing field
-/// `y`` and type errors name a field; the first key of that name in the file is the place.
-fn structure_error(located: &Located, message: &str, diagnostic: &dyn Fn(Option<Position>, String, String) -> Diagnostic) -> Diagnostic {
-    let field = message.split('`').nth(1).map(str::to_string);
-    let pointer = field.as_ref().and_then(|f| located.first_key(&escape(f)));
-    // Failing a key of that name (a wrong type of the whole document, a missing top-level
-    // field), the place is the document itself.
-    let position = pointer
-        .as_ref()
-        .and_then(|p| located.position(p))
-        .or_else(|| located.value_position(""));
-    diagnostic(position, pointer.unwrap_or_default(), message.to_string())
+/// Locates a serde error about the file's structure at the path it failed at: an unknown key
+/// at that key, a bad value (`retry: {attempts: x}`) at its own key, a missing field at the
+/// mapping that lacks it. An error about the document as a whole is placed at its start.
+fn structure_error(
+    located: &Located,
+    error: serde_path_to_error::Error<serde_json::Error>,
+    diagnostic: &dyn Fn(Option<Position>, String, String) -> Diagnostic,
+) -> Diagnostic {
+    let pointer: String = error
+        .path()
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(format!("/{index}")),
+            Segment::Map { key } => Some(format!("/{}", escape(key))),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        })
+        .collect();
+    let position = located.position(&pointer).or_else(|| located.value_position(""));
+    diagnostic(position, pointer, error.into_inner().to_string())
 }
 
 #[cfg(test)]

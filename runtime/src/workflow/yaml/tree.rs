@@ -49,14 +49,6 @@ impl Located {
         }
     }
 
-    /// The pointer of the first key (in file order) named `escaped` (a pointer segment).
-    pub(crate) fn first_key(&self, escaped: &str) -> Option<String> {
-        let suffix = format!("/{escaped}");
-        let mut hits: Vec<(&String, &Position)> = self.keys.iter().filter(|(k, _)| k.ends_with(&suffix)).collect();
-        hits.sort_by_key(|(_, p)| (p.line, p.column));
-        hits.first().map(|(k, _)| (*k).clone())
-    }
-
     /// Where the value at `pointer` is written.
     pub fn value_position(&self, pointer: &str) -> Option<Position> {
         self.values.get(pointer).copied().or_else(|| self.position(pointer))

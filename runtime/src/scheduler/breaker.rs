@@ -1,8 +1,9 @@
 //! Circuit breakers, one per store, shared by every run of a runtime: after repeated transient
 //! failures of a store, nodes that need it fail at once instead of waiting on a dead server,
-//! until a probe after a cooldown finds it back. It counts only transient failures of the
-//! store that failed, admits a node only when every store it needs admits it, and recovers
-//! from a probe that never reports (refused by another store's breaker, or its run dropped).
+//! until a probe after a cooldown finds it back. It counts transient failures of the store
+//! that failed, but not a busy store (one that answers but had no pooled connection free in
+//! time: that is load, not an outage); admits a node only when every store it needs admits it; and recovers from a probe that
+//! never reports (refused by another store's breaker, or its run dropped).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -53,11 +54,14 @@ impl Breakers {
         stores.iter().copied().find(|s| !self.admit(*s))
     }
 
-    /// Records the outcome of a call that needed `stores`: a transient failure of one store
-    /// counts against that store only; anything else (a success, a permanent failure, a
-    /// timeout) shows the stores answering and closes their breakers.
+    /// Records the outcome of a call that needed `stores`:
+    /// - a transient failure of one store counts against that store only, unless the store
+    ///   was busy, which counts for nothing: it answers, it only had no room in time;
+    /// - anything else (a success, a permanent failure, a timeout) shows the stores answering
+    ///   and closes their breakers.
     pub(super) fn record(&self, stores: &[StoreKind], result: &Result<Value, NodeFailure>) {
         match result {
+            Err(NodeFailure::Failed { busy: true, .. }) => {}
             Err(NodeFailure::Failed {
                 transient: true,
                 store: Some(store),
@@ -150,6 +154,52 @@ mod tests {
         b.success(StoreKind::Relational);
         assert!(b.admit(StoreKind::Vector), "the Search after it is the vector store's probe");
         assert!(b.admit(StoreKind::Relational));
+    }
+
+    fn store_failure(store: StoreKind, busy: bool) -> Result<Value, NodeFailure> {
+        Err(NodeFailure::Failed {
+            message: "no connection".into(),
+            transient: true,
+            store: Some(store),
+            busy,
+        })
+    }
+
+    fn closed_with(b: &Breakers, store: StoreKind) -> Option<u32> {
+        match b.states.lock().unwrap().get(&store) {
+            Some(BreakerState::Closed { failures }) => Some(*failures),
+            None => Some(0),
+            Some(_) => None,
+        }
+    }
+
+    /// A store that answers but had no pooled connection free in time is under load, not
+    /// down: however often that happens, its breaker stays closed (it used to open, failing
+    /// every node that needs the store for a cooldown, which only adds to the load's failures).
+    #[test]
+    fn a_busy_store_never_opens_its_breaker() {
+        let b = Breakers::new(2, Duration::from_secs(3600));
+        for _ in 0..10 {
+            b.record(&[StoreKind::Relational], &store_failure(StoreKind::Relational, true));
+        }
+        assert!(!b.is_open(StoreKind::Relational));
+        assert_eq!(closed_with(&b, StoreKind::Relational), Some(0), "busy counts for nothing");
+        // A store that cannot be reached still opens it.
+        b.record(&[StoreKind::Relational], &store_failure(StoreKind::Relational, false));
+        b.record(&[StoreKind::Relational], &store_failure(StoreKind::Relational, false));
+        assert!(b.is_open(StoreKind::Relational));
+    }
+
+    /// A busy answer neither counts as a failure nor clears the failures before it: a store
+    /// that refuses connections between busy spells still opens its breaker.
+    #[test]
+    fn a_busy_answer_does_not_clear_earlier_failures() {
+        let b = Breakers::new(2, Duration::from_secs(3600));
+        b.record(&[StoreKind::Relational], &store_failure(StoreKind::Relational, false));
+        b.record(&[StoreKind::Relational], &store_failure(StoreKind::Relational, true));
+        assert_eq!(closed_with(&b, StoreKind::Relational), Some(1));
+        b.record(&[StoreKind::Relational], &store_failure(StoreKind::Relational, false));
+        assert!(b.is_open(StoreKind::Relational));
     }
 
     /// While a probe is out, other calls are refused; a probe whose run was dropped (it never

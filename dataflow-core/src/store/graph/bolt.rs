@@ -399,6 +399,7 @@ fn graph_error(action: &str, message: impl Into<String>, transient: bool) -> Err
         action: action.to_owned(),
         message: message.into(),
         transient,
+        busy: false,
     }
 }
 

@@ -368,6 +368,7 @@ fn vector_error(action: &str, message: impl Into<String>, transient: bool) -> Er
         action: action.to_owned(),
         message: message.into(),
         transient,
+        busy: false,
     }
 }
 

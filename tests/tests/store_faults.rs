@@ -1,0 +1,160 @@
+//! How each store's failures look to the runtime: a busy relational pool against a server
+//! that is down, a read while PostgreSQL is stopped, a Bolt server that rejects the
+//! credentials against one that is starting, and Chroma's health check while its requests are
+//! all in flight. In its own test binary, one test at a time, because some tests stop the
+//! servers every test of the binary uses.
+
+use std::time::{Duration, Instant};
+
+use dataflow_core::nodes::read::ReadInput;
+use dataflow_core::{Node, StoreKind};
+use dataflow_models::ProductReadNode;
+use dataflow_runtime::{RetryPolicy, RunOptions, RunStatus, Runtime, WorkflowBuilder};
+use dataflow_tests::fixture::{Backend, Fixture};
+use dataflow_tests::{ServiceKind, Services, on_both_backends};
+use serde_json::json;
+
+/// One test at a time: some stop servers that every test of this binary uses.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One attempt per node: each failure shows as it is, and counts once.
+const ONE_ATTEMPT: RetryPolicy = RetryPolicy {
+    attempts: 1,
+    backoff_ms: 1,
+    max_backoff_ms: 1,
+};
+
+/// A runtime whose breakers open after `threshold` failures and stay open for a minute, and
+/// whose nodes are tried once with a time limit of `node_timeout`.
+fn runtime(threshold: u32, node_timeout: Duration) -> Runtime {
+    Runtime::with_options(
+        dataflow_models::registry(),
+        RunOptions {
+            breaker_threshold: threshold,
+            breaker_cooldown: Duration::from_secs(60),
+            node_timeout,
+            retry: ONE_ATTEMPT,
+            ..RunOptions::default()
+        },
+    )
+}
+
+/// A workflow of one node of `node_type` with `params`.
+fn one_node(node_type: &str, params: serde_json::Value) -> dataflow_runtime::Workflow {
+    let mut b = WorkflowBuilder::new("one_node");
+    b.add_node("node", node_type, params);
+    b.build(&dataflow_models::registry()).expect("a valid workflow")
+}
+
+/// A relational pool whose every connection is in use is busy, not down: calls wait for a
+/// connection up to `relational_timeout`, then fail with a busy error, which the runtime
+/// retries but its breaker does not count. The pool here has one connection, held by an open
+/// transaction; the breaker would open on the first failure. Before, the wait's timeout was
+/// counted like a server that is down, and the breaker opened.
+async fn a_busy_pool_keeps_the_breaker_closed(backend: Backend) {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::with_projections_config_on(backend, "busy_pool", |mut c| {
+        c.max_connections = 1;
+        c.relational_timeout = Duration::from_secs(1);
+        c
+    })
+    .await;
+    let runtime = runtime(1, Duration::from_secs(30));
+    let list = one_node("ProductListNode", json!({"limit": 5}));
+    let read = one_node("ProductReadNode", json!({"id": 424242}));
+    assert_eq!(runtime.run(&list, &fx.ctx, json!({})).await.status, RunStatus::Succeeded);
+
+    let held = fx.ctx.stores().relational().begin().await.expect("the pool's only connection");
+    for workflow in [&list, &read, &list] {
+        let report = runtime.run(workflow, &fx.ctx, json!({})).await;
+        let error = report.node("node").unwrap().error.clone().unwrap_or_default();
+        assert_eq!(
+            report.status,
+            RunStatus::Failed,
+            "{backend:?}: nothing can run while the only connection is held"
+        );
+        assert!(error.contains("relational store") && error.contains("busy"), "{backend:?}: {error}");
+        assert!(
+            !runtime.breaker_open(StoreKind::Relational),
+            "{backend:?}: a busy pool opened the breaker: {error}"
+        );
+    }
+    // The same error through the node itself: transient (worth a retry) and busy.
+    let err = ProductReadNode
+        .run(
+            &fx.ctx,
+            ReadInput {
+                id: 424242,
+                include_deleted: false,
+            },
+        )
+        .await
+        .expect_err("no connection is free");
+    assert!(err.is_transient() && err.is_busy(), "{backend:?}: {err}");
+    assert_eq!(err.store(), Some(StoreKind::Relational));
+
+    held.rollback().await.expect("rolling back");
+    let report = runtime.run(&list, &fx.ctx, json!({})).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{backend:?}: {:?}", report.error);
+}
+on_both_backends!(a_busy_pool_keeps_the_breaker_closed);
+
+/// While PostgreSQL is stopped, a read that misses the cache fails within the connect bound
+/// (`CONNECT_TIMEOUT`, 2 s) with a transient error of the relational store that says it is
+/// unreachable and is not busy, long before the node's time limit, and the breaker counts it.
+/// Before, the pool retried the refused connections until `relational_timeout` (10 s by
+/// default), so the read ran into the node's 5 s limit and failed without naming the store.
+#[tokio::test]
+async fn a_read_against_a_stopped_postgres_fails_at_once_as_unreachable() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::new("pg_down_read").await;
+    let runtime = runtime(2, Duration::from_secs(5));
+    let read = one_node("ProductReadNode", json!({"id": 424242}));
+    assert_eq!(runtime.run(&read, &fx.ctx, json!({})).await.status, RunStatus::Succeeded);
+
+    let stopped = Services::global().await.stop(ServiceKind::Postgres).await;
+    let mut took = Vec::new();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let report = runtime.run(&read, &fx.ctx, json!({})).await;
+        took.push(started.elapsed());
+        let error = report.node("node").unwrap().error.clone().unwrap_or_default();
+        assert_eq!(report.status, RunStatus::Failed);
+        assert!(
+            !error.contains("no result within"),
+            "the read ran into the node's time limit: {error}"
+        );
+        assert!(error.contains("relational store") && error.contains("unreachable"), "{error}");
+    }
+    assert!(
+        runtime.breaker_open(StoreKind::Relational),
+        "two failures of a stopped server open the breaker"
+    );
+    let started = Instant::now();
+    let err = ProductReadNode
+        .run(
+            &fx.ctx,
+            ReadInput {
+                id: 424242,
+                include_deleted: false,
+            },
+        )
+        .await
+        .expect_err("PostgreSQL is stopped");
+    took.push(started.elapsed());
+    assert!(err.is_transient() && !err.is_busy(), "{err}");
+    assert_eq!(err.store(), Some(StoreKind::Relational));
+    eprintln!("reads against the stopped PostgreSQL failed after {took:?}");
+
+    stopped.start().await;
+    let err = ProductReadNode
+        .run(
+            &fx.ctx,
+            ReadInput {
+                id: 424242,
+                include_deleted: false,
+            },
+        )
+        .await;
+    assert!(err.is_ok(), "the read succeeds again once PostgreSQL is back: {err:?}");
+}

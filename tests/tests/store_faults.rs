@@ -158,3 +158,43 @@ async fn a_read_against_a_stopped_postgres_fails_at_once_as_unreachable() {
         .await;
     assert!(err.is_ok(), "the read succeeds again once PostgreSQL is back: {err:?}");
 }
+
+/// A node that runs out of time counts as a failure of the store it waited on, so a store that
+/// hangs instead of refusing connections opens its breaker too. Here the categories table is
+/// locked by an open transaction (SQLite: the write lock), so a Create of a category waits
+/// until the node's time limit. Before, a timeout counted as a success and the breaker never
+/// opened.
+async fn a_node_that_times_out_counts_against_its_store(backend: Backend) {
+    use dataflow_core::sea_orm::ConnectionTrait;
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::on(backend, "node_timeout").await;
+    let runtime = runtime(2, Duration::from_millis(500));
+    let create = |slug: &str| {
+        one_node(
+            "CategoryCreateNode",
+            json!({"record": {"slug": slug, "name": slug, "description": "", "parent_id": null, "active": true}}),
+        )
+    };
+    assert_eq!(
+        runtime.run(&create("before"), &fx.ctx, json!({})).await.status,
+        RunStatus::Succeeded
+    );
+
+    let held = fx.ctx.stores().relational().begin().await.expect("a transaction");
+    if backend == Backend::Servers {
+        held.execute_unprepared("LOCK TABLE categories IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("locking the table");
+    }
+    for slug in ["blocked-1", "blocked-2"] {
+        let report = runtime.run(&create(slug), &fx.ctx, json!({})).await;
+        let error = report.node("node").unwrap().error.clone().unwrap_or_default();
+        assert!(error.contains("no result within"), "{backend:?}: {error}");
+    }
+    assert!(
+        runtime.breaker_open(StoreKind::Relational),
+        "{backend:?}: two timeouts open the breaker"
+    );
+    held.rollback().await.expect("rolling back");
+}
+on_both_backends!(a_node_that_times_out_counts_against_its_store);

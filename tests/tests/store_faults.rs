@@ -7,6 +7,8 @@
 use std::time::{Duration, Instant};
 
 use dataflow_core::nodes::read::ReadInput;
+use dataflow_core::store::graph::bolt::AUTH_GRACE;
+use dataflow_core::store::{BoltGraph, GraphStore};
 use dataflow_core::{Node, StoreKind};
 use dataflow_models::ProductReadNode;
 use dataflow_runtime::{RetryPolicy, RunOptions, RunStatus, Runtime, WorkflowBuilder};
@@ -198,3 +200,95 @@ async fn a_node_that_times_out_counts_against_its_store(backend: Backend) {
     held.rollback().await.expect("rolling back");
 }
 on_both_backends!(a_node_that_times_out_counts_against_its_store);
+
+/// A Bolt graph store whose server rejects a wrong password fails for good within
+/// [`AUTH_GRACE`] (transient until then, since a starting ArcadeDB rejects every login the
+/// same way), with an authentication error that names the user and never the password.
+/// Before, the first rejection was final, and its message ("Authentication failed") did not
+/// say whose login.
+#[tokio::test]
+async fn a_wrong_password_fails_for_good_naming_the_user() {
+    const WRONG: &str = "not-the-password-4711";
+    let _serial = SERIAL.lock().await;
+    let bolt = Services::global().await.bolt().await;
+    let graph = BoltGraph::connect(
+        &bolt.uri,
+        &bolt.user,
+        WRONG,
+        Some(&bolt.database),
+        "wrong_password_",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("nothing is sent before the first call");
+    let started = Instant::now();
+    let mut transient = 0;
+    let err = loop {
+        let err = graph.ping().await.expect_err("the password is wrong");
+        let message = err.to_string();
+        assert!(message.contains(&format!("user '{}'", bolt.user)), "{message}");
+        assert!(!message.contains(WRONG), "the password is shown: {message}");
+        if !err.is_transient() {
+            break err;
+        }
+        transient += 1;
+        // A liveness bound: the test fails instead of waiting for good.
+        assert!(
+            started.elapsed() < AUTH_GRACE * 6,
+            "still transient after {:?}: {message}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+    eprintln!(
+        "a wrong password was final after {:?} ({transient} transient answers before)",
+        started.elapsed()
+    );
+}
+
+/// A store whose server does not know its user yet (as a starting ArcadeDB, whose users are not
+/// loaded) meets transient errors that name the user, and works as soon as the server accepts
+/// the login, without a new store. Before, the rejection was permanent: not retried, not
+/// counted by the breaker.
+#[tokio::test]
+async fn a_login_the_server_rejects_for_a_while_is_transient_and_the_store_recovers() {
+    let _serial = SERIAL.lock().await;
+    let services = Services::global().await;
+    let bolt = services.bolt().await;
+    let user = services.unique_name("bolt_user");
+    let password = "late-user-password-17";
+    let graph = BoltGraph::connect(
+        &bolt.uri,
+        &user,
+        password,
+        Some(&bolt.database),
+        &format!("{user}_"),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("nothing is sent before the first call");
+    for _ in 0..3 {
+        let err = graph.ping().await.expect_err("the server does not know the user yet");
+        assert!(err.is_transient(), "{err}");
+        assert_eq!(err.store(), Some(StoreKind::Graph));
+        assert!(err.to_string().contains(&format!("user '{user}'")), "{err}");
+        assert!(!err.to_string().contains(password), "the password is shown: {err}");
+    }
+    services
+        .arcadedb_command(&format!(
+            r#"create user {{"name": "{user}", "password": "{password}", "databases": {{"{}": ["admin"]}}}}"#,
+            bolt.database
+        ))
+        .await;
+    let mut answer = graph.ping().await;
+    for _ in 0..50 {
+        if answer.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        answer = graph.ping().await;
+    }
+    services.arcadedb_command(&format!("drop user {user}")).await;
+    assert!(answer.is_ok(), "the store did not recover once the login was accepted: {answer:?}");
+}

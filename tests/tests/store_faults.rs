@@ -4,11 +4,15 @@
 //! all in flight. In its own test binary, one test at a time, because some tests stop the
 //! servers every test of the binary uses.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dataflow_core::nodes::read::ReadInput;
 use dataflow_core::store::graph::bolt::AUTH_GRACE;
-use dataflow_core::store::{BoltGraph, GraphStore};
+use dataflow_core::store::vector::VectorDoc;
+use dataflow_core::store::vector::chroma::MAX_IN_FLIGHT;
+use dataflow_core::store::{BoltGraph, ChromaStore, GraphStore, VectorStore};
 use dataflow_core::{Node, StoreKind};
 use dataflow_models::ProductReadNode;
 use dataflow_runtime::{RetryPolicy, RunOptions, RunStatus, Runtime, WorkflowBuilder};
@@ -291,4 +295,53 @@ async fn a_login_the_server_rejects_for_a_while_is_transient_and_the_store_recov
     }
     services.arcadedb_command(&format!("drop user {user}")).await;
     assert!(answer.is_ok(), "the store did not recover once the login was accepted: {answer:?}");
+}
+
+/// Chroma's health check answers while every request turn of the client is taken by slow
+/// requests (eight reads of 3,000 documents with their embeddings): it takes no turn. Before,
+/// it queued behind them and answered only after one of them had finished.
+#[tokio::test]
+async fn chroma_answers_its_health_check_while_every_request_is_in_flight() {
+    const DOCS: usize = 3_000;
+    let _serial = SERIAL.lock().await;
+    let services = Services::global().await;
+    let prefix = format!("{}_", services.unique_name("chroma_health"));
+    let store = Arc::new(ChromaStore::new(&services.chroma_url().await, &prefix, Duration::from_secs(120)).expect("a Chroma client"));
+    let docs = (0..DOCS)
+        .map(|i| VectorDoc {
+            id: i.to_string(),
+            embedding: (0..384).map(|k| ((i * 31 + k * 7) % 101) as f32 / 101.0).collect(),
+            document: format!("document {i} {}", "x".repeat(200)),
+            metadata: serde_json::Map::new(),
+        })
+        .collect();
+    store.upsert("health_docs", docs).await.expect("seeding the collection");
+
+    let finished = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..MAX_IN_FLIGHT)
+        .map(|_| {
+            let (store, finished) = (store.clone(), finished.clone());
+            tokio::spawn(async move {
+                let read = store.get("health_docs", None, DOCS, 0).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                read
+            })
+        })
+        .collect();
+    while store.requests_in_flight() < MAX_IN_FLIGHT {
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            0,
+            "a read finished before all were in flight: make them larger"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let pinged = store.ping().await;
+    let finished_by_then = finished.load(Ordering::SeqCst);
+    assert!(pinged.is_ok(), "{pinged:?}");
+    assert_eq!(finished_by_then, 0, "the health check waited for a read to finish");
+    for reader in readers {
+        assert_eq!(reader.await.unwrap().expect("a read").len(), DOCS);
+    }
+    store.drop_collection("health_docs").await.expect("dropping the collection");
 }

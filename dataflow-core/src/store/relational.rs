@@ -251,13 +251,15 @@ impl RelationalStore {
 
 /// How long a SQLite connection waits for another connection's write lock before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a call waits for a connection of an [`open_sqlite`] pool (sqlx's default).
+const SQLITE_POOL_WAIT: Duration = Duration::from_secs(30);
 
 /// Opens (creating it and its directory when missing) the SQLite database file at `path`,
 /// as the embedded relational, graph and vector stores use it: write-ahead logging so
 /// readers never wait for the writer, and writers that wait for each other instead of
 /// failing. A call waits up to 30 s for one of its `max_connections` pooled connections.
 pub async fn open_sqlite(path: &Path, max_connections: u32) -> Result<DatabaseConnection> {
-    open_sqlite_waiting(path, max_connections, SQLITE_BUSY_TIMEOUT).await
+    open_sqlite_waiting(path, max_connections, SQLITE_POOL_WAIT).await
 }
 
 /// [`open_sqlite`], where a call waits up to `pool_wait` for a pooled connection.
@@ -441,13 +443,5 @@ impl ConnectionTrait for RelationalConnection {
 
     async fn query_all_raw(&self, stmt: Statement) -> std::result::Result<Vec<QueryResult>, DbErr> {
         self.patiently(|| self.db.query_all_raw(stmt.clone())).await
-    }
-
-    fn support_returning(&self) -> bool {
-        self.db.support_returning()
-    }
-
-    fn is_mock_connection(&self) -> bool {
-        false
     }
 }

@@ -140,8 +140,8 @@ impl Error {
         matches!(self, Error::Store { transient: true, .. })
     }
 
-    /// Whether a store answered but had no room for the call in time (see
-    /// [`Error::Store::busy`]): retryable, and no sign that the store is down.
+    /// Whether a store answered but had no room for the call in time (the `busy` flag of
+    /// [`Error::Store`]): retryable, and no sign that the store is down.
     pub fn is_busy(&self) -> bool {
         matches!(self, Error::Store { busy: true, .. })
     }

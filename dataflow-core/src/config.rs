@@ -15,10 +15,12 @@ pub struct Config {
     pub database_schema: Option<String>,
     /// Most pooled relational connections.
     pub max_connections: u32,
-    /// How long a relational call waits for a pooled connection (PostgreSQL). While the server
-    /// cannot be reached, calls fail after this long with an error naming the relational store
-    /// (so the runtime's breaker counts them) instead of waiting for it to come back; keep it
-    /// below the runtime's node timeout.
+    /// How long a relational call waits for a pooled connection while every one is in use;
+    /// then it fails with a busy error ([`crate::Error::is_busy`]), which the runtime retries
+    /// but its breaker does not count. A server that accepts no connection (stopped, or not
+    /// answering) fails a call sooner, within [`crate::store::relational::CONNECT_TIMEOUT`] or
+    /// this, whichever is less, with an error the breaker counts. Keep it below the runtime's
+    /// node timeout.
     pub relational_timeout: Duration,
     /// `redis://...` URL of the cache; `None`: the in-process cache when `embedded_cache`,
     /// else no cache.

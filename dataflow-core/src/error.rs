@@ -111,7 +111,8 @@ pub enum Error {
         /// The model.
         model: &'static str,
     },
-    /// A store failed; `transient` errors (connection lost, timeout) may succeed on retry.
+    /// A store failed; `transient` errors (connection lost, timeout, busy) may succeed on
+    /// retry.
     #[error("{store} failed while {action}: {message}")]
     Store {
         /// Which store.
@@ -122,6 +123,11 @@ pub enum Error {
         message: String,
         /// Whether a retry may succeed.
         transient: bool,
+        /// The store answers but had no room for the call in time (every pooled connection
+        /// stayed in use): `transient` too, but no sign that the store is down, so it does
+        /// not count towards opening the store's circuit breaker. False for a store that
+        /// cannot be reached (refused or lost connections, no answer).
+        busy: bool,
     },
     /// Bad configuration: a URL that does not parse, an unknown option, ...
     #[error("configuration: {0}")]
@@ -129,9 +135,23 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying the same call may succeed (a lost connection, a timeout).
+    /// Whether retrying the same call may succeed (a lost connection, a timeout, a busy pool).
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Store { transient: true, .. })
+    }
+
+    /// Whether a store answered but had no room for the call in time (the `busy` flag of
+    /// [`Error::Store`]): retryable, and no sign that the store is down.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Error::Store { busy: true, .. })
+    }
+
+    /// The store that failed, for a store error.
+    pub fn store(&self) -> Option<StoreKind> {
+        match self {
+            Error::Store { store, .. } => Some(*store),
+            _ => None,
+        }
     }
 
     /// An [`Error::InvalidInput`].
@@ -143,14 +163,24 @@ impl Error {
         }
     }
 
-    /// Wraps a relational-store error with what was being done.
+    /// Wraps a relational-store error with what was being done. A wait for a pooled
+    /// connection that ran out is `busy` (the pool of [`crate::RelationalStore`] reports a
+    /// server that accepts no connection as a connection error instead); a connection that
+    /// cannot be made or was lost is transient.
     pub fn relational(action: impl Into<String>, err: sea_orm::DbErr) -> Self {
-        let transient = matches!(err, sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_)) || is_transient_sqlx(&err);
+        let busy = is_pool_wait_timeout(&err);
+        let transient = busy || matches!(err, sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_)) || is_transient_sqlx(&err);
+        let message = if busy {
+            "busy: every pooled connection stayed in use for the wait limit (relational_timeout)".to_owned()
+        } else {
+            err.to_string()
+        };
         Error::Store {
             store: StoreKind::Relational,
             action: action.into(),
-            message: err.to_string(),
+            message,
             transient,
+            busy,
         }
     }
 
@@ -164,11 +194,13 @@ impl Error {
                 action,
                 message,
                 transient,
+                busy,
             } => Error::Store {
                 store,
                 action: scrub(action),
                 message: scrub(message),
                 transient,
+                busy,
             },
             Error::Config(message) => Error::Config(scrub(message)),
             other => other,
@@ -182,7 +214,21 @@ impl Error {
             action: action.into(),
             message: message.to_string(),
             transient: true,
+            busy: false,
         }
+    }
+}
+
+/// A wait for a pooled connection that ran out of time: sea-orm's acquire timeout, or sqlx's
+/// own where sea-orm passes it through (as it does from `Database::connect`).
+pub(crate) fn is_pool_wait_timeout(err: &sea_orm::DbErr) -> bool {
+    use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr, sqlx};
+    match err {
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Conn(RuntimeErr::SqlxError(e)) => {
+            matches!(e.as_ref(), sqlx::Error::PoolTimedOut)
+        }
+        _ => false,
     }
 }
 
@@ -196,6 +242,6 @@ fn is_transient_sqlx(err: &sea_orm::DbErr) -> bool {
     };
     matches!(
         sqlx_err.as_ref(),
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
     )
 }

@@ -304,6 +304,7 @@ impl DynNode for Probe {
                 message: format!("attempt {attempt} fails"),
                 transient: !self.permanent,
                 store: None,
+                busy: false,
             });
         }
         Ok(json!({"attempt": attempt, "input": input}))

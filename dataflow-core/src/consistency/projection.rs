@@ -316,6 +316,7 @@ pub(crate) async fn apply_verified(stores: &StoreHandles, meta: &'static ModelMe
                             action: format!("checking that the {} projection of {} is current", kind, meta.name),
                             message: e.to_string(),
                             transient: true,
+                            busy: false,
                         },
                     ));
                 }
@@ -356,6 +357,7 @@ pub(crate) async fn apply_verified(stores: &StoreHandles, meta: &'static ModelMe
                 action: format!("projecting {}", meta.name),
                 message: "rows kept changing while their projection was applied; left for sync".into(),
                 transient: true,
+                busy: false,
             },
         ));
     }

@@ -66,7 +66,7 @@ impl Connected {
         let embedded_file = if (config.embedded_vector && config.chroma_url.is_none()) || (config.embedded_graph && config.graph.is_none())
         {
             Some(match relational.backend() {
-                sea_orm::DbBackend::Sqlite => relational.connection().clone(),
+                sea_orm::DbBackend::Sqlite => relational.connection().database().clone(),
                 _ => {
                     let file = config.embedded_file.as_deref().ok_or_else(|| {
                         Error::Config(
@@ -74,7 +74,7 @@ impl Connected {
                                 .into(),
                         )
                     })?;
-                    relational::open_sqlite(file, config.max_connections).await?
+                    relational::open_sqlite_waiting(file, config.max_connections, config.relational_timeout).await?
                 }
             })
         } else {

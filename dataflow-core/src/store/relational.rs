@@ -1,24 +1,37 @@
 //! The relational store: PostgreSQL or SQLite through sea-orm, and schema migration.
 
+use std::future::Future;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, SqliteTransactionMode, Statement,
-    TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult,
+    RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_pool_wait_timeout};
 use crate::model::ModelMeta;
 use crate::secrets::{redact_url, split_password};
 use crate::sql::{Sql, schema};
 
+/// Longest wait of a relational call for the server to accept a new connection: a server that
+/// refuses connections (stopped) or does not answer fails the call after this long, as
+/// unreachable, instead of after `relational_timeout` (the wait for a busy pool). The Chroma
+/// client connects under the same bound.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the answer of one check that the server accepts connections is reused: waits
+/// that run out together (every call while PostgreSQL is stopped) check once.
+const SERVER_CHECK_REUSE: Duration = Duration::from_secs(1);
+
 /// A pooled connection to PostgreSQL or SQLite.
 #[derive(Clone, Debug)]
 pub struct RelationalStore {
-    db: DatabaseConnection,
+    db: RelationalConnection,
     backend: DbBackend,
     schema: Option<String>,
 }
@@ -33,8 +46,9 @@ impl RelationalStore {
             if config.database_schema.is_some() {
                 return Err(Error::Config("database_schema applies to PostgreSQL only".into()));
             }
+            let db = open_sqlite_waiting(Path::new(path), config.max_connections, config.relational_timeout).await?;
             return Ok(RelationalStore {
-                db: open_sqlite(Path::new(path), config.max_connections).await?,
+                db: RelationalConnection::new(db, config.relational_timeout),
                 backend: DbBackend::Sqlite,
                 schema: None,
             });
@@ -51,30 +65,40 @@ impl RelationalStore {
         if let Some(password) = password {
             options.map_sqlx_postgres_opts(move |o| o.password(&password));
         }
-        // Without a bound, a call waits for a connection while the server is down (the pool
-        // retries refused connections until its own 30 s limit), so an outage shows as runs
-        // that hang and then time out without naming the store.
+        // sqlx has one time limit for a wait for a pooled connection, whether every connection
+        // is in use (busy) or the pool is opening one that the server refuses (down: it
+        // retries refused connections until that limit). So the pool's limit is the short
+        // connect bound, and `RelationalConnection` waits on for a busy pool up to
+        // `relational_timeout`, telling the two apart by asking the server.
         options
             .max_connections(config.max_connections)
             .min_connections(1)
-            .acquire_timeout(config.relational_timeout)
+            .acquire_timeout(connect_timeout(config.relational_timeout))
             .sqlx_logging(false);
         if let Some(schema) = &config.database_schema {
             check_schema_name(schema)?;
             options.set_schema_search_path(schema.clone());
         }
-        let db = Database::connect(options)
-            .await
-            .map_err(|e| Error::relational(format!("connecting to {}", redact_url(url)), e).without_password_of(url))?;
+        let connect_timeout = connect_timeout(config.relational_timeout);
+        let db = Database::connect(options).await.map_err(|e| {
+            // No connection within the connect bound: the server is not accepting any.
+            let e = if is_pool_wait_timeout(&e) {
+                unreachable_server(connect_timeout, "no connection was accepted")
+            } else {
+                e
+            };
+            Error::relational(format!("connecting to {}", redact_url(url)), e).without_password_of(url)
+        })?;
         Ok(RelationalStore {
-            db,
+            db: RelationalConnection::new(db, config.relational_timeout),
             backend,
             schema: config.database_schema.clone(),
         })
     }
 
-    /// The sea-orm connection, for queries of your own.
-    pub fn connection(&self) -> &DatabaseConnection {
+    /// The pooled connection, for queries of your own (it derefs to sea-orm's
+    /// [`DatabaseConnection`] for what it does not wrap).
+    pub fn connection(&self) -> &RelationalConnection {
         &self.db
     }
 
@@ -87,16 +111,11 @@ impl RelationalStore {
     /// deferred transaction that reads before it writes could not upgrade its lock when
     /// another connection wrote in between, and would fail instead of waiting.
     pub async fn begin(&self) -> std::result::Result<DatabaseTransaction, sea_orm::DbErr> {
-        if self.backend == DbBackend::Sqlite {
-            self.db
-                .begin_with_options(TransactionOptions {
-                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                    ..TransactionOptions::default()
-                })
-                .await
-        } else {
-            self.db.begin().await
-        }
+        let options = TransactionOptions {
+            sqlite_transaction_mode: (self.backend == DbBackend::Sqlite).then_some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        self.db.patiently(|| self.db.db.begin_with_options(options)).await
     }
 
     /// A new statement for this backend.
@@ -232,12 +251,19 @@ impl RelationalStore {
 
 /// How long a SQLite connection waits for another connection's write lock before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a call waits for a connection of an [`open_sqlite`] pool (sqlx's default).
+const SQLITE_POOL_WAIT: Duration = Duration::from_secs(30);
 
 /// Opens (creating it and its directory when missing) the SQLite database file at `path`,
 /// as the embedded relational, graph and vector stores use it: write-ahead logging so
 /// readers never wait for the writer, and writers that wait for each other instead of
-/// failing.
+/// failing. A call waits up to 30 s for one of its `max_connections` pooled connections.
 pub async fn open_sqlite(path: &Path, max_connections: u32) -> Result<DatabaseConnection> {
+    open_sqlite_waiting(path, max_connections, SQLITE_POOL_WAIT).await
+}
+
+/// [`open_sqlite`], where a call waits up to `pool_wait` for a pooled connection.
+pub(crate) async fn open_sqlite_waiting(path: &Path, max_connections: u32, pool_wait: Duration) -> Result<DatabaseConnection> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Config(format!("creating the directory {} for the SQLite database: {e}", dir.display())))?;
@@ -247,6 +273,7 @@ pub async fn open_sqlite(path: &Path, max_connections: u32) -> Result<DatabaseCo
     options
         .max_connections(max_connections.max(1))
         .min_connections(1)
+        .acquire_timeout(pool_wait)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|o| {
             o.journal_mode(SqliteJournalMode::Wal)
@@ -272,5 +299,149 @@ fn check_schema_name(schema: &str) -> Result<()> {
         Err(Error::Config(format!(
             "database_schema must match [a-z_][a-z0-9_]{{0,62}}, got {schema:?}"
         )))
+    }
+}
+
+/// The pool's own limit on a wait for a connection: the connect bound, or less when
+/// `relational_timeout` is less.
+fn connect_timeout(relational_timeout: Duration) -> Duration {
+    relational_timeout.min(CONNECT_TIMEOUT)
+}
+
+/// The error of a call that got no connection because the server accepts none: a connection
+/// error, which [`Error::relational`] reports as transient and not busy.
+fn unreachable_server(waited: Duration, why: &str) -> DbErr {
+    DbErr::Conn(RuntimeErr::Internal(format!("the server is unreachable: {why} within {waited:?}")))
+}
+
+/// The relational store's pool as everything above uses it ([`RelationalStore::connection`]):
+/// sea-orm's connection, whose calls tell a busy pool from a server that is down.
+///
+/// A call that waits for a pooled connection waits at most [`CONNECT_TIMEOUT`] at a time; when
+/// that runs out, the server is asked for a connection of its own. If it gives one, every
+/// pooled connection is in use (busy): the call waits again, up to `relational_timeout` in
+/// all, and then fails with a busy error ([`Error::is_busy`]). If it gives none (refused, no
+/// answer), the server is down, and the call fails at once with a connection error. SQLite is
+/// a file: a wait there is always busy.
+///
+/// It derefs to [`DatabaseConnection`] for what it does not wrap (`ping`, `close`, the
+/// sqlx pool); queries through [`ConnectionTrait`] and transactions through
+/// [`RelationalStore::begin`] are wrapped.
+#[derive(Clone, Debug)]
+pub struct RelationalConnection {
+    db: DatabaseConnection,
+    /// How long a call waits in all while every pooled connection is in use.
+    busy_wait: Duration,
+    /// The last answer to "does the server accept a connection?", and when it was had.
+    last_server_check: Arc<tokio::sync::Mutex<Option<(Instant, ServerCheck)>>>,
+}
+
+/// Whether the server accepted a connection when asked.
+#[derive(Debug, Clone)]
+enum ServerCheck {
+    /// It did (or it answered that it has no room: busy too).
+    Answers,
+    /// It did not: refused, no answer, or an error of its own; why.
+    Unreachable(String),
+}
+
+impl RelationalConnection {
+    fn new(db: DatabaseConnection, busy_wait: Duration) -> Self {
+        RelationalConnection {
+            db,
+            busy_wait,
+            last_server_check: Arc::new(tokio::sync::Mutex::new(None)),
+        }
+    }
+
+    /// The sea-orm connection itself, for what needs one (the embedded stores' SQLite file).
+    pub fn database(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Runs `call`, again while it gets no pooled connection because every one is in use,
+    /// up to `busy_wait` in all; see [`RelationalConnection`].
+    async fn patiently<T, F, Fut>(&self, mut call: F) -> std::result::Result<T, DbErr>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, DbErr>>,
+    {
+        let started = Instant::now();
+        loop {
+            match call().await {
+                Err(e) if is_pool_wait_timeout(&e) => match self.check_server().await {
+                    ServerCheck::Answers if started.elapsed() < self.busy_wait => continue,
+                    ServerCheck::Answers => return Err(e),
+                    ServerCheck::Unreachable(why) => return Err(unreachable_server(started.elapsed(), &why)),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether the server accepts a connection now, asked with one connection outside the
+    /// pool (closed at once), or the answer of a check less than [`SERVER_CHECK_REUSE`] ago.
+    async fn check_server(&self) -> ServerCheck {
+        if self.db.get_database_backend() != DbBackend::Postgres {
+            return ServerCheck::Answers;
+        }
+        let mut last = self.last_server_check.lock().await;
+        if let Some((at, check)) = last.as_ref()
+            && at.elapsed() < SERVER_CHECK_REUSE
+        {
+            return check.clone();
+        }
+        let check = self.connect_once().await;
+        *last = Some((Instant::now(), check.clone()));
+        check
+    }
+
+    async fn connect_once(&self) -> ServerCheck {
+        use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+        let pool = self.db.get_postgres_connection_pool();
+        let options = pool.connect_options();
+        let limit = pool.options().get_acquire_timeout();
+        match tokio::time::timeout(limit, options.connect()).await {
+            Ok(Ok(connection)) => {
+                // Closing says goodbye to the server; nobody needs to wait for that.
+                tokio::spawn(connection.close());
+                ServerCheck::Answers
+            }
+            // "Too many clients": the server answers and has no room, like a full pool.
+            Ok(Err(sea_orm::sqlx::Error::Database(e))) if e.code().as_deref() == Some("53300") => ServerCheck::Answers,
+            Ok(Err(e)) => ServerCheck::Unreachable(format!("a new connection failed: {e}")),
+            Err(_) => ServerCheck::Unreachable("a new connection got no answer".into()),
+        }
+    }
+}
+
+impl std::ops::Deref for RelationalConnection {
+    type Target = DatabaseConnection;
+
+    fn deref(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+#[async_trait]
+impl ConnectionTrait for RelationalConnection {
+    fn get_database_backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> std::result::Result<ExecResult, DbErr> {
+        self.patiently(|| self.db.execute_raw(stmt.clone())).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> std::result::Result<ExecResult, DbErr> {
+        self.patiently(|| self.db.execute_unprepared(sql)).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> std::result::Result<Option<QueryResult>, DbErr> {
+        self.patiently(|| self.db.query_one_raw(stmt.clone())).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> std::result::Result<Vec<QueryResult>, DbErr> {
+        self.patiently(|| self.db.query_all_raw(stmt.clone())).await
     }
 }

@@ -86,12 +86,14 @@ impl SqliteFile {
                     action,
                     message,
                     transient,
+                    busy,
                     ..
                 } => Error::Store {
                     store: self.store,
                     action,
                     message,
                     transient,
+                    busy,
                 },
                 other => other,
             },
@@ -100,6 +102,7 @@ impl SqliteFile {
                 action: action.to_owned(),
                 message,
                 transient: false,
+                busy: false,
             },
         }
     }

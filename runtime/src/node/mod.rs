@@ -47,6 +47,10 @@ pub enum NodeFailure {
         transient: bool,
         /// The store that failed, when a store failed.
         store: Option<StoreKind>,
+        /// The store answered but had no room for the call in time (see
+        /// [`dataflow_core::Error::is_busy`]): transient, and no sign that it is down, so its
+        /// breaker does not count it.
+        busy: bool,
     },
     /// The assembled input does not fit the node's input type.
     #[error("bad input{}: {message}", at.as_ref().map(|at| format!(" at {at}")).unwrap_or_default())]
@@ -95,20 +99,18 @@ impl NodeFailure {
             message: message.into(),
             transient: false,
             store: None,
+            busy: false,
         }
     }
 }
 
 impl From<dataflow_core::Error> for NodeFailure {
     fn from(err: dataflow_core::Error) -> Self {
-        let store = match &err {
-            dataflow_core::Error::Store { store, .. } => Some(*store),
-            _ => None,
-        };
         NodeFailure::Failed {
             transient: err.is_transient(),
+            store: err.store(),
+            busy: err.is_busy(),
             message: err.to_string(),
-            store,
         }
     }
 }

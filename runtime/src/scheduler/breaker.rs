@@ -1,8 +1,10 @@
 //! Circuit breakers, one per store, shared by every run of a runtime: after repeated transient
 //! failures of a store, nodes that need it fail at once instead of waiting on a dead server,
-//! until a probe after a cooldown finds it back. It counts only transient failures of the
-//! store that failed, admits a node only when every store it needs admits it, and recovers
-//! from a probe that never reports (refused by another store's breaker, or its run dropped).
+//! until a probe after a cooldown finds it back. It counts transient failures of the store
+//! that failed and node timeouts (against the store the node waited on), but not a busy store
+//! (one that answers but had no pooled connection free in time: that is load, not an outage);
+//! admits a node only when every store it needs admits it; and recovers from a probe that
+//! never reports (refused by another store's breaker, or its run dropped).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -53,16 +55,26 @@ impl Breakers {
         stores.iter().copied().find(|s| !self.admit(*s))
     }
 
-    /// Records the outcome of a call that needed `stores`: a transient failure of one store
-    /// counts against that store only; anything else (a success, a permanent failure, a
-    /// timeout) shows the stores answering and closes their breakers.
+    /// Records the outcome of a call that needed `stores`:
+    /// - a transient failure of one store counts against that store only, unless the store
+    ///   was busy, which counts for nothing: it answers, it only had no room in time;
+    /// - a timeout counts against the store the node waited on ([`waited_on`]): a server that
+    ///   hangs instead of refusing connections must open its breaker too;
+    /// - anything else (a success, a permanent failure) shows the stores answering and closes
+    ///   their breakers.
     pub(super) fn record(&self, stores: &[StoreKind], result: &Result<Value, NodeFailure>) {
         match result {
+            Err(NodeFailure::Failed { busy: true, .. }) => {}
             Err(NodeFailure::Failed {
                 transient: true,
                 store: Some(store),
                 ..
             }) => self.failure(*store),
+            Err(NodeFailure::Timeout(_)) => {
+                if let Some(store) = waited_on(stores) {
+                    self.failure(store);
+                }
+            }
             _ => stores.iter().for_each(|s| self.success(*s)),
         }
     }
@@ -113,6 +125,24 @@ impl Breakers {
     }
 }
 
+/// The store a node that ran out of time waited on, as far as the runtime can tell: its own
+/// store, the first it needs (the vector store for a Search, the graph store for a Graph node;
+/// they hydrate from the relational store second), except the cache, whose calls give up after
+/// `cache_timeout` and never fail a node: a Read, which needs only the cache, waited on the
+/// relational store it reads through to. `None` for a node that needs no store.
+fn waited_on(stores: &[StoreKind]) -> Option<StoreKind> {
+    if stores.is_empty() {
+        return None;
+    }
+    Some(
+        stores
+            .iter()
+            .copied()
+            .find(|s| *s != StoreKind::Cache)
+            .unwrap_or(StoreKind::Relational),
+    )
+}
+
 fn store_label(store: StoreKind) -> &'static str {
     match store {
         StoreKind::Relational => "relational",
@@ -150,6 +180,79 @@ mod tests {
         b.success(StoreKind::Relational);
         assert!(b.admit(StoreKind::Vector), "the Search after it is the vector store's probe");
         assert!(b.admit(StoreKind::Relational));
+    }
+
+    fn store_failure(store: StoreKind, busy: bool) -> Result<Value, NodeFailure> {
+        Err(NodeFailure::Failed {
+            message: "no connection".into(),
+            transient: true,
+            store: Some(store),
+            busy,
+        })
+    }
+
+    fn closed_with(b: &Breakers, store: StoreKind) -> Option<u32> {
+        match b.states.lock().unwrap().get(&store) {
+            Some(BreakerState::Closed { failures }) => Some(*failures),
+            None => Some(0),
+            Some(_) => None,
+        }
+    }
+
+    /// A store that answers but had no pooled connection free in time is under load, not
+    /// down: however often that happens, its breaker stays closed (it used to open, failing
+    /// every node that needs the store for a cooldown, which only adds to the load's failures).
+    #[test]
+    fn a_busy_store_never_opens_its_breaker() {
+        let b = Breakers::new(2, Duration::from_secs(3600));
+        for _ in 0..10 {
+            b.record(&[StoreKind::Relational], &store_failure(StoreKind::Relational, true));
+        }
+        assert!(!b.is_open(StoreKind::Relational));
+        assert_eq!(closed_with(&b, StoreKind::Relational), Some(0), "busy counts for nothing");
+        // A store that cannot be reached still opens it.
+        b.record(&[StoreKind::Relational], &store_failure(StoreKind::Relational, false));
+        b.record(&[StoreKind::Relational], &store_failure(StoreKind::Relational, false));
+        assert!(b.is_open(StoreKind::Relational));
+    }
+
+    /// A busy answer neither counts as a failure nor clears the failures before it: a store
+    /// that refuses connections between busy spells still opens its breaker.
+    #[test]
+    fn a_busy_answer_does_not_clear_earlier_failures() {
+        let b = Breakers::new(2, Duration::from_secs(3600));
+        b.record(&[StoreKind::Relational], &store_failure(StoreKind::Relational, false));
+        b.record(&[StoreKind::Relational], &store_failure(StoreKind::Relational, true));
+        assert_eq!(closed_with(&b, StoreKind::Relational), Some(1));
+        b.record(&[StoreKind::Relational], &store_failure(StoreKind::Relational, false));
+        assert!(b.is_open(StoreKind::Relational));
+    }
+
+    /// A node that ran out of time counts as a failure of the store it waited on (it used to
+    /// count as a success of every store it needs, so a server that hangs instead of refusing
+    /// connections never opened its breaker): its own store, or for a Read (which needs only
+    /// the cache) the relational store it reads through to.
+    #[test]
+    fn a_timeout_counts_against_the_store_the_node_waited_on() {
+        let timeout = Err(NodeFailure::Timeout(Duration::from_secs(1)));
+        let b = Breakers::new(2, Duration::from_secs(3600));
+        // A Search: the vector store, then the relational store it hydrates from.
+        let search = [StoreKind::Vector, StoreKind::Relational];
+        b.record(&search, &timeout);
+        assert_eq!(closed_with(&b, StoreKind::Vector), Some(1));
+        b.record(&search, &timeout);
+        assert!(b.is_open(StoreKind::Vector));
+        assert_eq!(closed_with(&b, StoreKind::Relational), Some(0), "the other store is not blamed");
+        // A Read.
+        let read = [StoreKind::Cache];
+        b.record(&read, &timeout);
+        b.record(&read, &timeout);
+        assert!(b.is_open(StoreKind::Relational));
+        assert_eq!(closed_with(&b, StoreKind::Cache), Some(0));
+        // A node that needs no store blames none.
+        let b = Breakers::new(1, Duration::from_secs(3600));
+        b.record(&[], &timeout);
+        assert!(b.states.lock().unwrap().is_empty());
     }
 
     /// While a probe is out, other calls are refused; a probe whose run was dropped (it never

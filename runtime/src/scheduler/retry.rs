@@ -65,6 +65,7 @@ mod tests {
             message: "try again".into(),
             transient: true,
             store: None,
+            busy: false,
         }
     }
 

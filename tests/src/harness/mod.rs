@@ -215,6 +215,29 @@ impl Services {
         }
     }
 
+    /// Runs a server command of the local ArcadeDB (`create user {...}`, `drop user NAME`) as
+    /// root over its HTTP API, and returns its answer; panics when the command fails.
+    pub async fn arcadedb_command(&self, command: &str) -> String {
+        let http_port = self
+            .local(ServiceKind::Bolt)
+            .await
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .aux_port
+            .expect("ArcadeDB's HTTP port is recorded");
+        let response = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{http_port}/api/v1/server"))
+            .basic_auth("root", Some(ARCADE_PASSWORD))
+            .json(&serde_json::json!({ "command": command }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("sending ArcadeDB the command {command:?}: {e}"));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "ArcadeDB refused the command {command:?}: {status} {text}");
+        text
+    }
+
     /// Stops a running server; its port and data stay. It starts again, same port and data,
     /// with [`Stopped::start`], or when the returned guard is dropped, so a test that fails
     /// midway leaves the server running for the tests after it.

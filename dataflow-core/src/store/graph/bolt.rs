@@ -21,7 +21,12 @@
 //!   `concurrent_creates_in_one_category_all_reach_the_graph` shows it.
 //! - **ArcadeDB** slows down on very large `UNWIND` batches (1,000 rows of `MERGE` took 6×
 //!   longer per row than 100 rows here), so batches are kept at [`BATCH_ROWS`].
+//! - **ArcadeDB** rejects every login while it starts (its users are not loaded yet) with the
+//!   answer it gives a wrong password (`Neo.ClientError.Security.Unauthorized`, "Authentication
+//!   failed"). Rejected credentials are therefore transient for [`AUTH_GRACE`] after the first
+//!   rejection since the server last accepted them, and final after that.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -38,12 +43,21 @@ pub const BATCH_ROWS: usize = 200;
 pub const WRITE_ATTEMPTS: u32 = 10;
 /// Time limit of a schema change (an index), at least.
 const SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the server may reject the credentials, from the first rejection since it last
+/// accepted them, before that is final: until then a rejection is transient (a server that is
+/// starting rejects every login, see the module's notes), after it permanent (a wrong user or
+/// password). A wrong password thus fails for good within this long.
+pub const AUTH_GRACE: Duration = Duration::from_secs(10);
 
 /// A Bolt graph server; labels are written `{namespace}{Model}`.
 pub struct BoltGraph {
     graph: Graph,
     namespace: String,
     timeout: Duration,
+    /// The user the server is asked to accept, named in errors (the password never is).
+    user: String,
+    /// When the server began rejecting the credentials, since it last accepted them.
+    rejected_since: Mutex<Option<Instant>>,
 }
 
 impl BoltGraph {
@@ -85,6 +99,8 @@ impl BoltGraph {
             graph,
             namespace: namespace.to_owned(),
             timeout,
+            user: user.to_owned(),
+            rejected_since: Mutex::new(None),
         })
     }
 
@@ -127,7 +143,11 @@ impl BoltGraph {
                 Ok::<_, neo4rs::Error>(rows)
             });
             let error = match tokio::time::timeout(timeout, &mut exchange).await {
-                Ok(Ok(Ok(rows))) => return Ok(rows),
+                Ok(Ok(Ok(rows))) => {
+                    *self.rejected_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    return Ok(rows);
+                }
+                Ok(Ok(Err(e))) if is_rejected_login(&e) => return Err(self.rejected(action, &e)),
                 Ok(Ok(Err(e))) => e,
                 Ok(Err(e)) => return Err(graph_error(action, format!("the query's task ended: {e}"), true)),
                 Err(_) => return Err(graph_error(action, format!("no answer within {timeout:?}"), true)),
@@ -143,6 +163,35 @@ impl BoltGraph {
                 continue;
             }
             return Err(graph_error(action, error.to_string(), transient));
+        }
+    }
+
+    /// The error for credentials the server rejected with `e`: transient within [`AUTH_GRACE`]
+    /// of the first rejection since it last accepted them, permanent after.
+    fn rejected(&self, action: &str, e: &neo4rs::Error) -> Error {
+        let rejected_for = {
+            let mut since = self.rejected_since.lock().unwrap_or_else(|e| e.into_inner());
+            since.get_or_insert_with(Instant::now).elapsed()
+        };
+        let answer = e.to_string();
+        if rejected_for < AUTH_GRACE {
+            graph_error(
+                action,
+                format!(
+                    "the server rejected the login of user '{}' ({answer}); a server that is starting does that, so this counts as transient until it has done so for {AUTH_GRACE:?}",
+                    self.user
+                ),
+                true,
+            )
+        } else {
+            graph_error(
+                action,
+                format!(
+                    "authentication failed for user '{}': the server has rejected its login for {:.0?} ({answer}); check the user and password",
+                    self.user, rejected_for
+                ),
+                false,
+            )
         }
     }
 
@@ -374,6 +423,18 @@ fn is_transient(e: &neo4rs::Error) -> bool {
     matches!(e, neo4rs::Error::IOError { .. } | neo4rs::Error::ConnectionError) || is_conflict(e)
 }
 
+/// The server rejected the login: at the handshake (`HELLO`), or on a connection whose
+/// credentials it no longer accepts (`Neo.ClientError.Security.Unauthorized`).
+fn is_rejected_login(e: &neo4rs::Error) -> bool {
+    const UNAUTHORIZED: &str = "Neo.ClientError.Security.Unauthorized";
+    match e {
+        neo4rs::Error::AuthenticationError(_) => true,
+        neo4rs::Error::Neo4j(e) => e.code() == UNAUTHORIZED,
+        neo4rs::Error::UnexpectedMessage(text) => text.contains(UNAUTHORIZED),
+        _ => false,
+    }
+}
+
 /// An error the server classes as transient (a conflict with a concurrent transaction, a
 /// deadlock): retrying the same statement at once is expected to succeed.
 fn is_conflict(e: &neo4rs::Error) -> bool {
@@ -399,6 +460,7 @@ fn graph_error(action: &str, message: impl Into<String>, transient: bool) -> Err
         action: action.to_owned(),
         message: message.into(),
         transient,
+        busy: false,
     }
 }
 

@@ -19,8 +19,9 @@ const UPSERT_BATCH: usize = 500;
 /// Requests one client has in flight at once; more wait for a turn in this process, where
 /// the wait has no time limit (the node's own timeout bounds it), instead of in the server,
 /// where it counts against the request's timeout. A hundred concurrent workflow runs made
-/// Chroma answer later than the projection timeout, and its breaker opened (the soak).
-const MAX_IN_FLIGHT: usize = 8;
+/// Chroma answer later than the projection timeout, and its breaker opened (the soak). The
+/// heartbeat ([`VectorStore::ping`]) takes no turn.
+pub const MAX_IN_FLIGHT: usize = 8;
 
 /// A Chroma server: one collection per model, named `{prefix}{table}`, cosine space.
 pub struct ChromaStore {
@@ -109,9 +110,23 @@ impl ChromaStore {
         format!("{}{}", self.prefix, collection)
     }
 
+    /// Requests sent now and not yet answered (the heartbeat aside), at most
+    /// [`MAX_IN_FLIGHT`]; calls beyond that wait for a turn.
+    pub fn requests_in_flight(&self) -> usize {
+        MAX_IN_FLIGHT - self.in_flight.available_permits()
+    }
+
+    /// Sends a request when a turn is free ([`MAX_IN_FLIGHT`]).
     async fn send(&self, method: Method, url: &str, body: Option<&Json>, action: &str) -> std::result::Result<Json, Failure> {
         // Never closed: the store holds it. The request's timeout starts after the wait.
         let _turn = self.in_flight.acquire().await.expect("the request semaphore is never closed");
+        self.send_now(method, url, body, action).await
+    }
+
+    /// Sends a request without waiting for a turn: only for the heartbeat, which must say
+    /// whether the server answers even while every turn is taken by slow requests (a health
+    /// check queued behind them reported a busy server as not answering).
+    async fn send_now(&self, method: Method, url: &str, body: Option<&Json>, action: &str) -> std::result::Result<Json, Failure> {
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.json(body);
@@ -326,7 +341,10 @@ impl VectorStore for ChromaStore {
 
     async fn ping(&self) -> Result<Duration> {
         let start = Instant::now();
-        match self.send(Method::GET, &format!("{}/heartbeat", self.api), None, "pinging").await {
+        match self
+            .send_now(Method::GET, &format!("{}/heartbeat", self.api), None, "pinging")
+            .await
+        {
             Ok(_) => Ok(start.elapsed()),
             Err(Failure::NotFound) => Err(vector_error(
                 "pinging",
@@ -368,6 +386,7 @@ fn vector_error(action: &str, message: impl Into<String>, transient: bool) -> Er
         action: action.to_owned(),
         message: message.into(),
         transient,
+        busy: false,
     }
 }
 
@@ -390,6 +409,22 @@ fn request_error(action: &str, e: &reqwest::Error) -> Error {
 mod tests {
     use super::*;
     use crate::store::vector::MetaOp;
+
+    /// The heartbeat does not wait for a turn: with every turn taken (by requests to a server
+    /// that is slow to answer), a ping still goes out and comes back, here with the error of
+    /// an address where nothing listens. It used to wait until a turn was free.
+    #[tokio::test]
+    async fn a_ping_does_not_wait_behind_the_requests_in_flight() {
+        let store = ChromaStore::new("http://127.0.0.1:1", "dataflow_", Duration::from_secs(2)).unwrap();
+        let _every_turn = store.in_flight.acquire_many(MAX_IN_FLIGHT as u32).await.unwrap();
+        assert_eq!(store.requests_in_flight(), MAX_IN_FLIGHT);
+        // A bound on the wait, so that a ping that queues fails the test instead of hanging it.
+        let pinged = tokio::time::timeout(Duration::from_secs(60), store.ping())
+            .await
+            .expect("the ping waited for a turn");
+        let err = pinged.expect_err("nothing listens on port 1");
+        assert!(err.is_transient() && err.to_string().contains("pinging"), "{err}");
+    }
 
     #[test]
     fn where_clauses_follow_chroma_syntax() {

@@ -471,6 +471,7 @@ impl VectorStore for EmbeddedVectors {
                     first.id
                 ),
                 transient: false,
+                busy: false,
             });
         }
         let txn = self.file.begin(action).await?;

@@ -248,6 +248,11 @@ mod workflow {
             rejected(&report),
             [(2, "price".into()), (3, "sku".into()), (4, "$".into()), (5, "category_id".into())]
         );
+        assert_eq!(
+            report.outputs["rejected_lines"][1]["errors"][0]["message"],
+            json!("the same sku as line 1"),
+            "a row of the batch is named by its line"
+        );
         let o = &report.outputs;
         assert_eq!(
             (o["records_read"].clone(), o["written"].clone(), o["rejected"].clone()),

@@ -305,7 +305,10 @@ impl Import<'_> {
         counts.updated += output.updated;
         counts.rejected += output.errors.len() as u64;
         self.out.written += output.inserted + output.updated;
-        for error in output.errors {
+        for mut error in output.errors {
+            for field_error in &mut error.errors.0 {
+                field_error.message = rows_as_lines(&field_error.message, &lines);
+            }
             self.reject(lines[error.index], Some(model), error.errors);
         }
         for store in output.pending {
@@ -332,6 +335,19 @@ impl Import<'_> {
     fn progress(&self) {
         self.env.runtime.progress(NAME, self.done, self.total);
     }
+}
+
+/// A BulkUpsert message that points at another row of its input (`the same sku as row 2`)
+/// pointing at that row's file line instead (`the same sku as line 7`): the batch's row
+/// numbers mean nothing to the file's reader.
+fn rows_as_lines(message: &str, lines: &[usize]) -> String {
+    if let Some((head, row)) = message.rsplit_once(" as row ")
+        && head.starts_with("the same ")
+        && let Some(line) = row.parse::<usize>().ok().and_then(|r| lines.get(r))
+    {
+        return format!("{head} as line {line}");
+    }
+    message.to_owned()
 }
 
 /// The models named, in tiers: a model comes after every other model it references, so a
@@ -370,6 +386,13 @@ fn tiers<'a>(present: impl Iterator<Item = &'a str>) -> Vec<Vec<&'static str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_of_the_batch_is_named_by_its_line() {
+        assert_eq!(rows_as_lines("the same sku as row 1", &[4, 9]), "the same sku as line 9");
+        assert_eq!(rows_as_lines("must be at least 0", &[4, 9]), "must be at least 0");
+        assert_eq!(rows_as_lines("the same sku as row 7", &[4, 9]), "the same sku as row 7");
+    }
 
     #[test]
     fn referenced_models_come_in_earlier_tiers() {

@@ -46,6 +46,21 @@ fn runtime(threshold: u32, node_timeout: Duration) -> Runtime {
 }
 
 /// A workflow of one node of `node_type` with `params`.
+/// Reads a product that is not there, straight through the node (no runtime, no breaker):
+/// a Read that must ask the relational store.
+async fn read_missing_product(fx: &Fixture) -> dataflow_core::Result<dataflow_core::nodes::read::ReadOutput<dataflow_models::Product>> {
+    ProductReadNode
+        .run(
+            &fx.ctx,
+            ReadInput {
+                id: 424242,
+                include_deleted: false,
+                required: false,
+            },
+        )
+        .await
+}
+
 fn one_node(node_type: &str, params: serde_json::Value) -> dataflow_runtime::Workflow {
     let mut b = WorkflowBuilder::new("one_node");
     b.add_node("node", node_type, params);
@@ -86,17 +101,7 @@ async fn a_busy_pool_keeps_the_breaker_closed(backend: Backend) {
         );
     }
     // The same error through the node itself: transient (worth a retry) and busy.
-    let err = ProductReadNode
-        .run(
-            &fx.ctx,
-            ReadInput {
-                id: 424242,
-                include_deleted: false,
-                required: false,
-            },
-        )
-        .await
-        .expect_err("no connection is free");
+    let err = read_missing_product(&fx).await.expect_err("no connection is free");
     assert!(err.is_transient() && err.is_busy(), "{backend:?}: {err}");
     assert_eq!(err.store(), Some(StoreKind::Relational));
 
@@ -138,33 +143,14 @@ async fn a_read_against_a_stopped_postgres_fails_at_once_as_unreachable() {
         "two failures of a stopped server open the breaker"
     );
     let started = Instant::now();
-    let err = ProductReadNode
-        .run(
-            &fx.ctx,
-            ReadInput {
-                id: 424242,
-                include_deleted: false,
-                required: false,
-            },
-        )
-        .await
-        .expect_err("PostgreSQL is stopped");
+    let err = read_missing_product(&fx).await.expect_err("PostgreSQL is stopped");
     took.push(started.elapsed());
     assert!(err.is_transient() && !err.is_busy(), "{err}");
     assert_eq!(err.store(), Some(StoreKind::Relational));
     eprintln!("reads against the stopped PostgreSQL failed after {took:?}");
 
     stopped.start().await;
-    let err = ProductReadNode
-        .run(
-            &fx.ctx,
-            ReadInput {
-                id: 424242,
-                include_deleted: false,
-                required: false,
-            },
-        )
-        .await;
+    let err = read_missing_product(&fx).await;
     assert!(err.is_ok(), "the read succeeds again once PostgreSQL is back: {err:?}");
 }
 

@@ -354,33 +354,31 @@ fn rows_as_lines(message: &str, lines: &[usize]) -> String {
 /// tier's rows can name the rows of earlier tiers. A reference to itself does not count; a
 /// cycle between models puts them in one tier.
 fn tiers<'a>(present: impl Iterator<Item = &'a str>) -> Vec<Vec<&'static str>> {
-    let all = dataflow_models::all_models();
-    let depth_of = |name: &str| -> usize {
-        fn depth(meta: &'static ModelMeta, seen: &mut Vec<&'static str>) -> usize {
-            if seen.contains(&meta.name) {
-                return 0;
-            }
-            seen.push(meta.name);
-            let d = meta
-                .relations
-                .iter()
-                .map(|r| (r.target_meta)())
-                .filter(|t| t.name != meta.name)
-                .map(|t| depth(t, seen) + 1)
-                .max()
-                .unwrap_or(0);
-            seen.pop();
-            d
-        }
-        all.iter().find(|m| m.name == name).map_or(0, |m| depth(m, &mut Vec::new()))
-    };
     let mut tiers: BTreeMap<usize, Vec<&'static str>> = BTreeMap::new();
-    for name in present {
-        if let Some(meta) = all.iter().find(|m| m.name == name) {
-            tiers.entry(depth_of(name)).or_default().push(meta.name);
-        }
+    for meta in present.filter_map(|name| records::model_meta(name).ok()) {
+        tiers.entry(reference_depth(meta, &mut Vec::new())).or_default().push(meta.name);
     }
     tiers.into_values().collect()
+}
+
+/// How many references deep `meta` sits: 0 for a model that references no other, else one
+/// more than the deepest model it references. `path` holds the models being followed, so a
+/// cycle ends where it closes.
+fn reference_depth(meta: &'static ModelMeta, path: &mut Vec<&'static str>) -> usize {
+    if path.contains(&meta.name) {
+        return 0;
+    }
+    path.push(meta.name);
+    let depth = meta
+        .relations
+        .iter()
+        .map(|r| (r.target_meta)())
+        .filter(|target| target.name != meta.name)
+        .map(|target| reference_depth(target, path) + 1)
+        .max()
+        .unwrap_or(0);
+    path.pop();
+    depth
 }
 
 #[cfg(test)]

@@ -38,7 +38,9 @@ pub struct Config {
     /// graph (and no traversals).
     pub graph: Option<GraphConfig>,
     /// Prefix of every graph label (`{namespace}{Model}`), so several applications (or tests)
-    /// can share one graph database. Empty by default.
+    /// can share one graph database: `dataflow_` by default, like the vector collections'
+    /// prefix. A graph written before this default (labels without a prefix) keeps working
+    /// with an empty namespace.
     pub graph_namespace: String,
     /// How long one call to the vector or graph store may take.
     pub projection_timeout: Duration,
@@ -162,7 +164,7 @@ impl Config {
             chroma_url: None,
             vector_prefix: "dataflow_".into(),
             graph: None,
-            graph_namespace: String::new(),
+            graph_namespace: "dataflow_".into(),
             projection_timeout: Duration::from_secs(5),
             outbox_max_attempts: 10,
             projections: ProjectionMode::Inline,

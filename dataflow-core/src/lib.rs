@@ -48,7 +48,7 @@ pub use dataflow_macros::Model;
 pub use embed::{Embedder, HashingEmbedder};
 pub use error::{Error, FieldError, FieldErrors, Result, StoreKind};
 pub use filter::{Column, Filter, FilterSyntaxError, Op, SortKey};
-pub use model::{FieldMeta, FieldType, Model, ModelMeta, RelationMeta, Rule};
+pub use model::{FieldMeta, FieldType, Model, ModelMeta, OnDelete, RelationMeta, Rule};
 pub use node::{Context, ModelNodes, Node, NodeDescriptor, NodeKind};
 pub use record::Record;
 #[cfg(feature = "bolt")]
@@ -58,7 +58,8 @@ pub use store::ChromaStore;
 #[cfg(feature = "redis")]
 pub use store::RedisCache;
 pub use store::{
-    Backends, CacheStore, EmbeddedGraph, EmbeddedVectors, GraphStore, MemoryCache, RelationalStore, StoreHandles, VectorStore,
+    Backends, BrokenConstraint, CacheStore, EmbeddedGraph, EmbeddedVectors, GraphStore, MemoryCache, MigrationReport, RelationalStore,
+    StoreHandles, VectorStore,
 };
 pub use stores::{Stores, StoresBuilder};
 

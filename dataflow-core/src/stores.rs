@@ -8,7 +8,7 @@ use crate::consistency::outbox::{self, Outbox};
 use crate::error::Result;
 use crate::model::ModelMeta;
 use crate::model::embed::Embedder;
-use crate::store::{Backends, CacheStore, Connected, GraphStore, RelationalStore, StoreHandles, VectorStore};
+use crate::store::{Backends, CacheStore, Connected, GraphStore, MigrationReport, RelationalStore, StoreHandles, VectorStore};
 
 /// The connected stores and their outbox; cheap to clone and shared by every node of a run.
 ///
@@ -96,17 +96,22 @@ impl Stores {
     }
 
     /// Creates or extends the tables of `models` and the outbox table, the graph indexes of
-    /// their labels, and registers them (see [`RelationalStore::migrate`]). A graph server that
-    /// cannot be reached fails the migration, naming it.
-    pub async fn migrate(&self, models: &[&'static ModelMeta]) -> Result<()> {
+    /// their labels, and registers them (see [`RelationalStore::migrate`], which says what the
+    /// report holds: stored rows that break a constraint, which do not fail the migration). A
+    /// graph server that cannot be reached fails the migration, naming it.
+    pub async fn migrate(&self, models: &[&'static ModelMeta]) -> Result<MigrationReport> {
+        let models = &crate::store::relational::with_relation_targets(models);
         self.handles.register_models(models);
-        self.relational().migrate(models).await?;
+        let report = self.relational().migrate(models).await?;
+        for broken in &report.broken {
+            tracing::warn!(constraint = %broken.constraint, rows = broken.rows, "{broken}");
+        }
         outbox::create_table(self.relational()).await?;
         if let Some(graph) = self.graph() {
             let labels: Vec<&'static str> = models.iter().map(|m| m.name).collect();
             graph.prepare(&labels).await?;
         }
-        Ok(())
+        Ok(report)
     }
 }
 

@@ -24,10 +24,11 @@ pub struct ContainerAttrs {
     pub cache_ttl: Option<Spanned<u64>>,
 }
 
-/// `relation(target = Category, name = "IN_CATEGORY")`.
+/// `relation(target = Category, name = "IN_CATEGORY", on_delete = "restrict")`.
 pub struct RelationAttr {
     pub target: syn::Path,
     pub name: Spanned<String>,
+    pub on_delete: Option<Spanned<String>>,
 }
 
 /// Field attributes.
@@ -152,7 +153,7 @@ pub fn field(cx: &Ctxt, attrs: &[syn::Attribute]) -> FieldAttrs {
                 }
                 set(cx, &mut out.one_of, &meta, items.iter().map(LitStr::value).collect());
             } else if p.is_ident(RELATION) {
-                let (mut target, mut name) = (None, None);
+                let (mut target, mut name, mut on_delete) = (None, None, None);
                 meta.parse_nested_meta(|inner| {
                     if inner.path.is_ident(TARGET) {
                         target = Some(inner.value()?.parse::<syn::Path>()?);
@@ -162,15 +163,23 @@ pub fn field(cx: &Ctxt, attrs: &[syn::Attribute]) -> FieldAttrs {
                             value: lit.value(),
                             tokens: lit.to_token_stream(),
                         });
+                    } else if inner.path.is_ident(ON_DELETE) {
+                        let lit: LitStr = inner.value()?.parse()?;
+                        on_delete = Some(Spanned {
+                            value: lit.value(),
+                            tokens: lit.to_token_stream(),
+                        });
                     } else {
-                        return Err(inner.error("expected `target = Model` or `name = \"RELATION_NAME\"`"));
+                        return Err(inner.error(
+                            "expected `target = Model`, `name = \"RELATION_NAME\"` or `on_delete = \"restrict\" | \"cascade\" | \"set_null\"`",
+                        ));
                     }
                     Ok(())
                 })?;
                 let (Some(target), Some(name)) = (target, name) else {
                     return Err(meta.error("`relation` needs both `target = Model` and `name = \"RELATION_NAME\"`"));
                 };
-                set(cx, &mut out.relation, &meta, RelationAttr { target, name });
+                set(cx, &mut out.relation, &meta, RelationAttr { target, name, on_delete });
             } else {
                 return Err(unknown(&meta, FIELD_ATTRS, "field"));
             }

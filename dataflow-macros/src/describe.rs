@@ -93,6 +93,8 @@ pub struct FieldDesc {
 pub struct RelationDesc {
     pub target: syn::Path,
     pub name: String,
+    /// The variant of `dataflow_core::OnDelete`: `Restrict`, `Cascade` or `SetNull`.
+    pub on_delete: &'static str,
 }
 
 /// Describes `input`, recording every problem in `cx`. Returns `None` when the input is not a
@@ -333,9 +335,27 @@ fn check_field(
         if !upper_snake {
             cx.error_spanned_by(&r.value.name.tokens, "relation names must be upper snake case, e.g. IN_CATEGORY");
         }
+        let on_delete = match r.value.on_delete.as_ref().map(|o| (o.value.as_str(), &o.tokens)) {
+            None | Some(("restrict", _)) => "Restrict",
+            Some(("cascade", _)) => "Cascade",
+            Some(("set_null", tokens)) => {
+                if !nullable {
+                    cx.error_spanned_by(tokens, "`on_delete = \"set_null\"` needs an `Option` field that can hold NULL");
+                }
+                "SetNull"
+            }
+            Some((_, tokens)) => {
+                cx.error_spanned_by(
+                    tokens,
+                    "`on_delete` is one of \"restrict\" (the default), \"cascade\" or \"set_null\"",
+                );
+                "Restrict"
+            }
+        };
         RelationDesc {
             target: r.value.target,
             name: r.value.name.value,
+            on_delete,
         }
     });
     let forwarded_attrs = field

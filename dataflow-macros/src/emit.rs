@@ -91,11 +91,13 @@ fn model_impl(model: &ModelDesc) -> TokenStream {
         let target = r.target.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
         // Naming the target's `meta` also checks, at the attribute's span, that it is a model.
         let target_path = &r.target;
+        let on_delete = quote::format_ident!("{}", r.on_delete);
         Some(quote!(::dataflow_core::RelationMeta {
             name: #rel_name,
             field: #field,
             target: #target,
             target_meta: <#target_path as ::dataflow_core::Model>::meta,
+            on_delete: ::dataflow_core::OnDelete::#on_delete,
         }))
     });
     let decoders = model.fields.iter().map(|f| {

@@ -24,6 +24,7 @@ pub const RELATION: &str = "relation";
 // Inside `relation(...)`.
 pub const TARGET: &str = "target";
 pub const NAME: &str = "name";
+pub const ON_DELETE: &str = "on_delete";
 
 pub const CONTAINER_ATTRS: &[&str] = &[TABLE, SOFT_DELETE, MULTI_TENANT, CACHE_TTL];
 pub const FIELD_ATTRS: &[&str] = &[PRIMARY_KEY, INDEXED, UNIQUE, EMBED, MIN, MAX, LEN, PATTERN, ONE_OF, RELATION];

@@ -114,10 +114,10 @@ pub struct Product {
     #[dataflow(relation(target = Category, name = "IN_CATEGORY"))]
     pub category_id: i64,
     /// Who makes it.
-    #[dataflow(relation(target = Manufacturer, name = "MADE_BY"))]
+    #[dataflow(relation(target = Manufacturer, name = "MADE_BY", on_delete = "set_null"))]
     pub manufacturer_id: Option<i64>,
     /// Who we buy it from.
-    #[dataflow(relation(target = Supplier, name = "SUPPLIED_BY"))]
+    #[dataflow(relation(target = Supplier, name = "SUPPLIED_BY", on_delete = "set_null"))]
     pub supplier_id: Option<i64>,
     /// Technical attributes (voltage, torque, ...), free-form.
     pub attributes: serde_json::Value,

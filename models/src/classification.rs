@@ -51,7 +51,7 @@ pub struct Classification {
     #[dataflow(primary_key)]
     pub id: i64,
     /// The product classified.
-    #[dataflow(relation(target = crate::Product, name = "CLASSIFIES"))]
+    #[dataflow(relation(target = crate::Product, name = "CLASSIFIES", on_delete = "cascade"))]
     pub product_id: i64,
     /// Its UNSPSC code.
     #[dataflow(relation(target = UnspscCode, name = "AS_UNSPSC"))]

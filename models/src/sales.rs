@@ -53,7 +53,7 @@ pub struct Project {
     #[dataflow(min = 0)]
     pub budget: Option<f64>,
     /// Main category of products it needs.
-    #[dataflow(relation(target = crate::Category, name = "NEEDS_CATEGORY"))]
+    #[dataflow(relation(target = crate::Category, name = "NEEDS_CATEGORY", on_delete = "set_null"))]
     pub category_id: Option<i64>,
     /// When it must be delivered.
     pub due_at: Option<DateTime<Utc>>,
@@ -73,7 +73,7 @@ pub struct Quote {
     #[dataflow(relation(target = Customer, name = "QUOTED_TO"))]
     pub customer_id: i64,
     /// The project, if the quote is for one.
-    #[dataflow(relation(target = Project, name = "FOR_PROJECT"))]
+    #[dataflow(relation(target = Project, name = "FOR_PROJECT", on_delete = "set_null"))]
     pub project_id: Option<i64>,
     /// Total net amount.
     #[dataflow(indexed, min = 0)]
@@ -99,10 +99,10 @@ pub struct Recommendation {
     #[dataflow(primary_key)]
     pub id: i64,
     /// The project.
-    #[dataflow(relation(target = Project, name = "RECOMMENDED_FOR"))]
+    #[dataflow(relation(target = Project, name = "RECOMMENDED_FOR", on_delete = "cascade"))]
     pub project_id: i64,
     /// The product proposed.
-    #[dataflow(relation(target = crate::Product, name = "RECOMMENDS"))]
+    #[dataflow(relation(target = crate::Product, name = "RECOMMENDS", on_delete = "cascade"))]
     pub product_id: i64,
     /// Ranking score from 0 to 1 (similarity and compliance).
     #[dataflow(indexed, min = 0, max = 1)]

@@ -281,12 +281,20 @@ impl Settings {
         })
     }
 
-    /// Connects the stores and creates what is missing (tables, outbox, indexes).
+    /// Connects the stores and creates what is missing (tables, constraints, outbox, indexes).
+    /// Stored rows that break a constraint do not stop it: `dataflow migrate` reports them
+    /// (see [`Settings::migrate`]).
     pub async fn stores(&self) -> Result<Stores, Error> {
+        Ok(self.migrate().await?.0)
+    }
+
+    /// Connects the stores and migrates every shipped model; returns the stores and what the
+    /// migration could not settle (stored rows that break a constraint).
+    pub async fn migrate(&self) -> Result<(Stores, dataflow_core::MigrationReport), Error> {
         let config = self.config()?;
         let stores = Stores::connect(&config).await?;
-        stores.migrate(&dataflow_models::all_models()).await?;
-        Ok(stores)
+        let report = stores.migrate(&dataflow_models::all_models()).await?;
+        Ok((stores, report))
     }
 }
 

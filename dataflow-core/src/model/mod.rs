@@ -151,6 +151,39 @@ pub struct RelationMeta {
     pub target: &'static str,
     /// The target model's metadata.
     pub target_meta: fn() -> &'static ModelMeta,
+    /// What removing a target row does to the rows that name it.
+    pub on_delete: OnDelete,
+}
+
+/// What removing a row does to the rows whose foreign key names it: `on_delete` of a
+/// `relation(...)`, and the `ON DELETE` action of its `FOREIGN KEY` constraint.
+///
+/// It applies when a row is removed: a hard delete, or any delete of a model without
+/// `soft_delete`. A soft delete keeps the row, so the rows that name it keep naming it (the
+/// constraint still holds) and none of these actions happens; new writes may not name a
+/// soft-deleted row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDelete {
+    /// The row cannot be removed while other rows name it (soft-deleted ones included).
+    #[default]
+    Restrict,
+    /// The rows that name it are removed with it (for good, whatever their model's
+    /// `soft_delete`), and theirs in turn as their own relations declare.
+    Cascade,
+    /// The rows that name it keep living with the foreign key set to NULL (an `Option` field).
+    SetNull,
+}
+
+impl OnDelete {
+    /// The SQL `ON DELETE` action.
+    pub fn sql(self) -> &'static str {
+        match self {
+            OnDelete::Restrict => "RESTRICT",
+            OnDelete::Cascade => "CASCADE",
+            OnDelete::SetNull => "SET NULL",
+        }
+    }
 }
 
 impl ModelMeta {

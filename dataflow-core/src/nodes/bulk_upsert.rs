@@ -211,7 +211,7 @@ async fn with_known_references(
         .filter_map(|(_, r)| r.get(meta.primary_key).and_then(Json::as_i64))
         .collect();
     let records: Vec<&CheckedRecord> = rows.iter().map(|(_, r)| r).collect();
-    let unknown = super::unknown_references(ctx, tx, meta, &records, &batch_ids).await?;
+    let unknown = super::unknown_references(ctx, tx, meta, &records, &batch_ids, false).await?;
     Ok(keep_clean(rows, unknown, errors))
 }
 

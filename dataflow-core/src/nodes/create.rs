@@ -51,7 +51,13 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
         cache: false,
         ..ProjectionSet::for_model(ctx.stores().handles(), meta)
     };
-    let names_a_row = meta.relations.iter().any(|r| checked.get(r.field).is_some_and(|v| !v.is_null()));
+    // Foreign keys whose constraint checks them need no check of the node's.
+    let backend = store.backend();
+    let names_a_row = meta
+        .relations
+        .iter()
+        .filter(|r| !super::constraint_checks_reference(backend, meta, r))
+        .any(|r| checked.get(r.field).is_some_and(|v| !v.is_null()));
     if set.is_empty() && !names_a_row {
         // Nothing to check or project beside the row: one statement, no transaction.
         let row = store

@@ -3,10 +3,12 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::consistency::projection::{ProjectionSet, RowState};
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
+
+use crate::consistency::projection::{ProjectionSet, RowState, read_states};
 use crate::error::{Error, Result, StoreKind};
-use crate::model::Model;
 use crate::model::filter::Filter;
+use crate::model::{Model, ModelMeta, OnDelete};
 use crate::node::Context;
 use crate::nodes::{commit_and_project, fetch_versions};
 use crate::sql::write;
@@ -54,9 +56,32 @@ pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOu
         (Some(_), Some(_)) => return Err(Error::invalid(meta.name, "input", "give either id or filter, not both")),
         (None, None) => return Err(Error::invalid(meta.name, "input", "give id or filter to say which rows to delete")),
     };
-    let statement = write::delete_rows(store.sql(), meta, rows, tenant, soft)?;
     let action = format!("deleting from {}", meta.table);
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
+    let models = ctx.stores().handles().models();
+    let mut dependents = Dependents::default();
+    let statement = if !soft
+        && models
+            .iter()
+            .any(|m| m.relations.iter().any(|r| (r.target_meta)().name == meta.name))
+    {
+        // Rows other rows may name go for good: which ones is fixed (and locked) first, so
+        // that the rows naming them are dealt with as their relations declare before they go.
+        let ids = lock_ids(&tx, store.sql(), meta, rows, tenant, &action).await?;
+        if ids.is_empty() {
+            tx.commit().await.map_err(|e| Error::relational(&action, e))?;
+            return Ok(DeleteOutput {
+                deleted: 0,
+                ids: Vec::new(),
+                soft,
+                pending: Vec::new(),
+            });
+        }
+        dependents.settle_before_removing(ctx, &tx, &models, meta, &ids, 0).await?;
+        write::delete_rows(store.sql(), meta, write::Rows::Ids(&ids), tenant, soft)?
+    } else {
+        write::delete_rows(store.sql(), meta, rows, tenant, soft)?
+    };
     let written = fetch_versions(&tx, statement, meta.primary_key, &action).await?;
     let states: Vec<RowState> = written
         .iter()
@@ -68,12 +93,199 @@ pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOu
             fields: None,
         })
         .collect();
+    let outbox = dependents.enqueue(ctx, &tx).await?;
     let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
-    let pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
+    let mut pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
+    for kind in Dependents::project(ctx, outbox).await {
+        if !pending.contains(&kind) {
+            pending.push(kind);
+        }
+    }
     Ok(DeleteOutput {
         deleted: written.len() as u64,
         ids: written.iter().map(|(id, _)| *id).collect(),
         soft,
         pending,
     })
+}
+
+/// Cascades deeper than this are refused (a chain of models, or a tree of rows of one model
+/// naming each other, this deep is a mistake more likely than a design).
+const MAX_CASCADE_DEPTH: usize = 64;
+
+/// The rows of other models that a delete changed or removed because they named the removed
+/// rows (`on_delete = "cascade"` or `"set_null"`), by model: their projections follow.
+#[derive(Default)]
+struct Dependents {
+    rows: Vec<(&'static ModelMeta, Vec<Dependent>)>,
+}
+
+/// A row a delete changed or removed: its primary key and, for multi-tenant models, tenant.
+type Dependent = (i64, Option<String>);
+
+/// Dependents of one model and tenant whose outbox records are written, to apply after the
+/// commit.
+struct Enqueued {
+    meta: &'static ModelMeta,
+    ids: Vec<i64>,
+    outbox_ids: Vec<i64>,
+    set: ProjectionSet,
+}
+
+impl Dependents {
+    /// Before rows `ids` of `meta` are removed: refuses when a relation that restricts deletes
+    /// names one of them, sets to NULL the foreign keys of `set_null` relations, and removes
+    /// the rows of `cascade` relations (after dealing with the rows naming those, in turn).
+    async fn settle_before_removing(
+        &mut self,
+        ctx: &Context,
+        tx: &DatabaseTransaction,
+        models: &[&'static ModelMeta],
+        meta: &'static ModelMeta,
+        ids: &[i64],
+        depth: usize,
+    ) -> Result<()> {
+        if depth > MAX_CASCADE_DEPTH {
+            return Err(Error::invalid(
+                meta.name,
+                "delete",
+                format!(
+                    "the cascade of deletes goes deeper than {MAX_CASCADE_DEPTH} levels at {}",
+                    meta.name
+                ),
+            ));
+        }
+        let store = ctx.stores().relational();
+        for child in models {
+            for relation in child.relations.iter().filter(|r| (r.target_meta)().name == meta.name) {
+                let action = format!("finding the {} rows that name the {} rows deleted", child.name, meta.name);
+                let limit = (relation.on_delete == OnDelete::Restrict).then_some(1);
+                let statement = write::naming_rows(store.sql(), child, relation.field, ids, limit);
+                let found = tx.query_all_raw(statement).await.map_err(|e| Error::relational(&action, e))?;
+                let mut named: Vec<Dependent> = Vec::with_capacity(found.len());
+                for row in &found {
+                    let id: i64 = row.try_get("", "id").map_err(|e| Error::relational(&action, e))?;
+                    let tenant: Option<String> = if child.multi_tenant {
+                        Some(row.try_get("", "tenant_id").map_err(|e| Error::relational(&action, e))?)
+                    } else {
+                        None
+                    };
+                    named.push((id, tenant));
+                }
+                // A row of a model that names itself, removed in the same delete, is no obstacle.
+                if child.name == meta.name {
+                    named.retain(|(id, _)| !ids.contains(id));
+                }
+                if named.is_empty() {
+                    continue;
+                }
+                let child_ids: Vec<i64> = named.iter().map(|(id, _)| *id).collect();
+                match relation.on_delete {
+                    OnDelete::Restrict => {
+                        return Err(Error::invalid(
+                            meta.name,
+                            "delete",
+                            format!(
+                                "{} {} names a row to delete in '{}' ({}), and the relation restricts deletes: delete or re-point such rows first, or declare on_delete = \"cascade\" or \"set_null\" on {}.{}",
+                                child.name, child_ids[0], relation.field, relation.name, child.name, relation.field
+                            ),
+                        ));
+                    }
+                    OnDelete::SetNull => {
+                        let action = format!(
+                            "clearing {}.{} of the rows that named deleted {} rows",
+                            child.table, relation.field, meta.name
+                        );
+                        let statement = write::clear_reference(store.sql(), child, relation.field, &child_ids);
+                        tx.execute_raw(statement).await.map_err(|e| Error::relational(&action, e))?;
+                    }
+                    OnDelete::Cascade => {
+                        Box::pin(self.settle_before_removing(ctx, tx, models, child, &child_ids, depth + 1)).await?;
+                        let action = format!("deleting the {} rows that named deleted {} rows", child.name, meta.name);
+                        let statement = write::delete_rows(store.sql(), child, write::Rows::Ids(&child_ids), None, false)?;
+                        tx.query_all_raw(statement).await.map_err(|e| Error::relational(&action, e))?;
+                    }
+                }
+                self.add(child, named);
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, meta: &'static ModelMeta, rows: Vec<Dependent>) {
+        match self.rows.iter_mut().find(|(m, _)| m.name == meta.name) {
+            Some((_, all)) => all.extend(rows),
+            None => self.rows.push((meta, rows)),
+        }
+    }
+
+    /// Records the dependents' projections in the outbox, inside the delete's transaction;
+    /// returns what [`Dependents::project`] applies after the commit.
+    async fn enqueue(self, ctx: &Context, tx: &DatabaseTransaction) -> Result<Vec<Enqueued>> {
+        let outbox = ctx.stores().outbox();
+        let mut out = Vec::new();
+        for (meta, mut rows) in self.rows {
+            let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
+            rows.sort();
+            rows.dedup();
+            let mut tenants: Vec<Option<String>> = rows.iter().map(|(_, t)| t.clone()).collect();
+            tenants.sort();
+            tenants.dedup();
+            for tenant in tenants {
+                let ids: Vec<i64> = rows.iter().filter(|(_, t)| *t == tenant).map(|(id, _)| *id).collect();
+                let outbox_ids = outbox.enqueue(tx, meta, tenant.as_deref(), &ids, set).await?;
+                out.push(Enqueued {
+                    meta,
+                    ids,
+                    outbox_ids,
+                    set,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// After the commit: applies the dependents' projections from their rows' current state;
+    /// returns the projections left pending (a failure leaves them to `sync`).
+    async fn project(ctx: &Context, enqueued: Vec<Enqueued>) -> Vec<StoreKind> {
+        let mut pending: Vec<StoreKind> = Vec::new();
+        for Enqueued {
+            meta,
+            ids,
+            outbox_ids,
+            set,
+        } in enqueued
+        {
+            let left = match read_states(ctx.stores().handles(), meta, &ids).await {
+                Ok(states) => ctx.stores().outbox().settle(meta, &outbox_ids, states, set).await,
+                Err(e) => {
+                    tracing::warn!(model = meta.name, error = %e, "projections of rows changed by a delete left to sync");
+                    set.kinds()
+                }
+            };
+            for kind in left {
+                if !pending.contains(&kind) {
+                    pending.push(kind);
+                }
+            }
+        }
+        pending
+    }
+}
+
+/// The primary keys of the rows a delete removes, locked.
+async fn lock_ids(
+    tx: &DatabaseTransaction,
+    sql: crate::sql::Sql,
+    meta: &'static ModelMeta,
+    rows: write::Rows<'_>,
+    tenant: Option<&str>,
+    action: &str,
+) -> Result<Vec<i64>> {
+    let statement = write::lock_ids(sql, meta, rows, tenant, true)?;
+    let found = tx.query_all_raw(statement).await.map_err(|e| Error::relational(action, e))?;
+    found
+        .iter()
+        .map(|row| row.try_get::<i64>("", "id").map_err(|e| Error::relational(action, e)))
+        .collect()
 }

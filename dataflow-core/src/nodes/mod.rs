@@ -34,18 +34,27 @@ use crate::sql::rows::{self, column_json};
 /// `tx` is the write's transaction: the check sees what the write will commit against, and
 /// the rows found stay locked until it ends (see [`rows::referenced_rows`]), so a parent
 /// deleted by another writer meanwhile is either seen deleted here or waits for the commit.
+///
+/// With `leave_to_constraints`, relations whose `FOREIGN KEY` constraint checks all the node
+/// would (see [`constraint_checks_reference`]) are left to it: the write fails with the same
+/// field error when the database refuses it ([`write_error`]).
 pub(crate) async fn unknown_references(
     ctx: &Context,
     tx: &DatabaseTransaction,
     meta: &'static ModelMeta,
     records: &[&CheckedRecord],
     batch_ids: &[i64],
+    leave_to_constraints: bool,
 ) -> Result<Vec<FieldErrors>> {
     let mut errors = vec![FieldErrors::default(); records.len()];
+    let backend = ctx.stores().relational().backend();
     let named: Vec<Vec<i64>> = meta
         .relations
         .iter()
         .map(|relation| {
+            if leave_to_constraints && constraint_checks_reference(backend, meta, relation) {
+                return Vec::new();
+            }
             let mut ids: Vec<i64> = records
                 .iter()
                 .filter_map(|r| r.get(relation.field).and_then(Json::as_i64))
@@ -81,21 +90,44 @@ pub(crate) async fn unknown_references(
         let id: i64 = row.try_get("", "id").map_err(|e| Error::relational(&action, e))?;
         found[relation as usize].insert(id);
     }
-    for (relation, found) in meta.relations.iter().zip(&mut found) {
+    for ((relation, found), named) in meta.relations.iter().zip(&mut found).zip(&named) {
+        if named.is_empty() {
+            continue;
+        }
         let target = (relation.target_meta)();
         if target.table == meta.table {
             found.extend(batch_ids);
         }
-        let whose = if target.multi_tenant { " of this tenant" } else { "" };
         for (record, errors) in records.iter().zip(&mut errors) {
             if let Some(id) = record.get(relation.field).and_then(Json::as_i64)
                 && !found.contains(&id)
             {
-                errors.push(relation.field, format!("names no {} {id}{whose} ({})", target.name, relation.name));
+                errors.push(relation.field, names_no_row(relation, id));
             }
         }
     }
     Ok(errors)
+}
+
+/// The field error's text of a foreign key that names no row the writer may name: the same
+/// whether the node's check or the database's constraint found it.
+pub(crate) fn names_no_row(relation: &'static crate::model::RelationMeta, id: i64) -> String {
+    let target = (relation.target_meta)();
+    let whose = if target.multi_tenant { " of this tenant" } else { "" };
+    format!("names no {} {id}{whose} ({})", target.name, relation.name)
+}
+
+/// Whether the `FOREIGN KEY` constraint of `relation` refuses every row the node's own check
+/// would: on PostgreSQL (SQLite's error does not say which constraint failed), when the
+/// target has no soft delete (a soft-deleted row satisfies a foreign key but may not be
+/// named) and the tenant is part of the key or the target has none.
+pub(crate) fn constraint_checks_reference(
+    backend: sea_orm::DbBackend,
+    meta: &ModelMeta,
+    relation: &'static crate::model::RelationMeta,
+) -> bool {
+    let target = (relation.target_meta)();
+    backend == sea_orm::DbBackend::Postgres && !target.soft_delete && (!target.multi_tenant || meta.multi_tenant)
 }
 
 /// [`unknown_references`] of one record as a validation error, when it names a row that is
@@ -106,7 +138,7 @@ pub(crate) async fn require_references(
     meta: &'static ModelMeta,
     record: &CheckedRecord,
 ) -> Result<()> {
-    match unknown_references(ctx, tx, meta, &[record], &[]).await?.pop() {
+    match unknown_references(ctx, tx, meta, &[record], &[], true).await?.pop() {
         Some(errors) if !errors.is_empty() => Err(Error::Validation { model: meta.name, errors }),
         _ => Ok(()),
     }
@@ -136,14 +168,29 @@ pub(crate) fn value_taken(meta: &'static ModelMeta, field: &'static FieldMeta, v
 }
 
 /// The error of a failed write of `record`: a collision with a unique index becomes the field
-/// error [`value_taken`] gives, anything else a store error of `action`.
+/// error [`value_taken`] gives, a broken `FOREIGN KEY` or `CHECK` constraint the field error
+/// the node's own check gives ([`names_no_row`], the field's rule), anything else a store
+/// error of `action`.
 pub(crate) fn write_error(meta: &'static ModelMeta, record: &CheckedRecord, action: &str, err: sea_orm::DbErr) -> Error {
-    match crate::sql::violation::unique_field(meta, &err) {
-        Some(field) => Error::Validation {
-            model: meta.name,
-            errors: FieldErrors(vec![value_taken(meta, field, record.get(field.name).unwrap_or(&Json::Null), None)]),
+    use crate::sql::violation::{self, Broken};
+    let error = match violation::broken_rule(meta, &err) {
+        Some(Broken::Unique(field)) => value_taken(meta, field, record.get(field.name).unwrap_or(&Json::Null), None),
+        Some(Broken::Reference(relation)) => match record.get(relation.field).and_then(Json::as_i64) {
+            Some(id) => FieldError::new(relation.field, names_no_row(relation, id)),
+            None => return Error::relational(action, err),
         },
-        None => Error::relational(action, err),
+        Some(Broken::Check(field)) => {
+            let value = record.get(field.name).unwrap_or(&Json::Null);
+            let message = crate::model::values::check_value(field, value)
+                .err()
+                .unwrap_or_else(|| "breaks the table's CHECK constraint".to_owned());
+            FieldError::new(field.name, message)
+        }
+        None => return Error::relational(action, err),
+    };
+    Error::Validation {
+        model: meta.name,
+        errors: FieldErrors(vec![error]),
     }
 }
 

@@ -18,6 +18,7 @@
 //! sea-query was not measured; the fuzz tests check this writer's output on both dialects.
 
 pub(crate) mod aggregate;
+pub(crate) mod constraint;
 mod filter;
 pub(crate) mod outbox;
 pub(crate) mod rows;

@@ -5,6 +5,7 @@ use sea_orm::{DbBackend, Statement, Value as SqlValue};
 
 use crate::model::{FieldMeta, FieldType, ModelMeta};
 use crate::sql::Sql;
+use crate::sql::constraint::{self, Constraint};
 
 /// `CREATE SCHEMA IF NOT EXISTS`.
 pub(crate) fn create_schema(mut sql: Sql, schema: &str) -> Statement {
@@ -12,10 +13,12 @@ pub(crate) fn create_schema(mut sql: Sql, schema: &str) -> Statement {
     sql.build()
 }
 
-/// `CREATE TABLE IF NOT EXISTS` for a model: its fields, the tenant of multi-tenant models,
-/// and the columns dataflow maintains (`version`, `created_at`, `updated_at`, `deleted_at`).
-pub(crate) fn create_table(mut sql: Sql, meta: &ModelMeta) -> Statement {
-    sql.push("CREATE TABLE IF NOT EXISTS ").ident(meta.table).push(" (");
+/// `CREATE TABLE IF NOT EXISTS` for a model, named `table` (its own, or the new table of a
+/// rebuild): its fields, the tenant of multi-tenant models, the columns dataflow maintains
+/// (`version`, `created_at`, `updated_at`, `deleted_at`) and the `constraints` given (SQLite
+/// takes constraints only here; PostgreSQL gets none here and adds them after).
+pub(crate) fn create_table(mut sql: Sql, meta: &ModelMeta, table: &str, constraints: &[Constraint]) -> Statement {
+    sql.push("CREATE TABLE IF NOT EXISTS ").ident(table).push(" (");
     for (i, f) in meta.fields.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
@@ -41,8 +44,59 @@ pub(crate) fn create_table(mut sql: Sql, meta: &ModelMeta) -> Statement {
     if meta.soft_delete {
         sql.push(", \"deleted_at\" ").push(ts).push(" NULL");
     }
+    constraint::inline(&mut sql, constraints);
     sql.push(")");
     sql.build()
+}
+
+/// The columns of a model's table, in the order [`create_table`] writes them.
+pub(crate) fn table_columns(meta: &ModelMeta) -> Vec<&'static str> {
+    let mut columns: Vec<&'static str> = meta.fields.iter().map(|f| f.name).collect();
+    if meta.multi_tenant {
+        columns.push("tenant_id");
+    }
+    columns.extend(["version", "created_at", "updated_at"]);
+    if meta.soft_delete {
+        columns.push("deleted_at");
+    }
+    columns
+}
+
+/// SQLite: the statements that move the rows of `table` into `rebuilt` (created by
+/// [`create_table`] with its constraints) and put it in the old table's place: the way SQLite
+/// adds constraints to a table. The caller keeps the AUTOINCREMENT counter (see
+/// [`sqlite_set_sequence`]).
+pub(crate) fn sqlite_rebuild(meta: &ModelMeta, rebuilt: &str) -> [String; 3] {
+    let q = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let columns = table_columns(meta).iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+    [
+        format!("INSERT INTO {} ({columns}) SELECT {columns} FROM {}", q(rebuilt), q(meta.table)),
+        format!("DROP TABLE {}", q(meta.table)),
+        format!("ALTER TABLE {} RENAME TO {}", q(rebuilt), q(meta.table)),
+    ]
+}
+
+/// SQLite: the AUTOINCREMENT counter of `table`, as `"seq"` (no row when it has none).
+pub(crate) fn sqlite_sequence(mut sql: Sql, table: &str) -> Statement {
+    sql.push("SELECT \"seq\" FROM \"sqlite_sequence\" WHERE \"name\" = ")
+        .param(SqlValue::String(Some(table.to_owned())));
+    sql.build()
+}
+
+/// SQLite: sets the AUTOINCREMENT counter of `table` to `seq`.
+pub(crate) fn sqlite_set_sequence(table: &str, seq: i64) -> [Statement; 2] {
+    let mut delete = Sql::new(DbBackend::Sqlite);
+    delete
+        .push("DELETE FROM \"sqlite_sequence\" WHERE \"name\" = ")
+        .param(SqlValue::String(Some(table.to_owned())));
+    let mut insert = Sql::new(DbBackend::Sqlite);
+    insert
+        .push("INSERT INTO \"sqlite_sequence\" (\"name\", \"seq\") VALUES (")
+        .param(SqlValue::String(Some(table.to_owned())))
+        .push(", ")
+        .param(SqlValue::BigInt(Some(seq)))
+        .push(")");
+    [delete.build(), insert.build()]
 }
 
 /// The names of `table`'s columns, one row each as `"name"`.

@@ -19,6 +19,8 @@ pub(crate) enum Rows<'a> {
     Id(i64),
     /// The rows in scope that pass the filter.
     Filter(&'a Filter),
+    /// The rows with these primary keys, already selected in scope and locked by the caller.
+    Ids(&'a [i64]),
 }
 
 /// `INSERT` of one checked record (and its tenant), returning the stored record.
@@ -66,6 +68,9 @@ pub(crate) fn update_rows(
             write_scope(&mut sql, meta, tenant, false);
             write_filter(&mut sql, meta, Some(filter))?;
         }
+        Rows::Ids(ids) => {
+            sql.ident(meta.primary_key).in_ids(ids);
+        }
     }
     sql.push(" RETURNING ").record_columns(meta);
     Ok(sql.build())
@@ -92,9 +97,80 @@ pub(crate) fn delete_rows(mut sql: Sql, meta: &'static ModelMeta, rows: Rows<'_>
                 .param(SqlValue::BigInt(Some(id)));
         }
         Rows::Filter(filter) => write_filter(&mut sql, meta, Some(filter))?,
+        Rows::Ids(ids) => {
+            sql.push(" AND ").ident(meta.primary_key).in_ids(ids);
+        }
     }
     sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
     Ok(sql.build())
+}
+
+/// The primary keys of `rows` in scope (with `include_deleted`, soft-deleted ones too), one
+/// row each as `"id"`, locked until the transaction ends (PostgreSQL; SQLite's write
+/// transaction holds the whole file): what a delete removes, fixed before the rows that
+/// name them are dealt with.
+pub(crate) fn lock_ids(
+    mut sql: Sql,
+    meta: &'static ModelMeta,
+    rows: Rows<'_>,
+    tenant: Option<&str>,
+    include_deleted: bool,
+) -> Result<Statement> {
+    sql.push("SELECT ")
+        .ident(meta.primary_key)
+        .push(" AS \"id\" FROM ")
+        .ident(meta.table)
+        .push(" WHERE ");
+    write_scope(&mut sql, meta, tenant, include_deleted);
+    match rows {
+        Rows::Id(id) => {
+            sql.push(" AND ")
+                .ident(meta.primary_key)
+                .push(" = ")
+                .param(SqlValue::BigInt(Some(id)));
+        }
+        Rows::Filter(filter) => write_filter(&mut sql, meta, Some(filter))?,
+        Rows::Ids(ids) => {
+            sql.push(" AND ").ident(meta.primary_key).in_ids(ids);
+        }
+    }
+    sql.lock_rows();
+    Ok(sql.build())
+}
+
+/// The rows of `child` whose foreign key `field` names one of `ids`, whatever their tenant
+/// or deletion, one row each as `"id"` (and `"tenant_id"` for a multi-tenant model), locked
+/// (PostgreSQL); at most `limit` of them when given.
+pub(crate) fn naming_rows(mut sql: Sql, child: &ModelMeta, field: &str, ids: &[i64], limit: Option<u64>) -> Statement {
+    sql.push("SELECT ").ident(child.primary_key).push(" AS \"id\"");
+    if child.multi_tenant {
+        sql.push(", \"tenant_id\"");
+    }
+    sql.push(" FROM ").ident(child.table).push(" WHERE ").ident(field).in_ids(ids);
+    sql.push(" ORDER BY ").ident(child.primary_key);
+    if let Some(limit) = limit {
+        sql.push(" LIMIT ").param(SqlValue::BigInt(Some(limit as i64)));
+    } else {
+        sql.lock_rows();
+    }
+    sql.build()
+}
+
+/// `UPDATE` that sets the foreign key `field` of `child`'s rows `ids` to NULL (their version
+/// bumped, `updated_at` set): `on_delete = "set_null"` done by the node, so the rows'
+/// versions and projections follow.
+pub(crate) fn clear_reference(mut sql: Sql, child: &ModelMeta, field: &str, ids: &[i64]) -> Statement {
+    let now = sql.now();
+    sql.push("UPDATE ")
+        .ident(child.table)
+        .push(" SET ")
+        .ident(field)
+        .push(" = NULL, \"version\" = \"version\" + 1, \"updated_at\" = ")
+        .push(now)
+        .push(" WHERE ")
+        .ident(child.primary_key)
+        .in_ids(ids);
+    sql.build()
 }
 
 /// `INSERT ... ON CONFLICT DO UPDATE` of many checked records in one statement, the rows

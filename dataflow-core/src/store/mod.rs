@@ -21,7 +21,7 @@ pub use cache::{CacheStore, MemoryCache};
 #[cfg(feature = "bolt")]
 pub use graph::BoltGraph;
 pub use graph::{EmbeddedGraph, GraphStore};
-pub use relational::RelationalStore;
+pub use relational::{BrokenConstraint, MigrationReport, RelationalStore};
 #[cfg(feature = "chroma")]
 pub use vector::ChromaStore;
 pub use vector::{EmbeddedVectors, VectorStore};

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::error::{Error, Result, is_pool_wait_timeout};
 use crate::model::ModelMeta;
 use crate::secrets::{redact_url, split_password};
+use crate::sql::constraint::{self, Constraint};
 use crate::sql::{Sql, schema};
 
 /// Longest wait of a relational call for the server to accept a new connection: a server that
@@ -27,6 +28,95 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the answer of one check that the server accepts connections is reused: waits
 /// that run out together (every call while PostgreSQL is stopped) check once.
 const SERVER_CHECK_REUSE: Duration = Duration::from_secs(1);
+
+/// How many of the rows that break a constraint a [`MigrationReport`] shows.
+const BROKEN_ROWS_SHOWN: u64 = 10;
+
+/// What [`RelationalStore::migrate`] could not settle: constraints that stored rows break.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Each constraint that stored rows break; empty when every constraint holds.
+    pub broken: Vec<BrokenConstraint>,
+}
+
+impl MigrationReport {
+    /// Whether every constraint was added and holds for every stored row.
+    pub fn is_clean(&self) -> bool {
+        self.broken.is_empty()
+    }
+}
+
+impl std::fmt::Display for MigrationReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.broken.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{b}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A constraint that stored rows break, and the first of those rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenConstraint {
+    /// The model, e.g. `Product`.
+    pub model: &'static str,
+    /// Its table.
+    pub table: &'static str,
+    /// The constraint's name, e.g. `products_price_check_1b2c3d4e`.
+    pub constraint: String,
+    /// What it says, e.g. `CHECK ("price" >= 0)`.
+    pub definition: String,
+    /// The field it guards.
+    pub field: &'static str,
+    /// How many stored rows break it.
+    pub rows: u64,
+    /// The first of them (by primary key): id and the field's value as text.
+    pub examples: Vec<(i64, Option<String>)>,
+}
+
+impl std::fmt::Display for BrokenConstraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: Vec<String> = self
+            .examples
+            .iter()
+            .map(|(id, value)| format!("{} {id} ({} = {})", self.model, self.field, value.as_deref().unwrap_or("NULL")))
+            .collect();
+        let more = match self.rows.saturating_sub(self.examples.len() as u64) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        let (rows, verb) = if self.rows == 1 { ("row", "breaks") } else { ("rows", "break") };
+        write!(
+            f,
+            "{}: {} stored {rows} {verb} {} {}: {}{more}",
+            self.table,
+            self.rows,
+            self.constraint,
+            self.definition,
+            shown.join(", ")
+        )
+    }
+}
+
+/// `models` and, transitively, the models their relations name, each once, in that order.
+pub(crate) fn with_relation_targets(models: &[&'static ModelMeta]) -> Vec<&'static ModelMeta> {
+    let mut out: Vec<&'static ModelMeta> = Vec::with_capacity(models.len());
+    let mut next: Vec<&'static ModelMeta> = models.to_vec();
+    while !next.is_empty() {
+        let mut found = Vec::new();
+        for meta in next {
+            if !out.iter().any(|m| m.name == meta.name) {
+                out.push(meta);
+                found.extend(meta.relations.iter().map(|r| (r.target_meta)()));
+            }
+        }
+        next = found;
+    }
+    out
+}
 
 /// A pooled connection to PostgreSQL or SQLite.
 #[derive(Clone, Debug)]
@@ -123,28 +213,56 @@ impl RelationalStore {
         Sql::new(self.backend)
     }
 
-    /// Creates missing tables and indexes for `models` and adds columns for new optional
-    /// fields. Idempotent. A new required field on an existing table is an error (it would need
-    /// a value for the existing rows).
-    pub async fn migrate(&self, models: &[&'static ModelMeta]) -> Result<()> {
+    /// Creates missing tables and indexes for `models` (and for the models their relations
+    /// name, which their foreign keys need) and adds columns for new optional fields, then the
+    /// constraints that say the models' rules (see [`crate::OnDelete`]): a `FOREIGN KEY` per
+    /// relation and a `CHECK` per field for `min`, `max`, `len` and `one_of` (`pattern` has
+    /// none: the nodes check it). On PostgreSQL each is added `NOT VALID` (enforced at once for
+    /// new and changed rows, without scanning the table under a long lock) and then validated
+    /// against the rows already there; SQLite adds constraints only by rebuilding a table, so
+    /// a table that lacks them is rebuilt, its rows copied in one transaction. Idempotent; a
+    /// constraint whose rule changed on the model is replaced. A new required field on an
+    /// existing table is an error (it would need a value for the existing rows).
+    ///
+    /// Stored rows that break a new constraint do not fail the migration: they are in the
+    /// report it returns, and the constraint stays unvalidated (PostgreSQL: still enforced
+    /// for new writes) or unadded (SQLite) until the rows are fixed and `migrate` runs again.
+    pub async fn migrate(&self, models: &[&'static ModelMeta]) -> Result<MigrationReport> {
         if let Some(schema) = &self.schema {
             self.execute(schema::create_schema(self.sql(), schema), "creating the schema")
                 .await?;
         }
-        for meta in models {
-            self.migrate_one(meta).await?;
+        let models = with_relation_targets(models);
+        for meta in &models {
+            let inline = if self.backend == DbBackend::Sqlite {
+                constraint::constraints(self.backend, meta)
+            } else {
+                Vec::new()
+            };
+            let statement = schema::create_table(self.sql(), meta, meta.table, &inline);
+            self.execute(statement, &format!("creating table {}", meta.table)).await?;
+            self.add_missing_columns(meta).await?;
+            self.create_indexes(meta).await?;
         }
-        Ok(())
+        let mut report = MigrationReport::default();
+        for meta in &models {
+            match self.backend {
+                DbBackend::Postgres => self.add_constraints_postgres(meta, &mut report).await?,
+                _ => self.add_constraints_sqlite(meta, &mut report).await?,
+            }
+        }
+        Ok(report)
     }
 
-    async fn migrate_one(&self, meta: &'static ModelMeta) -> Result<()> {
-        self.execute(schema::create_table(self.sql(), meta), &format!("creating table {}", meta.table))
-            .await?;
-        self.add_missing_columns(meta).await?;
-
+    async fn create_indexes(&self, meta: &'static ModelMeta) -> Result<()> {
         let tenant_prefix: &[&str] = if meta.multi_tenant { &["tenant_id"] } else { &[] };
         if meta.multi_tenant {
             self.create_index(meta, "tenant_id", &["tenant_id"], false).await?;
+            if self.backend == DbBackend::Postgres {
+                // The key the foreign keys of other multi-tenant models reference.
+                self.create_index(meta, "tenant_id_id", &["tenant_id", meta.primary_key], true)
+                    .await?;
+            }
         }
         for f in meta.fields.iter().filter(|f| !f.primary_key) {
             let relation = meta.relations.iter().any(|r| r.field == f.name);
@@ -154,6 +272,137 @@ impl RelationalStore {
             }
         }
         Ok(())
+    }
+
+    /// PostgreSQL: drops the constraints of ours whose rule changed, adds the missing ones
+    /// `NOT VALID`, and validates every unvalidated one; rows that break one go in `report`.
+    async fn add_constraints_postgres(&self, meta: &'static ModelMeta, report: &mut MigrationReport) -> Result<()> {
+        let action = format!("reading the constraints of {}", meta.table);
+        let rows = self
+            .db
+            .query_all_raw(constraint::existing(self.sql(), meta.table))
+            .await
+            .map_err(|e| Error::relational(&action, e))?;
+        let mut existing: Vec<(String, bool)> = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row.try_get("", "name").map_err(|e| Error::relational(&action, e))?;
+            let valid: bool = row.try_get("", "valid").map_err(|e| Error::relational(&action, e))?;
+            existing.push((name, valid));
+        }
+        let wanted = constraint::constraints(self.backend, meta);
+        for (name, _) in &existing {
+            if constraint::is_ours(meta, name) && !wanted.iter().any(|c| &c.name == name) {
+                let statement = constraint::drop(self.sql(), meta, name);
+                self.execute(statement, &format!("dropping the constraint {name} of {}", meta.table))
+                    .await?;
+            }
+        }
+        for c in &wanted {
+            let valid = match existing.iter().find(|(name, _)| name == &c.name) {
+                Some((_, valid)) => *valid,
+                None => {
+                    let statement = constraint::add_not_valid(self.sql(), meta, c);
+                    self.execute(statement, &format!("adding the constraint {} to {}", c.name, meta.table))
+                        .await?;
+                    false
+                }
+            };
+            if valid {
+                continue;
+            }
+            if let Err(e) = self.db.execute_raw(constraint::validate(self.sql(), meta, &c.name)).await {
+                let broken = self.broken_rows(meta, c).await?;
+                if broken.rows == 0 {
+                    return Err(Error::relational(
+                        format!("validating the constraint {} of {}", c.name, meta.table),
+                        e,
+                    ));
+                }
+                report.broken.push(broken);
+            }
+        }
+        Ok(())
+    }
+
+    /// SQLite: rebuilds the table with its constraints when it lacks one of them (or has one
+    /// whose rule changed), unless stored rows break one: those go in `report`.
+    async fn add_constraints_sqlite(&self, meta: &'static ModelMeta, report: &mut MigrationReport) -> Result<()> {
+        let wanted = constraint::constraints(self.backend, meta);
+        let action = format!("reading the definition of {}", meta.table);
+        let table_sql: String = match self
+            .db
+            .query_one_raw(constraint::sqlite_table_sql(self.sql(), meta.table))
+            .await
+            .map_err(|e| Error::relational(&action, e))?
+        {
+            Some(row) => row.try_get("", "sql").map_err(|e| Error::relational(&action, e))?,
+            None => String::new(),
+        };
+        let declared = table_sql.matches("CONSTRAINT \"").count();
+        if declared == wanted.len() && wanted.iter().all(|c| table_sql.contains(&format!("\"{}\"", c.name))) {
+            return Ok(());
+        }
+        let before = report.broken.len();
+        for c in &wanted {
+            let broken = self.broken_rows(meta, c).await?;
+            if broken.rows > 0 {
+                report.broken.push(broken);
+            }
+        }
+        if report.broken.len() > before {
+            return Ok(());
+        }
+        self.rebuild_sqlite_table(meta, &wanted).await?;
+        self.create_indexes(meta).await
+    }
+
+    /// SQLite: moves the table's rows into a new table with `constraints`, in one transaction
+    /// on one connection with foreign keys off: dropping the old table with them on would run
+    /// the `ON DELETE` actions of the tables that reference it.
+    async fn rebuild_sqlite_table(&self, meta: &'static ModelMeta, constraints: &[Constraint]) -> Result<()> {
+        use sea_orm::sqlx;
+        let action = format!("rebuilding {} with its constraints", meta.table);
+        let fail = |e: sqlx::Error| Error::relational(&action, DbErr::Custom(e.to_string()));
+        let mut conn = self.db.get_sqlite_connection_pool().acquire().await.map_err(fail)?;
+        sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut *conn).await.map_err(fail)?;
+        let rebuilt = rebuild_on(&mut conn, meta, constraints).await;
+        if rebuilt.is_err() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        }
+        let restored = sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await;
+        if restored.is_err() {
+            // A connection left without foreign keys must not go back to the pool.
+            conn.detach();
+        }
+        rebuilt.map_err(fail)?;
+        restored.map_err(fail)?;
+        Ok(())
+    }
+
+    /// The stored rows that break `c`: how many, and the first few.
+    async fn broken_rows(&self, meta: &'static ModelMeta, c: &Constraint) -> Result<BrokenConstraint> {
+        let action = format!("finding the rows of {} that break {}", meta.table, c.name);
+        let rows = self
+            .db
+            .query_all_raw(constraint::broken_rows(self.sql(), meta, c, BROKEN_ROWS_SHOWN))
+            .await
+            .map_err(|e| Error::relational(&action, e))?;
+        let mut broken = BrokenConstraint {
+            model: meta.name,
+            table: meta.table,
+            constraint: c.name.clone(),
+            definition: c.definition().to_owned(),
+            field: c.field.name,
+            rows: 0,
+            examples: Vec::with_capacity(rows.len()),
+        };
+        for row in rows {
+            let id: i64 = row.try_get("", "id").map_err(|e| Error::relational(&action, e))?;
+            let value: Option<String> = row.try_get("", "value").map_err(|e| Error::relational(&action, e))?;
+            broken.rows = row.try_get::<i64>("", "total").map_err(|e| Error::relational(&action, e))? as u64;
+            broken.examples.push((id, value));
+        }
+        Ok(broken)
     }
 
     async fn add_missing_columns(&self, meta: &'static ModelMeta) -> Result<()> {
@@ -444,4 +693,55 @@ impl ConnectionTrait for RelationalConnection {
     async fn query_all_raw(&self, stmt: Statement) -> std::result::Result<Vec<QueryResult>, DbErr> {
         self.patiently(|| self.db.query_all_raw(stmt.clone())).await
     }
+}
+
+/// The SQLite table rebuild of [`RelationalStore::migrate`] on `conn` (foreign keys off):
+/// the new table with `constraints`, the rows copied, the old table replaced, the
+/// AUTOINCREMENT counter kept; one transaction, which the caller rolls back on an error.
+async fn rebuild_on(
+    conn: &mut sea_orm::sqlx::SqliteConnection,
+    meta: &'static ModelMeta,
+    constraints: &[Constraint],
+) -> std::result::Result<(), sea_orm::sqlx::Error> {
+    use sea_orm::sqlx;
+    let rebuilt = format!("{}__dataflow_rebuild", meta.table);
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let counter = sqlite_counter(conn, meta.table).await?;
+    bound(schema::create_table(Sql::new(DbBackend::Sqlite), meta, &rebuilt, constraints))
+        .execute(&mut *conn)
+        .await?;
+    for step in schema::sqlite_rebuild(meta, &rebuilt) {
+        sqlx::query(sqlx::AssertSqlSafe(step)).execute(&mut *conn).await?;
+    }
+    let now = sqlite_counter(conn, meta.table).await?;
+    for statement in schema::sqlite_set_sequence(meta.table, counter.max(now)) {
+        bound(statement).execute(&mut *conn).await?;
+    }
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// The AUTOINCREMENT counter of `table` (0 when it has none yet).
+async fn sqlite_counter(conn: &mut sea_orm::sqlx::SqliteConnection, table: &str) -> std::result::Result<i64, sea_orm::sqlx::Error> {
+    use sea_orm::sqlx::Row;
+    let row = bound(schema::sqlite_sequence(Sql::new(DbBackend::Sqlite), table))
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<i64, _>("seq")?,
+        None => 0,
+    })
+}
+
+/// A statement of the SQL layer as an sqlx query on SQLite, its values bound.
+fn bound(statement: Statement) -> sea_orm::sqlx::query::Query<'static, sea_orm::sqlx::Sqlite, sea_orm::sqlx::sqlite::SqliteArguments> {
+    let mut query = sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(statement.sql));
+    for value in statement.values.map(|v| v.0).unwrap_or_default() {
+        query = match value {
+            sea_orm::Value::String(s) => query.bind(s),
+            sea_orm::Value::BigInt(n) => query.bind(n),
+            other => query.bind(other.to_string()),
+        };
+    }
+    query
 }

@@ -21,7 +21,7 @@ pub struct Parent {
     pub ratio: Option<f32>,
     pub seen_at: Option<DateTime<Utc>>,
     pub extra: serde_json::Value,
-    #[dataflow(relation(target = Parent, name = "CHILD_OF"))]
+    #[dataflow(relation(target = Parent, name = "CHILD_OF", on_delete = "set_null"))]
     pub parent_id: Option<i64>,
 }
 
@@ -29,6 +29,7 @@ fn main() {
     let meta = Parent::meta();
     assert_eq!(meta.table, "parents");
     assert_eq!(meta.relations[0].target, "Parent");
+    assert_eq!(meta.relations[0].on_delete, dataflow_core::OnDelete::SetNull);
     assert_eq!(ParentCreateNode.descriptor().type_name, "ParentCreateNode");
     let _filter = Parent::SCORE.gte(0.5).and(Parent::CODE.starts_with("a"));
     let _entity_table = <parent_entity::Entity as dataflow_core::sea_orm::EntityName>::table_name(&parent_entity::Entity);

@@ -6,7 +6,7 @@
 //!    `scripts/install-services`) on free loopback ports.
 //!
 //! How each server runs (program, command line, first-time setup, health check, shutdown) is
-//! its [`recipe::Recipe`].
+//! its [`recipe::Recipe`], which `dataflow-services` uses too for a user's servers.
 //!
 //! Each server starts on first use, so a binary that needs only PostgreSQL starts only that.
 //! A server that cannot start panics with its own log: a store is never skipped.
@@ -20,6 +20,7 @@ macro_rules! announce {
     }};
 }
 
+pub mod detached;
 mod local;
 pub mod probe;
 pub mod recipe;

@@ -115,8 +115,8 @@ fn start(folder: &DataFolder, asked: &PortArgs) -> ExitCode {
         say!("{e}");
         return ExitCode::FAILURE;
     }
-    // Which servers run already, and whether the ports of the others are free: refuse before
-    // starting anything.
+    // Which servers run already, and whether the others are installed and their ports free:
+    // refuse before starting anything.
     let mut to_start = Vec::new();
     let mut recipes = Vec::new();
     let mut refused = Vec::new();
@@ -134,6 +134,9 @@ fn start(folder: &DataFolder, asked: &PortArgs) -> ExitCode {
             );
             recipes.push(running);
             continue;
+        }
+        if let Err(e) = recipe.argv() {
+            refused.push(e.to_string());
         }
         let mut ports = vec![(recipe.port, PortArgs::flag(kind))];
         if let Some(a) = &recipe.arcadedb {
@@ -159,6 +162,10 @@ fn start(folder: &DataFolder, asked: &PortArgs) -> ExitCode {
             }
         }
         to_start.push(recipe);
+    }
+    if refused.is_empty() {
+        // First-time setup (PostgreSQL's initdb) of every server before any starts.
+        refused.extend(to_start.iter().filter_map(|r| r.prepare().err()).map(|e| e.to_string()));
     }
     if !refused.is_empty() {
         for line in &refused {

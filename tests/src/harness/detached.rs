@@ -166,11 +166,10 @@ impl DataFolder {
         (in_dir || named).then_some(pid)
     }
 
-    /// Prepares the server's directory and starts it detached: a session of its own (so it
+    /// Starts the server, once [`Recipe::prepare`]d, detached: a session of its own (so it
     /// outlives this command and its terminal), output appended to its log, its pid and ports
     /// recorded. Returns the process; [`Recipe::wait_healthy`] tells when it serves.
     pub fn spawn(&self, recipe: &Recipe) -> Result<Child, SetupError> {
-        recipe.prepare()?;
         let mut cmd = recipe.command()?;
         let failed = |action: String| move |source: io::Error| SetupError::Io { action, source };
         let log_path = recipe.log_path();

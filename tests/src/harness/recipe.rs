@@ -57,6 +57,17 @@ pub enum SetupError {
     /// A recipe for the Bolt server was made without [`ArcadeDb`].
     #[error("the Bolt server needs ArcadeDB's HTTP port and root password (Recipe::arcadedb is None)")]
     NoArcadeDbSettings,
+    /// The user that runs the server cannot reach its directory.
+    #[error(
+        "{user}, the user PostgreSQL runs as under root, cannot write to {} (a directory above it is closed to other users): choose a data folder it can reach with --dir, e.g. /var/lib/dataflow-services",
+        dir.display()
+    )]
+    Unreachable {
+        /// The server's directory.
+        dir: PathBuf,
+        /// The user.
+        user: String,
+    },
     /// The directory could not be handed to the user that runs the server.
     #[error("giving {} to the user {user} failed: run scripts/install-services, which creates the user", dir.display())]
     Chown {
@@ -492,6 +503,19 @@ fn initdb(dir: &Path, user: Option<&str>) -> Result<(), SetupError> {
             .is_ok_and(|s| s.success());
         if !owned {
             return Err(SetupError::Chown {
+                dir: dir.to_owned(),
+                user: user.to_owned(),
+            });
+        }
+    }
+    if let Some(user) = user {
+        let reachable = Command::new("setpriv")
+            .args(["--reuid", user, "--regid", user, "--init-groups", "--", "test", "-w"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !reachable {
+            return Err(SetupError::Unreachable {
                 dir: dir.to_owned(),
                 user: user.to_owned(),
             });

@@ -130,12 +130,17 @@ impl Shown<'_> {
             ))?;
         }
         if embedded {
-            // The graph server the project installs is ArcadeDB: its Bolt plugin listens on
-            // 7687 and its user is `root` (Neo4j's `neo4j` is refused).
-            self.line("The same against servers (each variable moves one store to its server; scripts/install-services installs them):")?;
-            self.line("  DATAFLOW_DATABASE_URL=postgres://user@localhost/dataflow DATAFLOW_REDIS_URL=redis://localhost:6379 \\")?;
-            self.line("  DATAFLOW_CHROMA_URL=http://localhost:8000 DATAFLOW_GRAPH_URL=bolt://localhost:7687 \\")?;
-            self.line("  DATAFLOW_GRAPH_USER=root DATAFLOW_GRAPH_PASSWORD=... cargo run --release -p dataflow-workflows -- demo")?;
+            // What `scripts/services start` prints: the graph server it starts is ArcadeDB,
+            // whose Bolt plugin listens on 7687 and whose user is `root` (Neo4j's `neo4j` is
+            // refused), with a password generated at its first start.
+            self.line("The same against servers: scripts/services start installs and starts PostgreSQL, Redis, Chroma and ArcadeDB")?;
+            self.line("on this machine and prints the lines to paste, with the password it generated at its first start:")?;
+            self.line(
+                "  export DATAFLOW_DATABASE_URL=postgres://postgres@127.0.0.1:5432/dataflow DATAFLOW_REDIS_URL=redis://127.0.0.1:6379/",
+            )?;
+            self.line("  export DATAFLOW_CHROMA_URL=http://127.0.0.1:8000 DATAFLOW_GRAPH_URL=bolt://127.0.0.1:7687")?;
+            self.line("  export DATAFLOW_GRAPH_USER=root DATAFLOW_GRAPH_PASSWORD=... DATAFLOW_GRAPH_DATABASE=dataflow")?;
+            self.line("then run the demo again: cargo run --release -p dataflow-workflows -- demo")?;
         }
         self.line(
             "Run one workflow yourself: cargo run --release -p dataflow-workflows -- run compliance_check --input '{\"product_id\": 2}'",

@@ -5,6 +5,9 @@
 //! 2. **local processes** — otherwise: throwaway servers from local binaries (installed by
 //!    `scripts/install-services`) on free loopback ports.
 //!
+//! How each server runs (program, command line, first-time setup, health check, shutdown) is
+//! its [`recipe::Recipe`], which `dataflow-services` uses too for a user's servers.
+//!
 //! Each server starts on first use, so a binary that needs only PostgreSQL starts only that.
 //! A server that cannot start panics with its own log: a store is never skipped.
 
@@ -17,11 +20,12 @@ macro_rules! announce {
     }};
 }
 
+pub mod detached;
 mod local;
 pub mod probe;
+pub mod recipe;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +33,7 @@ use dataflow_core::sea_orm::{ConnectionTrait, Database};
 use tokio::sync::OnceCell;
 
 use local::LocalServer;
+use recipe::{ARCADEDB_DATABASE, ARCADEDB_USER, ArcadeDb, Recipe};
 
 /// Where the servers come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,8 +95,8 @@ const ENV_POSTGRES: &str = "DATAFLOW_TEST_POSTGRES_URL";
 const ENV_REDIS: &str = "DATAFLOW_TEST_REDIS_URL";
 const ENV_CHROMA: &str = "DATAFLOW_TEST_CHROMA_URL";
 const ENV_NEO4J: &str = "DATAFLOW_TEST_NEO4J_URL";
+/// The throwaway ArcadeDB's root password (a user's servers get a generated one).
 const ARCADE_PASSWORD: &str = "dataflow-tests";
-const ARCADE_DATABASE: &str = "dataflow";
 
 /// The servers of this test binary.
 pub struct Services {
@@ -208,9 +213,9 @@ impl Services {
             },
             Provider::LocalProcesses => BoltEndpoint {
                 uri: url,
-                user: "root".into(),
+                user: ARCADEDB_USER.into(),
                 password: ARCADE_PASSWORD.into(),
-                database: ARCADE_DATABASE.into(),
+                database: ARCADEDB_DATABASE.into(),
             },
         }
     }
@@ -223,11 +228,14 @@ impl Services {
             .await
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .aux_port
-            .expect("ArcadeDB's HTTP port is recorded");
+            .recipe
+            .arcadedb
+            .as_ref()
+            .expect("ArcadeDB's HTTP port is recorded")
+            .http_port;
         let response = reqwest::Client::new()
             .post(format!("http://127.0.0.1:{http_port}/api/v1/server"))
-            .basic_auth("root", Some(ARCADE_PASSWORD))
+            .basic_auth(ARCADEDB_USER, Some(ARCADE_PASSWORD))
             .json(&serde_json::json!({ "command": command }))
             .send()
             .await
@@ -315,162 +323,24 @@ impl Drop for Stopped {
     }
 }
 
-/// The repository's `.services` directory (or `DATAFLOW_SERVICES_DIR`).
-fn services_dir() -> PathBuf {
-    std::env::var_os("DATAFLOW_SERVICES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(".services"))
-}
-
-fn venv_file(relative: &str) -> PathBuf {
-    let path = services_dir().join("venv").join(relative);
-    assert!(path.exists(), "{} is missing: run scripts/install-services", path.display());
-    path
-}
-
-/// ArcadeDB's install inside the virtualenv's site-packages.
-fn arcadedb_dir() -> PathBuf {
-    let lib = venv_file("lib");
-    std::fs::read_dir(&lib)
-        .ok()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("site-packages").join("arcadedb_embedded"))
-        .find(|p| p.join("jars").is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "arcadedb-embedded is not installed under {}: run scripts/install-services",
-                lib.display()
-            )
-        })
-}
-
-/// ArcadeDB's version, read from its engine jar's name (`arcadedb-engine-26.10.2.jar`).
-fn arcadedb_version() -> Option<String> {
-    std::fs::read_dir(arcadedb_dir().join("jars"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("arcadedb-engine-")?
-                .strip_suffix(".jar")
-                .map(str::to_owned)
-        })
-        .next()
-}
-
+/// Starts a throwaway server of `kind` on free ports in a fresh directory, from its recipe.
 fn start_local(kind: ServiceKind) -> Endpoint {
-    let dir = local::server_dir(kind);
-    let port = probe::free_port();
-    let (mut server, url) = match kind {
-        ServiceKind::Postgres => {
-            let user = local::service_user();
-            let data = local::initdb(&dir, user.as_deref());
-            let bin = local::postgres_bin_dir().expect("checked by initdb");
-            let args = [
-                "-D",
-                &data.display().to_string(),
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-k",
-                &dir.display().to_string(),
-                "-c",
-                "max_connections=300",
-                "-c",
-                "shared_buffers=128MB",
-            ]
-            .map(String::from)
-            .to_vec();
-            let server = LocalServer::new(kind, port, None, dir, bin.join("postgres"), args, user, "INT");
-            (server, format!("postgres://postgres@127.0.0.1:{port}/postgres"))
-        }
-        ServiceKind::Redis => {
-            let program = which("redis-server").unwrap_or_else(|| panic!("redis-server is not on PATH: run scripts/install-services"));
-            let args = [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                // Data survives a stop and start, as on a real server: a test that restarts
-                // Redis meets the entries it held before.
-                "--appendonly",
-                "yes",
-                "--dir",
-                &dir.display().to_string(),
-            ]
-            .map(String::from)
-            .to_vec();
-            (
-                LocalServer::new(kind, port, None, dir, program, args, None, "TERM"),
-                format!("redis://127.0.0.1:{port}/"),
-            )
-        }
-        ServiceKind::Chroma => {
-            let program = venv_file("bin/chroma");
-            let args = [
-                "run",
-                "--path",
-                &dir.join("data").display().to_string(),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ]
-            .map(String::from)
-            .to_vec();
-            (
-                LocalServer::new(kind, port, None, dir, program, args, None, "TERM"),
-                format!("http://127.0.0.1:{port}"),
-            )
-        }
-        ServiceKind::Bolt => {
-            let arcade = arcadedb_dir();
-            let http_port = probe::free_port();
-            let args = vec![
-                "-cp".into(),
-                format!("{}/*", arcade.join("jars").display()),
-                format!("-Darcadedb.server.rootPath={}", dir.display()),
-                format!("-Darcadedb.server.databaseDirectory={}", dir.join("databases").display()),
-                format!("-Darcadedb.server.rootPassword={ARCADE_PASSWORD}"),
-                "-Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin".into(),
-                format!("-Darcadedb.bolt.port={port}"),
-                "-Darcadedb.bolt.host=127.0.0.1".into(),
-                "-Darcadedb.server.httpIncomingHost=127.0.0.1".into(),
-                format!("-Darcadedb.server.httpIncomingPort={http_port}"),
-                format!("-Darcadedb.server.defaultDatabases={ARCADE_DATABASE}[root]"),
-                "-Xmx512m".into(),
-                "com.arcadedb.server.ArcadeDBServer".into(),
-            ];
-            let java = arcade.join("jre").join("bin").join("java");
-            (
-                LocalServer::new(kind, port, Some(http_port), dir, java, args, None, "TERM"),
-                format!("bolt://127.0.0.1:{port}"),
-            )
-        }
-    };
+    let arcadedb = (kind == ServiceKind::Bolt).then(|| ArcadeDb {
+        http_port: probe::free_port(),
+        root_password: ARCADE_PASSWORD.into(),
+    });
+    let recipe = Recipe::new(kind, local::server_dir(kind), probe::free_port(), arcadedb);
+    let url = recipe.url();
+    let mut server = LocalServer::new(recipe);
     server.start();
     if kind == ServiceKind::Bolt {
         announce!(
             "dataflow-tests harness: graph server: ArcadeDB {} over Bolt, standing in for Neo4j",
-            arcadedb_version().unwrap_or_else(|| "(version unknown)".into())
+            recipe::arcadedb_version().unwrap_or_else(|| "(version unknown)".into())
         );
     }
     Endpoint {
         url,
         local: Some(Arc::new(Mutex::new(server))),
     }
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| PathBuf::from(d).join(program))
-        .find(|p| p.is_file())
 }

@@ -48,7 +48,7 @@ where
     // customer-owned ones of tenant "acme"), without the rows of the model under test, whose
     // table starts empty.
     World::create(&fx).await;
-    fx.sql(&format!("DELETE FROM \"{table}\""), vec![]).await;
+    empty_with_what_names_it(&fx, meta).await;
     let ctx = match case.tenant {
         Some(t) => fx.tenant(t),
         None => fx.ctx.clone(),
@@ -202,6 +202,27 @@ where
         .await
         .expect("read after delete");
     assert!(gone.record.is_none(), "a deleted row must not be served (cache included)");
+}
+
+/// Empties `meta`'s table, after the tables whose rows name its rows (transitively): their
+/// foreign-key constraints would refuse to leave those rows naming nothing.
+async fn empty_with_what_names_it(fx: &Fixture, meta: &'static dataflow_core::ModelMeta) {
+    fn dependents_first(meta: &'static dataflow_core::ModelMeta, order: &mut Vec<&'static dataflow_core::ModelMeta>) {
+        for model in dataflow_models::all_models() {
+            let names_it = model.relations.iter().any(|r| (r.target_meta)().name == meta.name);
+            if names_it && model.name != meta.name && !order.iter().any(|m| m.name == model.name) {
+                dependents_first(model, order);
+            }
+        }
+        if !order.iter().any(|m| m.name == meta.name) {
+            order.push(meta);
+        }
+    }
+    let mut order = Vec::new();
+    dependents_first(meta, &mut order);
+    for model in order {
+        fx.sql(&format!("DELETE FROM \"{}\"", model.table), vec![]).await;
+    }
 }
 
 /// Every field of `expected` equals the stored column (numbers numerically, timestamps as instants).

@@ -20,14 +20,14 @@ use std::time::Instant;
 use dataflow_core::nodes::aggregate::{AggregateInput, AggregateOp, AggregateOutput, Metric};
 use dataflow_core::nodes::bulk_upsert::{BulkUpsertInput, BulkUpsertOutput};
 use dataflow_core::nodes::create::{CreateInput, CreateOutput};
-use dataflow_core::nodes::delete::{DeleteInput, DeleteOutput};
+use dataflow_core::nodes::delete::{DeleteInput, DeleteOutput, DependentRows};
 use dataflow_core::nodes::graph::{GraphInput, GraphOutput};
 use dataflow_core::nodes::list::{ListInput, ListOutput};
 use dataflow_core::nodes::read::{ReadInput, ReadOutput};
 use dataflow_core::nodes::search::{SearchInput, SearchOutput};
 use dataflow_core::nodes::update::{UpdateInput, UpdateOutput};
 use dataflow_core::store::graph::Direction;
-use dataflow_core::{Context, Error, Filter, Model, ModelMeta, ModelNodes, Node, Record, SortKey};
+use dataflow_core::{Context, Error, Filter, Model, ModelMeta, ModelNodes, Node, OnDelete, Record, SortKey};
 use dataflow_models::{
     CategoryCreateNode, Customer, CustomerCreateNode, ProductCreateNode, Project, ProjectBulkUpsertNode, ProjectCreateNode,
     ProjectGraphNode, ProjectUpdateNode, Quote, QuoteCreateNode, Recommendation,
@@ -316,6 +316,8 @@ struct Tally {
     shared_keys: usize,
     /// Ids of hard-deleted rows of one tenant written again by BulkUpsert for another.
     takeovers: usize,
+    /// Deletes of own rows refused because other rows still named them (`on_delete` restrict).
+    restricted: usize,
     /// Rows seeded before the random operations.
     seeded: usize,
     checkpoints: usize,
@@ -1350,10 +1352,16 @@ impl<'a> Driver<'a> {
         if roll < 75 {
             let states: &[State] = if hard && soft_model { &[Live, SoftDeleted] } else { &[Live] };
             if let Some(id) = self.pick_id(kind, t, true, states) {
-                let out = M::Delete::default()
-                    .run(&self.ctx(t), delete_by_id(id, hard))
-                    .await
-                    .unwrap_or_else(|e| self.fail(&format!("{kind:?}Delete of own {id}"), &e));
+                let out = match M::Delete::default().run(&self.ctx(t), delete_by_id(id, hard)).await {
+                    Ok(out) => out,
+                    Err(e) if restricted(&e) => {
+                        // Rows of other models still name it (`on_delete` restrict): nothing
+                        // was written, which the next checkpoint confirms.
+                        self.tally.restricted += 1;
+                        return;
+                    }
+                    Err(e) => self.fail(&format!("{kind:?}Delete of own {id}"), &e),
+                };
                 if out.ids != [id] {
                     self.violation(OWN_ROWS, format!("{kind:?}Delete of own {id} (hard: {hard}) deleted {:?}", out.ids));
                 }
@@ -1364,6 +1372,7 @@ impl<'a> Driver<'a> {
                 } else {
                     o.state = Gone;
                 }
+                self.dependents_changed(t, &out.dependents, &format!("{kind:?}Delete of own {id}"));
                 return;
             }
         }
@@ -1386,12 +1395,22 @@ impl<'a> Driver<'a> {
         if let Expect::Refused = probe.expect {
             self.refused_probe(Op::Delete, kind, &result, &probe.filter);
         }
-        let (ids, soft) = match result {
-            Ok(out) => (out.ids, out.soft),
-            Err(_) if matches!(probe.expect, Expect::Refused) => (Vec::new(), false),
+        let answer = format!("{kind:?}Delete (hard: {hard}) by filter {}", probe.filter.to_json());
+        let (ids, soft, dependents) = match result {
+            Ok(out) => (out.ids, out.soft, out.dependents),
+            Err(_) if matches!(probe.expect, Expect::Refused) => (Vec::new(), false, Vec::new()),
+            Err(e) if restricted(&e) => {
+                // One of the rows is still named (`on_delete` restrict): the whole delete is
+                // refused and nothing was written.
+                self.tally.restricted += 1;
+                let after = self.snapshot_of(kind, &probe.foreign).await;
+                for ((id, b), a) in probe.foreign.iter().zip(&before).zip(&after) {
+                    self.unchanged(kind, *id, b, a, &answer);
+                }
+                return;
+            }
             Err(e) => self.fail(&format!("{kind:?}Delete by filter {}", probe.filter.to_json()), &e),
         };
-        let answer = format!("{kind:?}Delete (hard: {hard}) by filter {}", probe.filter.to_json());
         self.written_by_filter(kind, t, &ids, &visible, &probe, &answer, |o| {
             if soft {
                 o.state = SoftDeleted;
@@ -1400,9 +1419,39 @@ impl<'a> Driver<'a> {
                 o.state = Gone;
             }
         });
+        self.dependents_changed(t, &dependents, &answer);
         let after = self.snapshot_of(kind, &probe.foreign).await;
         for ((id, b), a) in probe.foreign.iter().zip(&before).zip(&after) {
             self.unchanged(kind, *id, b, a, &answer);
+        }
+    }
+
+    /// Records in the oracle what a delete reported doing to the rows that named the rows it
+    /// removed: removed (`cascade`) or their foreign key cleared (`set_null`, a new version).
+    /// They must be the deleting tenant's own: the foreign keys between multi-tenant models
+    /// include the tenant.
+    fn dependents_changed(&mut self, t: usize, dependents: &[DependentRows], answer: &str) {
+        for group in dependents {
+            let Some(kind) = Kind::by_name(&group.model) else { continue };
+            for &id in &group.ids {
+                match self.oracle.get(kind, id).map(|o| o.tenant) {
+                    Some(owner) if owner == t => {}
+                    Some(owner) => self.violation(
+                        FOREIGN_WRITE,
+                        format!(
+                            "{answer} for {} changed {kind:?} {id} of {} ({})",
+                            TENANTS[t], TENANTS[owner], group.relation
+                        ),
+                    ),
+                    None => self.violation(STORES, format!("{answer} changed {kind:?} {id}, which no write reported")),
+                }
+                let o = self.oracle.get_mut(kind, id).expect("a known row");
+                match group.on_delete {
+                    OnDelete::Cascade => o.state = Gone,
+                    OnDelete::SetNull => o.version += 1,
+                    OnDelete::Restrict => {}
+                }
+            }
         }
     }
 
@@ -2413,7 +2462,8 @@ impl<'a> Driver<'a> {
         eprintln!(
             "tenant_isolation {}: seed {:#x}, {operations} random operations after {} seeded rows, {elapsed:.1} s; \
              runs: {}; cross-tenant attempts {attempts} ({}): refused {}, answered with own rows only {}; \
-             shared unique keys {}, id takeovers {}, checkpoints {}, search hits {}, graph neighbours {}; violations {found}",
+             shared unique keys {}, id takeovers {}, deletes refused by a restricting relation {}, checkpoints {}, search hits {}, \
+             graph neighbours {}; violations {found}",
             self.backend,
             self.seed,
             self.tally.seeded,
@@ -2423,6 +2473,7 @@ impl<'a> Driver<'a> {
             self.tally.contained,
             self.tally.shared_keys,
             self.tally.takeovers,
+            self.tally.restricted,
             self.tally.checkpoints,
             self.tally.search_hits,
             self.tally.neighbours,
@@ -2459,6 +2510,11 @@ fn patch_by_id(id: i64, patch: Map<String, Json>) -> UpdateInput {
 }
 
 /// A delete of the row `id`.
+/// Whether a delete was refused because rows still name a row it would remove.
+fn restricted(e: &Error) -> bool {
+    matches!(e, Error::InvalidInput { part: "delete", message, .. } if message.contains("restricts deletes"))
+}
+
 fn delete_by_id(id: i64, hard: bool) -> DeleteInput {
     DeleteInput {
         id: Some(id),

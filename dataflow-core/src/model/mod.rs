@@ -176,10 +176,13 @@ pub enum OnDelete {
 }
 
 impl OnDelete {
-    /// The SQL `ON DELETE` action.
+    /// The SQL `ON DELETE` action. `restrict` is SQL's `NO ACTION`: both refuse to remove a
+    /// named row, but `NO ACTION` looks at the end of the statement, so one statement may
+    /// remove a row and the rows that name it (a subtree of a model that names itself);
+    /// SQLite's `RESTRICT` would refuse that row by row.
     pub fn sql(self) -> &'static str {
         match self {
-            OnDelete::Restrict => "RESTRICT",
+            OnDelete::Restrict => "NO ACTION",
             OnDelete::Cascade => "CASCADE",
             OnDelete::SetNull => "SET NULL",
         }

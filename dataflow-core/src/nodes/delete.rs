@@ -42,6 +42,24 @@ pub struct DeleteOutput {
     /// applies them too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<StoreKind>,
+    /// Rows of other models (or of this one) that named the removed rows and were dealt with
+    /// as their relation's `on_delete` says: removed (`cascade`) or their foreign key cleared
+    /// (`set_null`). Empty for a soft delete, which removes nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependents: Vec<DependentRows>,
+}
+
+/// Rows a delete changed or removed because they named a removed row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DependentRows {
+    /// Their model, e.g. `Recommendation`.
+    pub model: String,
+    /// The relation through which they named the removed rows, e.g. `RECOMMENDS`.
+    pub relation: String,
+    /// What was done to them: `cascade` (removed) or `set_null` (foreign key cleared).
+    pub on_delete: OnDelete,
+    /// Their primary keys.
+    pub ids: Vec<i64>,
 }
 
 /// Deletes by id or filter.
@@ -75,6 +93,7 @@ pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOu
                 ids: Vec::new(),
                 soft,
                 pending: Vec::new(),
+                dependents: Vec::new(),
             });
         }
         dependents.settle_before_removing(ctx, &tx, &models, meta, &ids, 0).await?;
@@ -93,6 +112,7 @@ pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOu
             fields: None,
         })
         .collect();
+    let report = std::mem::take(&mut dependents.report);
     let outbox = dependents.enqueue(ctx, &tx).await?;
     let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
     let mut pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
@@ -106,6 +126,7 @@ pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOu
         ids: written.iter().map(|(id, _)| *id).collect(),
         soft,
         pending,
+        dependents: report,
     })
 }
 
@@ -118,6 +139,7 @@ const MAX_CASCADE_DEPTH: usize = 64;
 #[derive(Default)]
 struct Dependents {
     rows: Vec<(&'static ModelMeta, Vec<Dependent>)>,
+    report: Vec<DependentRows>,
 }
 
 /// A row a delete changed or removed: its primary key and, for multi-tenant models, tenant.
@@ -206,13 +228,19 @@ impl Dependents {
                         tx.query_all_raw(statement).await.map_err(|e| Error::relational(&action, e))?;
                     }
                 }
-                self.add(child, named);
+                self.add(child, relation, named);
             }
         }
         Ok(())
     }
 
-    fn add(&mut self, meta: &'static ModelMeta, rows: Vec<Dependent>) {
+    fn add(&mut self, meta: &'static ModelMeta, relation: &'static crate::model::RelationMeta, rows: Vec<Dependent>) {
+        self.report.push(DependentRows {
+            model: meta.name.to_owned(),
+            relation: relation.name.to_owned(),
+            on_delete: relation.on_delete,
+            ids: rows.iter().map(|(id, _)| *id).collect(),
+        });
         match self.rows.iter_mut().find(|(m, _)| m.name == meta.name) {
             Some((_, all)) => all.extend(rows),
             None => self.rows.push((meta, rows)),

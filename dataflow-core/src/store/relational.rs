@@ -529,6 +529,9 @@ pub(crate) async fn open_sqlite_waiting(path: &Path, max_connections: u32, pool_
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .create_if_missing(true)
+                // The FOREIGN KEY constraints `migrate` declares are enforced on every
+                // connection (sqlx's default too, said here because the schema relies on it).
+                .foreign_keys(true)
                 // LIKE is case-sensitive on PostgreSQL; SQLite's default folds ASCII case.
                 .pragma("case_sensitive_like", "ON")
         });

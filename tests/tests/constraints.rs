@@ -9,7 +9,7 @@
 use dataflow_core::nodes::create::CreateInput;
 use dataflow_core::nodes::delete::DeleteInput;
 use dataflow_core::nodes::read::ReadInput;
-use dataflow_core::{Context, Error, Model, Node};
+use dataflow_core::{Context, Error, Filter, Model, Node, Op};
 use dataflow_models::*;
 use dataflow_tests::fixture::{Backend, Fixture, sample_product};
 use dataflow_tests::on_both_backends;
@@ -408,5 +408,39 @@ async fn a_delete_follows_on_delete(backend: Backend) {
         0,
         "every projection applied"
     );
+
+    // A model that names itself: a subtree goes in one delete; part of one is refused,
+    // naming the row left behind.
+    let mut tree: Vec<i64> = Vec::new();
+    for (slug, parent) in [("root", None), ("left", Some(0)), ("right", Some(0))] {
+        let category: NewCategory = serde_json::from_value(json!({
+            "slug": slug, "name": slug, "description": "", "parent_id": parent.map(|i: usize| tree[i]), "active": true
+        }))
+        .unwrap();
+        tree.push(
+            CategoryCreateNode
+                .run(&fx.ctx, CreateInput { record: category })
+                .await
+                .expect("a category")
+                .record
+                .id(),
+        );
+    }
+    let by_ids = |ids: &[i64]| DeleteInput {
+        id: None,
+        filter: Some(Filter::compare("id", Op::In, json!(ids))),
+        hard: false,
+    };
+    let err = CategoryDeleteNode
+        .run(&fx.ctx, by_ids(&tree[..2]))
+        .await
+        .expect_err("right still names root");
+    assert!(
+        err.to_string()
+            .contains(&format!("Category {} names a row to delete in 'parent_id' (CHILD_OF)", tree[2])),
+        "{err}"
+    );
+    let out = CategoryDeleteNode.run(&fx.ctx, by_ids(&tree)).await.expect("the whole subtree");
+    assert_eq!(out.deleted, 3);
 }
 on_both_backends!(a_delete_follows_on_delete);

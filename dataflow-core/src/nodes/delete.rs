@@ -181,7 +181,9 @@ impl Dependents {
         for child in models {
             for relation in child.relations.iter().filter(|r| (r.target_meta)().name == meta.name) {
                 let action = format!("finding the {} rows that name the {} rows deleted", child.name, meta.name);
-                let limit = (relation.on_delete == OnDelete::Restrict).then_some(1);
+                // One row is enough to refuse, unless the rows found may be among those
+                // removed (a model naming itself), which are no obstacle.
+                let limit = (relation.on_delete == OnDelete::Restrict && child.name != meta.name).then_some(1);
                 let statement = write::naming_rows(store.sql(), child, relation.field, ids, limit);
                 let found = tx.query_all_raw(statement).await.map_err(|e| Error::relational(&action, e))?;
                 let mut named: Vec<Dependent> = Vec::with_capacity(found.len());

@@ -229,3 +229,90 @@ async fn the_embedded_copy_loads_collections_larger_than_one_page() {
     assert_eq!(ids(&reader, [0.0, 1.0, 0.0, 0.0], 2, Some(&even)).await, ["8998", "8996"]);
     assert_eq!(reader.count("items").await.unwrap(), 9_000);
 }
+
+/// Many searches at once each get their own answer, the same as when sent alone; one of
+/// another dimension fails alone. On Chroma, concurrent queries of one collection share
+/// requests (`ChromaStore::query_counts`); the embedded store answers each in process.
+async fn concurrent_queries_each_get_their_own_answer(backend: Backend) {
+    let store = stores::vector(backend, "vector_concurrent").await;
+    let docs: Vec<VectorDoc> = (0..40)
+        .map(|i| {
+            let a = i as f32 / 40.0 * std::f32::consts::PI;
+            doc(
+                i,
+                [a.cos(), a.sin(), (i % 3) as f32 * 0.1, 0.2],
+                json!({"id": i, "even": i % 2 == 0}),
+            )
+        })
+        .collect();
+    store.upsert("items", docs).await.unwrap();
+    let even = MetaFilter::Compare {
+        key: "even",
+        op: MetaOp::Eq,
+        value: json!(true),
+    };
+    // Each query: a direction, a top_k and maybe a filter; answered alone first.
+    let queries: Vec<([f32; 4], usize, bool)> = (0..48)
+        .map(|i| {
+            let a = i as f32 / 48.0 * std::f32::consts::PI;
+            ([a.cos(), a.sin(), 0.0, 0.1], 1 + i % 7, i % 4 == 0)
+        })
+        .collect();
+    let mut alone = Vec::new();
+    for (vector, top_k, filtered) in &queries {
+        alone.push(ids(store.as_ref(), *vector, *top_k, filtered.then_some(&even)).await);
+    }
+    let mut tasks = Vec::new();
+    for (vector, top_k, filtered) in queries.clone() {
+        let (store, even) = (store.clone(), even.clone());
+        tasks.push(tokio::spawn(async move {
+            ids(store.as_ref(), vector, top_k, filtered.then_some(&even)).await
+        }));
+    }
+    let wrong_dimension = {
+        let store = store.clone();
+        tokio::spawn(async move { store.query("items", &[1.0, 0.0, 0.0], 3, None).await })
+    };
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(
+            task.await.unwrap(),
+            alone[i],
+            "query {i} (top {}, filtered {})",
+            queries[i].1,
+            queries[i].2
+        );
+    }
+    assert!(wrong_dimension.await.unwrap().is_err(), "a query of another dimension is refused");
+}
+on_both_backends!(concurrent_queries_each_get_their_own_answer);
+
+/// Chroma: concurrent queries of one collection go out in fewer requests than queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_chroma_queries_share_requests() {
+    use dataflow_core::ChromaStore;
+    let services = dataflow_tests::Services::global().await;
+    let prefix = format!("{}_", services.unique_name("vector_shared"));
+    let store = std::sync::Arc::new(ChromaStore::new(&services.chroma_url().await, &prefix, std::time::Duration::from_secs(30)).unwrap());
+    store
+        .upsert(
+            "items",
+            (0..20).map(|i| doc(i, [1.0, i as f32, 0.5, 0.0], json!({"id": i}))).collect(),
+        )
+        .await
+        .unwrap();
+    let before = store.query_counts();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.query("items", &[1.0, i as f32 / 10.0, 0.5, 0.0], 5, None).await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().len(), 5);
+    }
+    let (queries, requests) = store.query_counts();
+    let (queries, requests) = (queries - before.0, requests - before.1);
+    assert_eq!(queries, 200);
+    assert!(requests < queries, "200 concurrent queries went out in {requests} requests");
+}

@@ -1,5 +1,6 @@
 //! Chroma (server 1.x) over its HTTP API v2, through a small client of our own: the handful of
-//! endpoints the vector store needs, with timeouts, and collection ids cached per process.
+//! endpoints the vector store needs, with timeouts, collection ids cached per process, and
+//! concurrent queries of one collection sharing requests (`coalesce`).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -10,6 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
+use super::coalesce::Coalescer;
 use super::{MetaFilter, VectorDoc, VectorHit, VectorStore};
 use crate::error::{Error, Result, StoreKind};
 use crate::secrets::{redact_url, scrub_password};
@@ -35,7 +37,17 @@ pub struct ChromaStore {
     ids: RwLock<HashMap<&'static str, String>>,
     /// Turns to send a request ([`MAX_IN_FLIGHT`]).
     in_flight: tokio::sync::Semaphore,
+    /// Concurrent queries sharing requests, by collection, `where` clause and dimension.
+    queries: Coalescer<QueryKey, (Vec<f32>, usize), Vec<VectorHit>>,
 }
+
+/// Which queries can share a request: collection, `where` clause (as JSON text), dimension.
+type QueryKey = (&'static str, Option<String>, usize);
+
+/// Query vectors one request carries at most. Chroma answers a request of many vectors in
+/// one pass over its index; this bounds the request's size (about 1.6 KB of JSON per
+/// 384-dimension vector) and the wait of the last caller in it.
+pub const MAX_QUERIES_PER_REQUEST: usize = 64;
 
 #[derive(Deserialize)]
 struct CollectionInfo {
@@ -45,7 +57,7 @@ struct CollectionInfo {
 /// Metadata as Chroma returns it: one optional map per document.
 type Metadatas = Vec<Option<Map<String, Json>>>;
 
-/// Query answers come as one list per query vector; we send one.
+/// Query answers come as one list per query vector, in the order they were sent.
 #[derive(Deserialize)]
 struct QueryResponse {
     ids: Vec<Vec<String>>,
@@ -102,6 +114,7 @@ impl ChromaStore {
             prefix: prefix.to_owned(),
             ids: RwLock::new(HashMap::new()),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            queries: Coalescer::new(MAX_QUERIES_PER_REQUEST),
         })
     }
 
@@ -192,6 +205,58 @@ impl ChromaStore {
         Ok(Some(info.id))
     }
 
+    /// One query request for several query vectors (each with its `top_k`) under one `where`
+    /// clause: Chroma answers them all with the largest `top_k`, and each gets its own first
+    /// `top_k` hits. Only distances and metadata come back: Search reads the rows from the
+    /// relational store.
+    async fn send_queries(
+        &self,
+        collection: &'static str,
+        where_clause: Option<Json>,
+        batch: Vec<(Vec<f32>, usize)>,
+    ) -> Result<Vec<Vec<VectorHit>>> {
+        let n_results = batch.iter().map(|(_, k)| *k).max().unwrap_or(1);
+        let mut body = json!({
+            "query_embeddings": batch.iter().map(|(v, _)| v).collect::<Vec<_>>(),
+            "n_results": n_results,
+            "include": ["distances", "metadatas"],
+        });
+        if let Some(where_clause) = where_clause {
+            body["where"] = where_clause;
+        }
+        let Some(answer) = self.call(collection, false, Method::POST, "query", Some(&body), "querying").await? else {
+            return Ok(vec![Vec::new(); batch.len()]);
+        };
+        let answer: QueryResponse =
+            serde_json::from_value(answer).map_err(|e| vector_error("querying", format!("unexpected answer: {e}"), false))?;
+        let mut distances = answer.distances.unwrap_or_default().into_iter();
+        let mut metadatas = answer.metadatas.unwrap_or_default().into_iter();
+        Ok(answer
+            .ids
+            .into_iter()
+            .zip(&batch)
+            .map(|(ids, (_, top_k))| {
+                let distances = distances.next().unwrap_or_default();
+                let metadatas = metadatas.next().unwrap_or_default();
+                ids.into_iter()
+                    .take(*top_k)
+                    .enumerate()
+                    .map(|(i, id)| VectorHit {
+                        id,
+                        distance: distances.get(i).copied().flatten().unwrap_or(f32::MAX),
+                        metadata: metadatas.get(i).cloned().flatten().unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Query vectors asked and query requests sent so far: under concurrent searches of one
+    /// collection, requests carry several queries (see [`MAX_QUERIES_PER_REQUEST`]).
+    pub fn query_counts(&self) -> (u64, u64) {
+        self.queries.counts()
+    }
+
     fn forget(&self, collection: &'static str) {
         self.ids.write().unwrap_or_else(|e| e.into_inner()).remove(collection);
     }
@@ -268,31 +333,24 @@ impl VectorStore for ChromaStore {
         if filter == Some(&MetaFilter::Nothing) || top_k == 0 {
             return Ok(Vec::new());
         }
-        let mut body = json!({
-            "query_embeddings": [vector],
-            "n_results": top_k.min(super::MAX_QUERY_RESULTS),
-            "include": ["distances", "metadatas"],
-        });
-        if let Some(filter) = filter {
-            body["where"] = where_clause(filter);
+        if vector.iter().any(|x| !x.is_finite()) {
+            // JSON has no NaN or infinity: such a query could not be sent, alone or shared.
+            return Err(vector_error(
+                "querying",
+                "the query vector holds a value that is not a finite number",
+                false,
+            ));
         }
-        let Some(answer) = self.call(collection, false, Method::POST, "query", Some(&body), "querying").await? else {
-            return Ok(Vec::new());
-        };
-        let answer: QueryResponse =
-            serde_json::from_value(answer).map_err(|e| vector_error("querying", format!("unexpected answer: {e}"), false))?;
-        let ids = answer.ids.into_iter().next().unwrap_or_default();
-        let distances = answer.distances.and_then(|d| d.into_iter().next()).unwrap_or_default();
-        let metadatas = answer.metadatas.and_then(|m| m.into_iter().next()).unwrap_or_default();
-        Ok(ids
-            .into_iter()
-            .enumerate()
-            .map(|(i, id)| VectorHit {
-                id,
-                distance: distances.get(i).copied().flatten().unwrap_or(f32::MAX),
-                metadata: metadatas.get(i).cloned().flatten().unwrap_or_default(),
+        let where_clause = filter.map(where_clause);
+        // Queries share a request when Chroma can answer them together: one collection, one
+        // `where` clause, one dimension (a query of another dimension cannot fail others).
+        let key = (collection, where_clause.as_ref().map(Json::to_string), vector.len());
+        let top_k = top_k.min(super::MAX_QUERY_RESULTS);
+        self.queries
+            .run(key, (vector.to_vec(), top_k), copy_error, |batch| {
+                self.send_queries(collection, where_clause.clone(), batch)
             })
-            .collect())
+            .await
     }
 
     async fn get(&self, collection: &'static str, ids: Option<&[String]>, limit: usize, offset: usize) -> Result<Vec<VectorDoc>> {
@@ -369,6 +427,26 @@ fn where_clause(filter: &MetaFilter) -> Json {
             Json::Object(outer)
         }
         MetaFilter::Nothing => json!({"$and": [{"id": {"$eq": -1}}, {"id": {"$ne": -1}}]}),
+    }
+}
+
+/// An error of a shared query request, for one more of the callers it carried.
+fn copy_error(e: &Error) -> Error {
+    match e {
+        Error::Store {
+            store,
+            action,
+            message,
+            transient,
+            busy,
+        } => Error::Store {
+            store: *store,
+            action: action.clone(),
+            message: message.clone(),
+            transient: *transient,
+            busy: *busy,
+        },
+        other => vector_error("querying", other.to_string(), false),
     }
 }
 

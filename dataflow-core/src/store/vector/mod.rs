@@ -6,6 +6,8 @@
 
 #[cfg(feature = "chroma")]
 pub mod chroma;
+#[cfg(feature = "chroma")]
+mod coalesce;
 pub mod embedded;
 
 use std::time::Duration;

@@ -75,6 +75,21 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // A product that names no supplier: its category and manufacturer (models without soft
+    // delete) are what PostgreSQL's FOREIGN KEY constraints check on their own, so on the
+    // servers the node sends the INSERT alone; a supplier (soft-deleted ones may not be
+    // named) keeps the node's own check and its transaction.
+    group.bench_function("create_without_supplier", |b| {
+        b.to_async(&rt).iter(|| {
+            let i = seq.fetch_add(1, Ordering::Relaxed);
+            let mut product = product(i);
+            product["supplier_id"] = Json::Null;
+            let record: NewProduct = serde_json::from_value(product).expect("valid");
+            let ctx = &ctx;
+            async move { ProductCreateNode.run(ctx, CreateInput { record }).await.expect("create") }
+        })
+    });
+
     // The ceiling for Create: the same single-row INSERT ... RETURNING through sqlx directly.
     // PostgreSQL only: on the embedded set this bench is skipped (no SQLite counterpart is
     // offered as a ceiling).

@@ -4,6 +4,8 @@
 
 #![warn(missing_docs)]
 
+pub mod cpu;
+
 use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::{Context, Node, ProjectionMode};
 use dataflow_models::{CategoryBulkUpsertNode, ManufacturerBulkUpsertNode, SupplierBulkUpsertNode};

@@ -208,6 +208,8 @@ struct Row {
     ms: Result<f64, &'static str>,
     /// Processes in the tree at the end (1 for a process counted alone).
     processes: usize,
+    /// Counted as a process tree.
+    tree: bool,
 }
 
 /// What the watched processes used between [`CpuMeter::start`] and [`CpuMeter::stop`].
@@ -254,6 +256,7 @@ impl CpuMeter {
                 };
                 Row {
                     key: w.key,
+                    tree: matches!(w.watch, Watch::Tree(_)),
                     name: w.name,
                     ms,
                     processes,
@@ -347,9 +350,11 @@ impl CpuBudget {
                 steal / 1e3 / self.seconds
             );
         }
-        println!(
-            "  (a server is its process and every descendant; an ended process stays counted through the parent that waited for it, e.g. PostgreSQL's backends through the postmaster)"
-        );
+        if self.rows.iter().any(|r| r.tree) {
+            println!(
+                "  (a server is its process and every descendant; an ended process stays counted through the parent that waited for it, e.g. PostgreSQL's backends through the postmaster)"
+            );
+        }
     }
 
     /// The figures for a bench's JSON file: `cpu_ms_per_{unit}_{key}` for every process and

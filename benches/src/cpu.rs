@@ -12,6 +12,9 @@
 //! between reading its own line and its parent's (counted twice then, or not at all: one
 //! process's time, at either end of the work). The bench process is counted alone: the
 //! harness's watchdog shells, and through them the local servers, are its children.
+//!
+//! [`CpuSnapshot`] is the plain form the soak bench uses: every process's own time by name,
+//! and the machine's busy, steal and iowait time.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -26,8 +29,10 @@ pub fn ticks_per_second() -> u64 {
 }
 
 /// The CPU times of one process so far, in clock ticks ([`ticks_per_second`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessTimes {
+    /// Its command name (`comm`).
+    pub name: String,
     /// Its parent's pid (0 for the kernel's own).
     pub ppid: u32,
     /// User and system time of the process itself, all its threads (`utime + stime`).
@@ -65,6 +70,7 @@ impl ProcessTable {
                 // cutime and cstime are signed in the kernel's format, never negative in fact.
                 let waited = stat.cutime.max(0) as u64 + stat.cstime.max(0) as u64;
                 let times = ProcessTimes {
+                    name: stat.comm,
                     ppid: u32::try_from(stat.ppid).unwrap_or(0),
                     own: stat.utime + stat.stime,
                     waited_children: waited,
@@ -76,8 +82,8 @@ impl ProcessTable {
     }
 
     /// The times of process `pid`, when it was running.
-    pub fn get(&self, pid: u32) -> Option<ProcessTimes> {
-        self.processes.get(&pid).copied()
+    pub fn get(&self, pid: u32) -> Option<&ProcessTimes> {
+        self.processes.get(&pid)
     }
 
     /// `root` and every process descended from it, `root` first; empty when `root` was not
@@ -183,19 +189,93 @@ fn command_name(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or_else(|_| "?".into(), |c| c.trim().to_owned())
 }
 
-/// Busy and stolen ticks of the whole machine, from `/proc/stat`.
-fn machine_ticks() -> Option<(u64, u64)> {
-    use procfs::CurrentSI as _;
-    let cpu = procfs::KernelStats::current().ok()?.total;
-    let busy = cpu.user + cpu.nice + cpu.system + cpu.irq.unwrap_or(0) + cpu.softirq.unwrap_or(0);
-    Some((busy, cpu.steal.unwrap_or(0)))
+/// The whole machine's CPU time so far, in clock ticks, from `/proc/stat`.
+#[derive(Debug, Clone, Copy)]
+struct MachineTicks {
+    /// The cores ran anything: user, nice, system, irq, softirq.
+    busy: u64,
+    /// The hypervisor ran something else while this machine wanted its cores.
+    steal: u64,
+    /// Cores were idle with a disk request outstanding.
+    iowait: u64,
+}
+
+impl MachineTicks {
+    fn read() -> MachineTicks {
+        use procfs::CurrentSI as _;
+        let cpu = procfs::KernelStats::current().expect("/proc/stat").total;
+        MachineTicks {
+            busy: cpu.user + cpu.nice + cpu.system + cpu.irq.unwrap_or(0) + cpu.softirq.unwrap_or(0),
+            steal: cpu.steal.unwrap_or(0),
+            iowait: cpu.iowait.unwrap_or(0),
+        }
+    }
+}
+
+/// Milliseconds of `ticks` clock ticks.
+fn ticks_ms(ticks: u64) -> f64 {
+    ticks as f64 * 1e3 / ticks_per_second() as f64
+}
+
+/// The CPU time used so far by every process on the machine and the machine's totals: two
+/// snapshots tell which process used the CPU in between, and how much the hypervisor took
+/// (steal) or the disks held up (iowait).
+pub struct CpuSnapshot {
+    processes: ProcessTable,
+    machine: MachineTicks,
+}
+
+/// CPU use between two [`CpuSnapshot`]s, in seconds of one core.
+pub struct CpuUse {
+    /// Per process name (`comm`), each process's own time (`utime + stime`), most first.
+    pub by_process: Vec<(String, f64)>,
+    /// Time the machine's cores ran anything (user, nice, system, irq, softirq).
+    pub busy: f64,
+    /// Time the hypervisor ran something else while this machine wanted its cores.
+    pub steal: f64,
+    /// Time cores were idle with a disk request outstanding.
+    pub iowait: f64,
+}
+
+impl CpuSnapshot {
+    /// Reads `/proc/stat` and every `/proc/<pid>/stat` (processes that end while being read
+    /// are left out).
+    pub fn take() -> CpuSnapshot {
+        CpuSnapshot {
+            machine: MachineTicks::read(),
+            processes: ProcessTable::read(),
+        }
+    }
+
+    /// What was used between `earlier` and this snapshot.
+    pub fn since(&self, earlier: &CpuSnapshot) -> CpuUse {
+        let seconds = |ticks: u64| ticks_ms(ticks) / 1e3;
+        let mut by_name: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (pid, now) in &self.processes.processes {
+            // A pid reused by another program starts from nothing.
+            let before = earlier.processes.get(*pid).filter(|b| b.name == now.name).map_or(0, |b| b.own);
+            *by_name.entry(now.name.as_str()).or_default() += now.own.saturating_sub(before);
+        }
+        let mut by_process: Vec<(String, f64)> = by_name
+            .into_iter()
+            .filter(|(_, ticks)| *ticks > 0)
+            .map(|(name, ticks)| (name.to_string(), seconds(ticks)))
+            .collect();
+        by_process.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (now, then) = (self.machine, earlier.machine);
+        CpuUse {
+            by_process,
+            busy: seconds(now.busy.saturating_sub(then.busy)),
+            steal: seconds(now.steal.saturating_sub(then.steal)),
+            iowait: seconds(now.iowait.saturating_sub(then.iowait)),
+        }
+    }
 }
 
 /// A budget being measured: the processes' times when it started.
 pub struct CpuMeter {
     watched: Vec<Watched>,
-    before: ProcessTable,
-    machine_before: Option<(u64, u64)>,
+    before: CpuSnapshot,
     started: Instant,
 }
 
@@ -218,7 +298,7 @@ pub struct CpuBudget {
     rows: Vec<Row>,
     seconds: f64,
     /// Busy and stolen CPU milliseconds of the whole machine.
-    machine: Option<(f64, f64)>,
+    machine: (f64, f64),
     cores: usize,
 }
 
@@ -226,8 +306,7 @@ impl CpuMeter {
     /// Reads the times of `watched` (and of the machine) now.
     pub fn start(watched: Vec<Watched>) -> CpuMeter {
         CpuMeter {
-            machine_before: machine_ticks(),
-            before: ProcessTable::read(),
+            before: CpuSnapshot::take(),
             started: Instant::now(),
             watched,
         }
@@ -235,21 +314,20 @@ impl CpuMeter {
 
     /// Reads the times again and returns what each process used since [`CpuMeter::start`].
     pub fn stop(self) -> CpuBudget {
-        let after = ProcessTable::read();
-        let machine_after = machine_ticks();
+        let after = CpuSnapshot::take();
         let seconds = self.started.elapsed().as_secs_f64();
-        let ms = |ticks: u64| ticks as f64 * 1e3 / ticks_per_second() as f64;
+        let (before, now) = (&self.before.processes, &after.processes);
         let rows = self
             .watched
             .into_iter()
             .map(|w| {
                 let (ms, processes) = match w.watch {
-                    Watch::Own(pid) => match (self.before.get(pid), after.get(pid)) {
-                        (Some(b), Some(a)) => (Ok(ms(a.own.saturating_sub(b.own))), 1),
+                    Watch::Own(pid) => match (before.get(pid), now.get(pid)) {
+                        (Some(b), Some(a)) => (Ok(ticks_ms(a.own.saturating_sub(b.own))), 1),
                         _ => (Err("ended"), 0),
                     },
-                    Watch::Tree(pid) => match (self.before.tree(pid), after.tree(pid)) {
-                        (Some(b), Some(a)) => (Ok(ms(a.ticks.saturating_sub(b.ticks))), a.processes),
+                    Watch::Tree(pid) => match (before.tree(pid), now.tree(pid)) {
+                        (Some(b), Some(a)) => (Ok(ticks_ms(a.ticks.saturating_sub(b.ticks))), a.processes),
                         _ => (Err("ended"), 0),
                     },
                     Watch::NotMeasured(why) => (Err(why), 0),
@@ -263,16 +341,14 @@ impl CpuMeter {
                 }
             })
             .collect();
-        let machine = match (self.machine_before, machine_after) {
-            (Some((b_busy, b_steal)), Some((a_busy, a_steal))) => {
-                Some((ms(a_busy.saturating_sub(b_busy)), ms(a_steal.saturating_sub(b_steal))))
-            }
-            _ => None,
-        };
+        let (m_before, m_after) = (self.before.machine, after.machine);
         CpuBudget {
             rows,
             seconds,
-            machine,
+            machine: (
+                ticks_ms(m_after.busy.saturating_sub(m_before.busy)),
+                ticks_ms(m_after.steal.saturating_sub(m_before.steal)),
+            ),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
@@ -340,16 +416,15 @@ impl CpuBudget {
                 capacity / per(total)
             );
         }
-        if let Some((busy, steal)) = self.machine {
-            println!(
-                "  machine: {:.2} of {} cores busy on average, {:.2} by the processes above, {:.2} by others; steal {:.2} cores",
-                busy / 1e3 / self.seconds,
-                self.cores,
-                measured / 1e3 / self.seconds,
-                (busy - measured).max(0.0) / 1e3 / self.seconds,
-                steal / 1e3 / self.seconds
-            );
-        }
+        let (busy, steal) = self.machine;
+        println!(
+            "  machine: {:.2} of {} cores busy on average, {:.2} by the processes above, {:.2} by others; steal {:.2} cores",
+            busy / 1e3 / self.seconds,
+            self.cores,
+            measured / 1e3 / self.seconds,
+            (busy - measured).max(0.0) / 1e3 / self.seconds,
+            steal / 1e3 / self.seconds
+        );
         if self.rows.iter().any(|r| r.tree) {
             println!(
                 "  (a server is its process and every descendant; an ended process stays counted through the parent that waited for it, e.g. PostgreSQL's backends through the postmaster)"
@@ -386,8 +461,8 @@ mod tests {
     /// Long enough for any loaded machine to give a busy process a clock tick.
     const PATIENCE: Duration = Duration::from_secs(120);
 
-    #[test]
-    fn own_cpu_time_grows_while_the_process_computes() {
+    /// Computes until this process's own CPU time has grown past what it was on entry.
+    fn compute_until_counted() {
         let me = std::process::id();
         let before = ProcessTable::read().get(me).expect("this process in /proc").own;
         let started = Instant::now();
@@ -397,10 +472,33 @@ mod tests {
                 x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
             }
             if ProcessTable::read().get(me).expect("this process in /proc").own > before {
-                break;
+                return;
             }
             assert!(started.elapsed() < PATIENCE, "no CPU time counted after {PATIENCE:?} of computing");
         }
+    }
+
+    #[test]
+    fn own_cpu_time_grows_while_the_process_computes() {
+        // Returns only once /proc shows the growth.
+        compute_until_counted();
+    }
+
+    #[test]
+    fn two_snapshots_name_the_process_that_computed_between_them() {
+        let earlier = CpuSnapshot::take();
+        compute_until_counted();
+        let used = CpuSnapshot::take().since(&earlier);
+        let me = ProcessTable::read()
+            .get(std::process::id())
+            .expect("this process in /proc")
+            .name
+            .clone();
+        assert!(
+            used.by_process.iter().any(|(name, seconds)| *name == me && *seconds > 0.0),
+            "{me} missing from {:?}",
+            used.by_process
+        );
     }
 
     #[test]

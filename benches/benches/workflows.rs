@@ -13,9 +13,17 @@
 //! for them before a phase that reads them). `DATAFLOW_LOAD_SEQUENTIAL` (default 200) and
 //! `DATAFLOW_LOAD_RUNS` (default 1,000) shorten a run; with either changed the figures file is
 //! not written, so a short run never feeds the gates.
+//!
+//! Every run also prints the CPU budget of the 100-client phase ([`dataflow_benches::cpu`]):
+//! CPU milliseconds per classification spent by this process and by each local server's
+//! process tree, from the first run until the projections have caught up (so background
+//! projections are counted), their total, and the classification rate the machine's cores
+//! allow at that cost beside the measured one. The figures file gets them as
+//! `cpu_ms_per_classification_{bench,postgres,redis,chroma,graph,total}` (no gate reads them).
 
 use std::time::{Duration, Instant};
 
+use dataflow_benches::cpu::{CpuMeter, workload_processes};
 use dataflow_benches::{
     backend, backend_name, create_sample_project, import_sample_catalog, new_product, percentile, projection_mode, reference_workflow,
     until_projected,
@@ -117,6 +125,8 @@ fn main() {
         let (classify_p50, classify_p95) = report("classify_product, 1 client", times);
         catch_up("classify_sequential").await;
 
+        // Read after the sequential phase: every server it needs has started by now.
+        let cpu = CpuMeter::start(workload_processes(backend).await);
         let t = Instant::now();
         let runs = futures::stream::iter((0..concurrent_runs).map(|i| {
             let (runtime, classify, ctx) = (&runtime, &classify, &fx.ctx);
@@ -147,6 +157,12 @@ fn main() {
             concurrent_runs as f64 / wall.as_secs_f64()
         );
         catch_up("classify_concurrent").await;
+        let cpu = cpu.stop();
+        if backend == Backend::Embedded {
+            println!("embedded backend: every store runs inside the bench process, so its CPU is the whole cost");
+        }
+        println!("CPU budget of the {CONCURRENT_CLIENTS}-client phase, from its first run until its projections were applied:");
+        cpu.print("classification", concurrent_runs, concurrent_runs as f64 / wall.as_secs_f64());
 
         let (ctx, project) = create_sample_project(&runtime, &fx).await;
         catch_up("project").await;
@@ -202,6 +218,10 @@ fn main() {
             "vector_queries_per_second_100_clients": vector_queries_per_second,
         });
         figures.as_object_mut().expect("an object").extend(catch_up_ms);
+        figures
+            .as_object_mut()
+            .expect("an object")
+            .extend(cpu.figures("classification", concurrent_runs));
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/load");
         std::fs::create_dir_all(&dir).expect("target/load");
         std::fs::write(dir.join(file), serde_json::to_string_pretty(&figures).unwrap()).expect("writing the figures");

@@ -4,6 +4,10 @@
 
 #![warn(missing_docs)]
 
+pub mod cpu;
+
+pub use cpu::{CpuSnapshot, CpuUse};
+
 use dataflow_core::nodes::bulk_upsert::BulkUpsertInput;
 use dataflow_core::{Context, Node, ProjectionMode};
 use dataflow_models::{CategoryBulkUpsertNode, ManufacturerBulkUpsertNode, SupplierBulkUpsertNode};
@@ -48,10 +52,22 @@ pub fn projection_mode() -> ProjectionMode {
 
 /// Waits until no outbox record is pending (the background projector or inline writes have
 /// applied everything) and returns how long that took.
+///
+/// With inline projections nothing else applies a record whose projection failed (a Chroma
+/// upsert that timed out on a loaded machine leaves its record pending, and the run succeeds):
+/// then this runs `sync` until it is applied (or dead), and says how many there were.
 pub async fn until_projected(ctx: &Context) -> Duration {
     let start = Instant::now();
-    while ctx.stores().outbox().pending_count().await.expect("counting pending projections") > 0 {
+    let outbox = ctx.stores().outbox();
+    let mut synced = 0;
+    while outbox.pending_count().await.expect("counting pending projections") > 0 {
+        if outbox.projection_mode() == ProjectionMode::Inline {
+            synced += outbox.sync().await.expect("syncing the outbox").applied;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if synced > 0 {
+        println!("  {synced} records whose inline projections had failed were applied by a sync");
     }
     start.elapsed()
 }
@@ -192,95 +208,6 @@ pub fn resident_mib() -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/self/status");
     kib / 1024.0
-}
-
-/// Clock ticks per second of the CPU times in `/proc` (`USER_HZ`, 100 on every mainstream
-/// Linux architecture; `getconf CLK_TCK`).
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// The CPU time used so far by every process on the machine, by pid, and the machine's
-/// totals, from `/proc`: two snapshots tell which process used the CPU in between, and how
-/// much the hypervisor took (steal) or the disks held up (iowait).
-pub struct CpuSnapshot {
-    processes: std::collections::HashMap<u32, (String, u64)>,
-    busy: u64,
-    steal: u64,
-    iowait: u64,
-}
-
-/// CPU use between two [`CpuSnapshot`]s, in seconds of one core.
-pub struct CpuUse {
-    /// Per process name (`comm`), most first.
-    pub by_process: Vec<(String, f64)>,
-    /// Time the machine's cores ran anything (user, nice, system, irq, softirq).
-    pub busy: f64,
-    /// Time the hypervisor ran something else while this machine wanted its cores.
-    pub steal: f64,
-    /// Time cores were idle with a disk request outstanding.
-    pub iowait: f64,
-}
-
-impl CpuSnapshot {
-    /// Reads `/proc/stat` and every `/proc/<pid>/stat` (processes that end while being read
-    /// are left out).
-    pub fn take() -> CpuSnapshot {
-        let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
-        let cpu: Vec<u64> = stat
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("cpu "))
-            .expect("the cpu line of /proc/stat")
-            .split_whitespace()
-            .map(|v| v.parse().expect("a tick count"))
-            .collect();
-        // user nice system idle iowait irq softirq steal ...
-        let busy = cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6];
-        let mut processes = std::collections::HashMap::new();
-        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            // `pid (comm) state ...`: the name may hold spaces and parentheses, so it ends at
-            // the last ')'; utime and stime are the 12th and 13th fields after it.
-            let (Some(open), Some(close)) = (text.find('('), text.rfind(')')) else {
-                continue;
-            };
-            let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
-            let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            processes.insert(pid, (text[open + 1..close].to_string(), ticks(11) + ticks(12)));
-        }
-        CpuSnapshot {
-            processes,
-            busy,
-            steal: cpu[7],
-            iowait: cpu[4],
-        }
-    }
-
-    /// What was used between `earlier` and this snapshot.
-    pub fn since(&self, earlier: &CpuSnapshot) -> CpuUse {
-        let seconds = |ticks: u64| ticks as f64 / TICKS_PER_SECOND;
-        let mut by_name: std::collections::BTreeMap<&str, u64> = Default::default();
-        for (pid, (name, ticks)) in &self.processes {
-            let before = earlier.processes.get(pid).filter(|(n, _)| n == name).map_or(0, |(_, t)| *t);
-            *by_name.entry(name.as_str()).or_default() += ticks.saturating_sub(before);
-        }
-        let mut by_process: Vec<(String, f64)> = by_name
-            .into_iter()
-            .filter(|(_, ticks)| *ticks > 0)
-            .map(|(name, ticks)| (name.to_string(), seconds(ticks)))
-            .collect();
-        by_process.sort_by(|a, b| b.1.total_cmp(&a.1));
-        CpuUse {
-            by_process,
-            busy: seconds(self.busy.saturating_sub(earlier.busy)),
-            steal: seconds(self.steal.saturating_sub(earlier.steal)),
-            iowait: seconds(self.iowait.saturating_sub(earlier.iowait)),
-        }
-    }
 }
 
 /// Imports the sample catalogue (`workflows/data/catalog.jsonl`, every projection) through the

@@ -246,6 +246,22 @@ impl Services {
         text
     }
 
+    /// The process id of the local server of `kind`, for a caller that watches its CPU or
+    /// memory in `/proc`: the server's own process (PostgreSQL's postmaster, `redis-server`,
+    /// the `chroma run` process, ArcadeDB's `java`), not the watchdog shell that runs it.
+    /// PostgreSQL's backends and any other helper processes are its descendants.
+    ///
+    /// `None` with the external provider (the servers run elsewhere), for a server this
+    /// binary has not started yet (servers start on first use, and this does not start one),
+    /// and for a server that is stopped.
+    pub fn server_pid(&self, kind: ServiceKind) -> Option<u32> {
+        let server = self.cell(kind).get()?.local.as_ref()?;
+        // The watchdog records the pid of what it started; the recipe's command line execs
+        // the server (`setpriv` too), so that pid is the server's.
+        let pid = server.lock().unwrap_or_else(|e| e.into_inner()).recipe.pid()?;
+        recipe::process_alive(pid).then_some(pid)
+    }
+
     /// Stops a running server; its port and data stay. It starts again, same port and data,
     /// with [`Stopped::start`], or when the returned guard is dropped, so a test that fails
     /// midway leaves the server running for the tests after it.

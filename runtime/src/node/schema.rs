@@ -522,6 +522,28 @@ impl<'a> SchemaView<'a> {
                         kind: MisfitKind::NotAllowed(format!("must be one of {}", listed.join(", "))),
                     });
                     at.pop();
+                    // No branch is chosen, but a key that no branch knows is unknown whichever
+                    // the caller meant: say so too, when every branch refuses other keys.
+                    let closed = tried
+                        .iter()
+                        .all(|(b, _)| b.get("additionalProperties") == Some(&Value::Bool(false)));
+                    if closed {
+                        let known: BTreeSet<String> = tried
+                            .iter()
+                            .filter_map(|(b, _)| b.get("properties").and_then(Value::as_object))
+                            .flat_map(|p| p.keys().cloned())
+                            .collect();
+                        for key in map.keys().filter(|k| !known.contains(*k)) {
+                            at.push(Segment::Key(key.clone()));
+                            out.push(Misfit {
+                                at: at.clone(),
+                                kind: MisfitKind::UnknownKey {
+                                    known: known.iter().cloned().collect(),
+                                },
+                            });
+                            at.pop();
+                        }
+                    }
                     return;
                 }
                 Some(given) => {

@@ -516,33 +516,52 @@ impl<'a> SchemaView<'a> {
             match map.get(&tag) {
                 Some(given) if !tags.contains(&given) => {
                     let listed: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-                    at.push(Segment::Key(tag));
+                    at.push(Segment::Key(tag.clone()));
                     out.push(Misfit {
                         at: at.clone(),
                         kind: MisfitKind::NotAllowed(format!("must be one of {}", listed.join(", "))),
                     });
                     at.pop();
-                    // No branch is chosen, but a key that no branch knows is unknown whichever
-                    // the caller meant: say so too, when every branch refuses other keys.
+                    // No branch is chosen, but what is wrong whichever branch the caller meant
+                    // is said too: a key no branch knows (when every branch refuses other keys),
+                    // a value that fits none of the branches that know its key.
                     let closed = tried
                         .iter()
                         .all(|(b, _)| b.get("additionalProperties") == Some(&Value::Bool(false)));
-                    if closed {
-                        let known: BTreeSet<String> = tried
+                    let known: BTreeSet<String> = tried
+                        .iter()
+                        .filter_map(|(b, _)| b.get("properties").and_then(Value::as_object))
+                        .flat_map(|p| p.keys().cloned())
+                        .collect();
+                    for (key, element) in map.iter().filter(|(k, _)| **k != tag) {
+                        at.push(Segment::Key(key.clone()));
+                        let schemas: Vec<&'a Value> = tried
                             .iter()
-                            .filter_map(|(b, _)| b.get("properties").and_then(Value::as_object))
-                            .flat_map(|p| p.keys().cloned())
+                            .filter_map(|(b, _)| b.get("properties").and_then(|p| p.get(key)))
                             .collect();
-                        for key in map.keys().filter(|k| !known.contains(*k)) {
-                            at.push(Segment::Key(key.clone()));
-                            out.push(Misfit {
-                                at: at.clone(),
-                                kind: MisfitKind::UnknownKey {
-                                    known: known.iter().cloned().collect(),
-                                },
-                            });
-                            at.pop();
+                        if schemas.is_empty() {
+                            if closed {
+                                out.push(Misfit {
+                                    at: at.clone(),
+                                    kind: MisfitKind::UnknownKey {
+                                        known: known.iter().cloned().collect(),
+                                    },
+                                });
+                            }
+                        } else {
+                            let mut first: Option<Vec<Misfit>> = None;
+                            for schema in schemas {
+                                let mut misfits = Vec::new();
+                                self.check_in(schema, element, at, supplied, &mut misfits, depth + 1);
+                                if misfits.is_empty() {
+                                    first = None;
+                                    break;
+                                }
+                                first.get_or_insert(misfits);
+                            }
+                            out.extend(first.unwrap_or_default());
                         }
+                        at.pop();
                     }
                     return;
                 }

@@ -64,7 +64,7 @@ impl fmt::Display for FieldErrors {
 }
 
 /// What went wrong in a node, a filter, a store or the configuration.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Values that break the model's types or rules; nothing was written.
     #[error("{model}: invalid record: {errors}")]

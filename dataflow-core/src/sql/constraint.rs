@@ -240,8 +240,9 @@ fn fnv1a(bytes: &[u8]) -> u32 {
         .fold(0x811c_9dc5_u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
-/// A quoted identifier (names come from model metadata, restricted by the derive).
-fn quote(name: &str) -> String {
+/// A quoted identifier as text (names come from model metadata, restricted by the derive), for
+/// statements kept as text: constraint definitions and the SQLite rebuild.
+pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

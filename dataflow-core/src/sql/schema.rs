@@ -67,7 +67,7 @@ pub(crate) fn table_columns(meta: &ModelMeta) -> Vec<&'static str> {
 /// adds constraints to a table. The caller keeps the AUTOINCREMENT counter (see
 /// [`sqlite_set_sequence`]).
 pub(crate) fn sqlite_rebuild(meta: &ModelMeta, rebuilt: &str) -> [String; 3] {
-    let q = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let q = constraint::quote;
     let columns = table_columns(meta).iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
     [
         format!("INSERT INTO {} ({columns}) SELECT {columns} FROM {}", q(rebuilt), q(meta.table)),

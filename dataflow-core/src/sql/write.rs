@@ -89,6 +89,13 @@ pub(crate) fn delete_rows(mut sql: Sql, meta: &'static ModelMeta, rows: Rows<'_>
         sql.push("DELETE FROM ").ident(meta.table).push(" WHERE ");
     }
     write_scope(&mut sql, meta, tenant, !soft);
+    write_rows(&mut sql, meta, rows)?;
+    sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
+    Ok(sql.build())
+}
+
+/// Appends ` AND <which rows>` after a scope: the primary key, the filter or the keys.
+fn write_rows(sql: &mut Sql, meta: &'static ModelMeta, rows: Rows<'_>) -> Result<()> {
     match rows {
         Rows::Id(id) => {
             sql.push(" AND ")
@@ -96,13 +103,12 @@ pub(crate) fn delete_rows(mut sql: Sql, meta: &'static ModelMeta, rows: Rows<'_>
                 .push(" = ")
                 .param(SqlValue::BigInt(Some(id)));
         }
-        Rows::Filter(filter) => write_filter(&mut sql, meta, Some(filter))?,
+        Rows::Filter(filter) => write_filter(sql, meta, Some(filter))?,
         Rows::Ids(ids) => {
             sql.push(" AND ").ident(meta.primary_key).in_ids(ids);
         }
     }
-    sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
-    Ok(sql.build())
+    Ok(())
 }
 
 /// The primary keys of `rows` in scope (with `include_deleted`, soft-deleted ones too), one
@@ -122,18 +128,7 @@ pub(crate) fn lock_ids(
         .ident(meta.table)
         .push(" WHERE ");
     write_scope(&mut sql, meta, tenant, include_deleted);
-    match rows {
-        Rows::Id(id) => {
-            sql.push(" AND ")
-                .ident(meta.primary_key)
-                .push(" = ")
-                .param(SqlValue::BigInt(Some(id)));
-        }
-        Rows::Filter(filter) => write_filter(&mut sql, meta, Some(filter))?,
-        Rows::Ids(ids) => {
-            sql.push(" AND ").ident(meta.primary_key).in_ids(ids);
-        }
-    }
+    write_rows(&mut sql, meta, rows)?;
     sql.lock_rows();
     Ok(sql.build())
 }

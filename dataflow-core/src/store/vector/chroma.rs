@@ -355,7 +355,7 @@ impl VectorStore for ChromaStore {
         }
         // Small upserts (a write's own projection) share requests with concurrent ones.
         self.upserts
-            .run(collection, docs, copy_error, |batch| async move {
+            .run(collection, docs, |batch| async move {
                 let n = batch.len();
                 self.send_upserts(collection, merge_upserts(batch)).await?;
                 Ok(vec![(); n])
@@ -390,7 +390,7 @@ impl VectorStore for ChromaStore {
         let key = (collection, where_clause.as_ref().map(Json::to_string), vector.len());
         let top_k = top_k.min(super::MAX_QUERY_RESULTS);
         self.queries
-            .run(key, (vector.to_vec(), top_k), copy_error, |batch| {
+            .run(key, (vector.to_vec(), top_k), |batch| {
                 self.send_queries(collection, where_clause.clone(), batch)
             })
             .await
@@ -470,26 +470,6 @@ fn where_clause(filter: &MetaFilter) -> Json {
             Json::Object(outer)
         }
         MetaFilter::Nothing => json!({"$and": [{"id": {"$eq": -1}}, {"id": {"$ne": -1}}]}),
-    }
-}
-
-/// An error of a shared query request, for one more of the callers it carried.
-fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::Store {
-            store,
-            action,
-            message,
-            transient,
-            busy,
-        } => Error::Store {
-            store: *store,
-            action: action.clone(),
-            message: message.clone(),
-            transient: *transient,
-            busy: *busy,
-        },
-        other => vector_error("querying", other.to_string(), false),
     }
 }
 

@@ -64,9 +64,8 @@ impl<K: Hash + Eq + Clone, Q, A> Coalescer<K, Q, A> {
 
     /// Answers `query`: sends it at once when no request of `key` is in flight, else waits
     /// for its turn in the next request. `send` sends one request for a batch of queries
-    /// (this caller's first) and returns one answer per query, in order; `copy` gives each
-    /// caller of a failed request an error of its own.
-    pub(crate) async fn run<S, F>(&self, key: K, query: Q, copy: impl Fn(&crate::Error) -> crate::Error, send: S) -> Result<A>
+    /// (this caller's first) and returns one answer per query, in order.
+    pub(crate) async fn run<S, F>(&self, key: K, query: Q, send: S) -> Result<A>
     where
         Q: Clone,
         S: Fn(Vec<Q>) -> F,
@@ -99,7 +98,7 @@ impl<K: Hash + Eq + Clone, Q, A> Coalescer<K, Q, A> {
                 // gave up) before answering: this query goes out on its own.
                 Err(_) => {
                     self.requests.fetch_add(1, Ordering::Relaxed);
-                    return send(vec![query]).await?.pop().ok_or_else(|| copy(&missing_answer()));
+                    return send(vec![query]).await?.pop().ok_or_else(missing_answer);
                 }
             }
         }
@@ -123,15 +122,15 @@ impl<K: Hash + Eq + Clone, Q, A> Coalescer<K, Q, A> {
                 let mut answers = answers.into_iter();
                 let own = answers.next();
                 for w in batch {
-                    let answer = answers.next().ok_or_else(|| copy(&missing_answer()));
+                    let answer = answers.next().ok_or_else(missing_answer);
                     // A caller that gave up has no receiver left; nothing to tell it.
                     let _ = w.reply.send(Turn::Answer(answer));
                 }
-                own.ok_or_else(|| copy(&missing_answer()))
+                own.ok_or_else(missing_answer)
             }
             Err(e) => {
                 for w in batch {
-                    let _ = w.reply.send(Turn::Answer(Err(copy(&e))));
+                    let _ = w.reply.send(Turn::Answer(Err(e.clone())));
                 }
                 Err(e)
             }
@@ -177,10 +176,6 @@ mod tests {
 
     use super::*;
 
-    fn copy(e: &crate::Error) -> crate::Error {
-        crate::Error::Config(e.to_string())
-    }
-
     /// Callers that arrive while a request is in flight share the next one, each gets the
     /// answer to its own query, and a lone caller's query goes out alone and at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,12 +192,12 @@ mod tests {
                 }
             }
         };
-        assert_eq!(coalescer.run("k", 7, copy, send(sizes.clone())).await.unwrap(), 70);
+        assert_eq!(coalescer.run("k", 7, send(sizes.clone())).await.unwrap(), 70);
         assert_eq!(*sizes.lock().unwrap(), [1], "a lone query goes out alone");
         let mut tasks = Vec::new();
         for q in 0..40u32 {
             let (coalescer, sizes) = (coalescer.clone(), sizes.clone());
-            tasks.push(tokio::spawn(async move { coalescer.run("k", q, copy, send(sizes)).await }));
+            tasks.push(tokio::spawn(async move { coalescer.run("k", q, send(sizes)).await }));
         }
         for (q, task) in tasks.into_iter().enumerate() {
             assert_eq!(task.await.unwrap().unwrap(), q as u32 * 10, "query {q} got its own answer");
@@ -230,11 +225,11 @@ mod tests {
         let mut tasks = Vec::new();
         for q in [1u32, 13, 2, 3] {
             let coalescer = coalescer.clone();
-            tasks.push((1u8, q, tokio::spawn(async move { coalescer.run(1, q, copy, send).await })));
+            tasks.push((1u8, q, tokio::spawn(async move { coalescer.run(1, q, send).await })));
         }
         for q in [4u32, 5, 6] {
             let coalescer = coalescer.clone();
-            tasks.push((2u8, q, tokio::spawn(async move { coalescer.run(2, q, copy, send).await })));
+            tasks.push((2u8, q, tokio::spawn(async move { coalescer.run(2, q, send).await })));
         }
         for (key, q, task) in tasks {
             let answer = task.await.unwrap();
@@ -245,7 +240,7 @@ mod tests {
             }
         }
         // The bad query's request failed; whoever shared it failed too, and nobody else did.
-        assert_eq!(coalescer.run(1, 9, copy, send).await.unwrap(), 9, "the key works afterwards");
+        assert_eq!(coalescer.run(1, 9, send).await.unwrap(), 9, "the key works afterwards");
     }
 
     /// A leader whose caller gives up mid-request passes the turn on: the queued callers are
@@ -259,13 +254,13 @@ mod tests {
         };
         let first = {
             let coalescer = coalescer.clone();
-            tokio::spawn(async move { coalescer.run(0, 1, copy, slow).await })
+            tokio::spawn(async move { coalescer.run(0, 1, slow).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut queued = Vec::new();
         for q in 2..6u32 {
             let coalescer = coalescer.clone();
-            queued.push((q, tokio::spawn(async move { coalescer.run(0, q, copy, slow).await })));
+            queued.push((q, tokio::spawn(async move { coalescer.run(0, q, slow).await })));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
         first.abort();

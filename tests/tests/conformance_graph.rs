@@ -339,3 +339,60 @@ async fn namespaces_keep_embedded_graphs_in_one_file_apart() {
         .expect("a namespace with '-' is refused");
     assert!(refused.to_string().contains("graph_namespace"), "{refused}");
 }
+
+/// Bolt: concurrent small node writes of one label share `UNWIND` statements; every node lands
+/// with its own properties and edge, and of two writes of one node in one statement the copy of
+/// the higher version stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_bolt_writes_share_statements() {
+    let services = dataflow_tests::Services::global().await;
+    let bolt = services.bolt().await;
+    let namespace = format!("{}_", services.unique_name("graph_shared_writes"));
+    let graph = std::sync::Arc::new(
+        dataflow_core::BoltGraph::connect(
+            &bolt.uri,
+            &bolt.user,
+            &bolt.password,
+            Some(&bolt.database),
+            &namespace,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("a Bolt client"),
+    );
+    graph.prepare(&["Product", "Category", "Supplier"]).await.unwrap();
+    let before = graph.write_counts();
+    let mut tasks = Vec::new();
+    for i in 1..=120i64 {
+        let graph = graph.clone();
+        tasks.push(tokio::spawn(async move {
+            // Product 1 is written three times at once, at versions 1 to 3.
+            let (id, version) = if i <= 3 { (1, i) } else { (i, 1) };
+            let n = node(
+                id,
+                json!({"name": format!("p{i}"), "version": version}),
+                &[("IN_CATEGORY", Some(i % 4))],
+            );
+            graph.upsert_nodes("Product", &PRODUCT, &[n]).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let (writes, statements) = graph.write_counts();
+    assert_eq!(writes - before.0, 120);
+    assert!(
+        statements - before.1 < 120,
+        "120 concurrent writes went out in {} statements",
+        statements - before.1
+    );
+    assert_eq!(graph.count("Product").await.unwrap(), 118, "every node landed once");
+    let p77 = graph.node("Product", 77).await.unwrap().expect("product 77");
+    assert_eq!(p77.props["name"], json!("p77"), "each node is its own");
+    assert_eq!(p77.edges, edges(&[("IN_CATEGORY", "Category", 1)]));
+    let p1 = graph.node("Product", 1).await.unwrap().expect("product 1");
+    // Whichever copy stayed, it stayed whole: its name and version belong to one write.
+    let version = p1.props["version"].as_i64().expect("a version");
+    assert_eq!(p1.props["name"], json!(format!("p{version}")), "{:?}", p1.props);
+    assert_eq!(p1.edges, edges(&[("IN_CATEGORY", "Category", version % 4)]));
+}

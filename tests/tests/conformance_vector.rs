@@ -316,3 +316,40 @@ async fn concurrent_chroma_queries_share_requests() {
     assert_eq!(queries, 200);
     assert!(requests < queries, "200 concurrent queries went out in {requests} requests");
 }
+
+/// Chroma: concurrent small upserts (each a write's own projection) share requests, and every
+/// document lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_chroma_upserts_share_requests() {
+    use dataflow_core::ChromaStore;
+    let services = dataflow_tests::Services::global().await;
+    let prefix = format!("{}_", services.unique_name("vector_upserts"));
+    let store = std::sync::Arc::new(ChromaStore::new(&services.chroma_url().await, &prefix, std::time::Duration::from_secs(30)).unwrap());
+    store
+        .upsert("items", vec![doc(0, [1.0, 0.0, 0.0, 0.0], json!({"id": 0}))])
+        .await
+        .unwrap();
+    let before = store.upsert_counts();
+    let mut tasks = Vec::new();
+    for i in 1..=150 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .upsert("items", vec![doc(i, [1.0, i as f32, 0.0, 1.0], json!({"id": i}))])
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let (calls, requests) = store.upsert_counts();
+    assert_eq!(calls - before.0, 150);
+    assert!(
+        requests - before.1 < 150,
+        "150 concurrent upserts went out in {} requests",
+        requests - before.1
+    );
+    assert_eq!(store.count("items").await.unwrap(), 151, "every document landed");
+    let stored = store.get("items", Some(&["77".to_owned()]), 10, 0).await.unwrap();
+    assert_eq!(stored[0].metadata["id"], json!(77), "each document is its own");
+}

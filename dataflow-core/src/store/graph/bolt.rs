@@ -25,6 +25,14 @@
 //!   answer it gives a wrong password (`Neo.ClientError.Security.Unauthorized`, "Authentication
 //!   failed"). Rejected credentials are therefore transient for [`AUTH_GRACE`] after the first
 //!   rejection since the server last accepted them, and final after that.
+//!
+//! # Shared writes
+//!
+//! Concurrent node writes of one label (each write's own projection, a node or a few) share
+//! one `UNWIND` statement (`coalesce`): while one is in flight, the next ones queue and leave
+//! together when it returns. Per row, one statement then carries one copy, the one of the
+//! highest version. One statement of a label at a time also means that writers of this process
+//! no longer meet on a category node (the optimistic conflicts above).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -36,9 +44,13 @@ use serde_json::{Map, Value as Json};
 use super::{Direction, GraphNode, GraphPath, GraphRelation, GraphStore, MAX_DEPTH, Neighbor, NeighborQuery, PathQuery, StoredNode};
 use crate::error::{Error, Result, StoreKind};
 use crate::secrets::redact_url;
+use crate::store::coalesce::Coalescer;
+use crate::store::vector::VERSION_KEY;
 
 /// Rows per `UNWIND` statement.
 pub const BATCH_ROWS: usize = 200;
+/// Node writes (calls of fewer than [`BATCH_ROWS`] nodes) one shared statement carries at most.
+pub const MAX_WRITES_PER_STATEMENT: usize = 64;
 /// Attempts of one write when the server reports a transient error.
 pub const WRITE_ATTEMPTS: u32 = 10;
 /// Time limit of a schema change (an index), at least.
@@ -58,6 +70,32 @@ pub struct BoltGraph {
     user: String,
     /// When the server began rejecting the credentials, since it last accepted them.
     rejected_since: Mutex<Option<Instant>>,
+    /// Concurrent node writes sharing statements, by label.
+    writes: Coalescer<&'static str, Vec<GraphNode>, ()>,
+}
+
+/// The nodes of several writes of one label as one list: a node written twice keeps the copy
+/// of the highest version (the later one on a tie), at the place of its first copy. Which copy
+/// is current does not rest on this: each writer checks afterwards that its row did not move
+/// on, and re-applies it if it did.
+fn merge_writes(batch: Vec<Vec<GraphNode>>) -> Vec<GraphNode> {
+    let version = |n: &GraphNode| n.props.get(VERSION_KEY).and_then(Json::as_i64).unwrap_or(i64::MIN);
+    let mut merged: Vec<GraphNode> = Vec::new();
+    let mut at: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    for node in batch.into_iter().flatten() {
+        match at.get(&node.id) {
+            Some(&i) => {
+                if version(&node) >= version(&merged[i]) {
+                    merged[i] = node;
+                }
+            }
+            None => {
+                at.insert(node.id, merged.len());
+                merged.push(node);
+            }
+        }
+    }
+    merged
 }
 
 impl BoltGraph {
@@ -101,7 +139,22 @@ impl BoltGraph {
             timeout,
             user: user.to_owned(),
             rejected_since: Mutex::new(None),
+            // A write queued behind statements that are not answered gives up after the
+            // timeout its own statement would have: its outbox record stays for sync.
+            writes: Coalescer::new(StoreKind::Graph, MAX_WRITES_PER_STATEMENT).with_wait_limit(timeout, |limit| {
+                graph_error(
+                    "writing nodes",
+                    format!("the writes ahead of this one in the shared queue were not answered within {limit:?}"),
+                    true,
+                )
+            }),
         })
+    }
+
+    /// Node writes asked and statements sent for the shared ones so far (writes of fewer
+    /// than [`BATCH_ROWS`] nodes share statements when they arrive together).
+    pub fn write_counts(&self) -> (u64, u64) {
+        self.writes.counts()
     }
 
     /// `` `{namespace}{label}` ``.
@@ -195,44 +248,8 @@ impl BoltGraph {
         }
     }
 
-    /// `(x.tenant_id IS NULL OR x.tenant_id = $tenant)` for every node on path `p`.
-    fn tenant_guard(tenant: Option<&str>, nodes: &str) -> String {
-        match tenant {
-            Some(_) => format!("all(x IN {nodes} WHERE x.tenant_id IS NULL OR x.tenant_id = $tenant)"),
-            None => format!("all(x IN {nodes} WHERE x.tenant_id IS NULL)"),
-        }
-    }
-
-    fn pattern(relation: Option<&'static str>, direction: Direction, min: u32, max: u32) -> String {
-        let rel = relation.map(|r| format!(":`{}`", r.replace('`', ""))).unwrap_or_default();
-        let hops = format!("*{min}..{}", max.clamp(1, MAX_DEPTH));
-        match direction {
-            Direction::Out => format!("-[{rel}{hops}]->"),
-            Direction::In => format!("<-[{rel}{hops}]-"),
-            Direction::Both => format!("-[{rel}{hops}]-"),
-        }
-    }
-}
-
-#[async_trait]
-impl GraphStore for BoltGraph {
-    fn backend(&self) -> &'static str {
-        "bolt"
-    }
-
-    async fn prepare(&self, labels: &[&'static str]) -> Result<()> {
-        for label in labels {
-            let text = format!("CREATE INDEX IF NOT EXISTS FOR (n:{}) ON (n.id)", self.label(label));
-            // Schema changes are not bound by the time a projection may take: a server that
-            // just started can need seconds for one.
-            let timeout = self.timeout.max(SCHEMA_TIMEOUT);
-            self.run_within("creating an index", Query::new(text), WRITE_ATTEMPTS, timeout)
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn upsert_nodes(&self, label: &'static str, relations: &[GraphRelation], nodes: &[GraphNode]) -> Result<()> {
+    /// Writes `nodes` of `label` in statements of at most [`BATCH_ROWS`] rows.
+    async fn write_nodes(&self, label: &'static str, relations: &[GraphRelation], nodes: &[GraphNode]) -> Result<()> {
         // One statement per batch: set the properties, drop edges that point elsewhere, then
         // MERGE each relation's edge (FOREACH over a zero- or one-element list).
         let mut text = format!(
@@ -283,6 +300,60 @@ impl GraphStore for BoltGraph {
             self.run("writing nodes", query, WRITE_ATTEMPTS).await?;
         }
         Ok(())
+    }
+
+    /// `(x.tenant_id IS NULL OR x.tenant_id = $tenant)` for every node on path `p`.
+    fn tenant_guard(tenant: Option<&str>, nodes: &str) -> String {
+        match tenant {
+            Some(_) => format!("all(x IN {nodes} WHERE x.tenant_id IS NULL OR x.tenant_id = $tenant)"),
+            None => format!("all(x IN {nodes} WHERE x.tenant_id IS NULL)"),
+        }
+    }
+
+    fn pattern(relation: Option<&'static str>, direction: Direction, min: u32, max: u32) -> String {
+        let rel = relation.map(|r| format!(":`{}`", r.replace('`', ""))).unwrap_or_default();
+        let hops = format!("*{min}..{}", max.clamp(1, MAX_DEPTH));
+        match direction {
+            Direction::Out => format!("-[{rel}{hops}]->"),
+            Direction::In => format!("<-[{rel}{hops}]-"),
+            Direction::Both => format!("-[{rel}{hops}]-"),
+        }
+    }
+}
+
+#[async_trait]
+impl GraphStore for BoltGraph {
+    fn backend(&self) -> &'static str {
+        "bolt"
+    }
+
+    async fn prepare(&self, labels: &[&'static str]) -> Result<()> {
+        for label in labels {
+            let text = format!("CREATE INDEX IF NOT EXISTS FOR (n:{}) ON (n.id)", self.label(label));
+            // Schema changes are not bound by the time a projection may take: a server that
+            // just started can need seconds for one.
+            let timeout = self.timeout.max(SCHEMA_TIMEOUT);
+            self.run_within("creating an index", Query::new(text), WRITE_ATTEMPTS, timeout)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_nodes(&self, label: &'static str, relations: &[GraphRelation], nodes: &[GraphNode]) -> Result<()> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        if nodes.len() >= BATCH_ROWS {
+            return self.write_nodes(label, relations, nodes).await;
+        }
+        // Small writes (a write's own projection) share statements with concurrent ones.
+        self.writes
+            .run(label, nodes.to_vec(), |batch| async move {
+                let n = batch.len();
+                self.write_nodes(label, relations, &merge_writes(batch)).await?;
+                Ok(vec![(); n])
+            })
+            .await
     }
 
     async fn delete_nodes(&self, label: &'static str, ids: &[i64]) -> Result<()> {
@@ -466,4 +537,32 @@ fn graph_error(action: &str, message: impl Into<String>, transient: bool) -> Err
 
 fn decode_error(action: &str, e: impl std::fmt::Display) -> Error {
     graph_error(action, format!("unexpected answer: {e}"), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn node(id: i64, version: i64, name: &str) -> GraphNode {
+        GraphNode {
+            id,
+            props: json!({ VERSION_KEY: version, "name": name }).as_object().cloned().unwrap(),
+            edges: Vec::new(),
+        }
+    }
+
+    /// Shared writes carry each node once: the copy of the highest version, the later one on a
+    /// tie, at the place of the node's first copy.
+    #[test]
+    fn merged_writes_keep_one_copy_of_the_highest_version() {
+        let merged = merge_writes(vec![
+            vec![node(1, 2, "a"), node(2, 1, "b")],
+            vec![node(1, 1, "older")],
+            vec![node(3, 1, "c"), node(2, 1, "tie")],
+        ]);
+        let got: Vec<(i64, &str)> = merged.iter().map(|n| (n.id, n.props["name"].as_str().unwrap())).collect();
+        assert_eq!(got, [(1, "a"), (2, "tie"), (3, "c")]);
+    }
 }

@@ -1,6 +1,6 @@
 //! Chroma (server 1.x) over its HTTP API v2, through a small client of our own: the handful of
 //! endpoints the vector store needs, with timeouts, collection ids cached per process, and
-//! concurrent queries of one collection sharing requests (`coalesce`).
+//! concurrent queries and small upserts of one collection sharing requests (`coalesce`).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -11,10 +11,10 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
-use super::coalesce::Coalescer;
 use super::{MetaFilter, VectorDoc, VectorHit, VectorStore};
 use crate::error::{Error, Result, StoreKind};
 use crate::secrets::{redact_url, scrub_password};
+use crate::store::coalesce::Coalescer;
 
 /// Documents per upsert request (Chroma accepts up to its `max_batch_size`, 5,461 on 1.5).
 const UPSERT_BATCH: usize = 500;
@@ -39,10 +39,28 @@ pub struct ChromaStore {
     in_flight: tokio::sync::Semaphore,
     /// Concurrent queries sharing requests, by collection, `where` clause and dimension.
     queries: Coalescer<QueryKey, (Vec<f32>, usize), Vec<VectorHit>>,
+    /// Concurrent small upserts sharing requests, by collection.
+    upserts: Coalescer<&'static str, Vec<VectorDoc>, ()>,
 }
 
 /// Which queries can share a request: collection, `where` clause (as JSON text), dimension.
 type QueryKey = (&'static str, Option<String>, usize);
+
+/// Upsert calls one shared request carries at most (each a write's few documents).
+pub const MAX_UPSERTS_PER_REQUEST: usize = 64;
+
+/// The documents of several upserts as one: a document upserted twice keeps its later copy
+/// (a request may not name an id twice). Which copy is current does not rest on this order:
+/// each writer checks afterwards that its row did not move on, and re-applies it if it did.
+fn merge_upserts(batch: Vec<Vec<VectorDoc>>) -> Vec<VectorDoc> {
+    let mut docs: Vec<VectorDoc> = batch.into_iter().flatten().collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut keep: Vec<bool> = docs.iter().rev().map(|d| seen.insert(d.id.clone())).collect();
+    keep.reverse();
+    let mut keep = keep.into_iter();
+    docs.retain(|_| keep.next().unwrap_or(true));
+    docs
+}
 
 /// Query vectors one request carries at most. Chroma answers a request of many vectors in
 /// one pass over its index; this bounds the request's size (about 1.6 KB of JSON per
@@ -114,7 +132,16 @@ impl ChromaStore {
             prefix: prefix.to_owned(),
             ids: RwLock::new(HashMap::new()),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
-            queries: Coalescer::new(MAX_QUERIES_PER_REQUEST),
+            queries: Coalescer::new(StoreKind::Vector, MAX_QUERIES_PER_REQUEST),
+            // A write queued behind upserts that are not answered gives up after the timeout
+            // its own request would have: its outbox record stays for sync.
+            upserts: Coalescer::new(StoreKind::Vector, MAX_UPSERTS_PER_REQUEST).with_wait_limit(timeout, |limit| {
+                vector_error(
+                    "upserting documents",
+                    format!("the upserts ahead of this one in the shared queue were not answered within {limit:?}"),
+                    true,
+                )
+            }),
         })
     }
 
@@ -274,6 +301,12 @@ impl ChromaStore {
         Ok(())
     }
 
+    /// Upsert calls and upsert requests sent so far (calls of fewer than [`UPSERT_BATCH`]
+    /// documents share requests when they arrive together).
+    pub fn upsert_counts(&self) -> (u64, u64) {
+        self.upserts.counts()
+    }
+
     /// Query vectors asked and query requests sent so far: under concurrent searches of one
     /// collection, requests carry several queries (see [`MAX_QUERIES_PER_REQUEST`]).
     pub fn query_counts(&self) -> (u64, u64) {
@@ -322,7 +355,20 @@ impl VectorStore for ChromaStore {
     }
 
     async fn upsert(&self, collection: &'static str, docs: Vec<VectorDoc>) -> Result<()> {
-        self.send_upserts(collection, docs).await
+        if docs.is_empty() {
+            return Ok(());
+        }
+        if docs.len() >= UPSERT_BATCH {
+            return self.send_upserts(collection, docs).await;
+        }
+        // Small upserts (a write's own projection) share requests with concurrent ones.
+        self.upserts
+            .run(collection, docs, |batch| async move {
+                let n = batch.len();
+                self.send_upserts(collection, merge_upserts(batch)).await?;
+                Ok(vec![(); n])
+            })
+            .await
     }
 
     async fn delete(&self, collection: &'static str, ids: &[String]) -> Result<()> {
@@ -487,6 +533,20 @@ mod tests {
             .expect("the ping waited for a turn");
         let err = pinged.expect_err("nothing listens on port 1");
         assert!(err.is_transient() && err.to_string().contains("pinging"), "{err}");
+    }
+
+    /// Shared upserts send each id once, the copy queued last, in first-seen order.
+    #[test]
+    fn merged_upserts_name_each_id_once_with_its_last_copy() {
+        let doc = |id: &str, document: &str| VectorDoc {
+            id: id.to_owned(),
+            embedding: vec![1.0],
+            document: document.to_owned(),
+            metadata: Map::new(),
+        };
+        let merged = merge_upserts(vec![vec![doc("1", "a"), doc("2", "b")], vec![doc("3", "c")], vec![doc("1", "d")]]);
+        let got: Vec<(&str, &str)> = merged.iter().map(|d| (d.id.as_str(), d.document.as_str())).collect();
+        assert_eq!(got, [("2", "b"), ("3", "c"), ("1", "d")]);
     }
 
     #[test]

@@ -6,8 +6,6 @@
 
 #[cfg(feature = "chroma")]
 pub mod chroma;
-#[cfg(feature = "chroma")]
-mod coalesce;
 pub mod embedded;
 
 use std::time::Duration;

@@ -1,9 +1,14 @@
-//! Concurrent queries that share one request. Queries with the same key (a collection, a
-//! filter, a dimension) that arrive while a request of that key is in flight wait in a queue;
-//! when the request returns, the first of them sends the next one, for itself and up to
-//! `max_batch - 1` others. No timer: a lone query goes out at once and pays nothing; under
-//! load, requests fill up by themselves. Each caller gets its own answer, and an error of a
-//! request fails exactly the callers whose queries it carried.
+//! Concurrent calls that share one request: vector queries and upserts (Chroma), graph node
+//! writes (Bolt). Calls with the same key (a collection and filter, a label) that arrive while a
+//! request of that key is in flight wait in a queue; when the request returns, the first of
+//! them sends the next one, for itself and up to `max_batch - 1` others. No timer: a lone call
+//! goes out at once and pays nothing; under load, requests fill up by themselves. Each caller
+//! gets its own answer, and an error of a request fails exactly the callers it carried.
+//!
+//! A waiting caller's wait can be bounded ([`Coalescer::with_wait_limit`]): a write must not
+//! queue without end behind requests to a server that stopped answering, since its outbox record
+//! is applied by `sync` once the write has said it failed. A caller that gives up is left out
+//! of the requests still to go.
 //!
 //! Our own code rather than a crate: the batching crates we looked at (e.g. `batched-fn`)
 //! collect for a fixed delay or a fixed size, which is the timer this avoids, and none hands
@@ -14,10 +19,11 @@ use std::future::Future;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::error::Result;
+use crate::error::{Error, Result, StoreKind};
 
 /// What a waiting caller is told: its answer, or that it sends the next request.
 enum Turn<A> {
@@ -38,23 +44,40 @@ struct Queue<Q, A> {
     busy: bool,
 }
 
+/// Makes the error of a caller that waited out its limit, from the limit.
+type TimedOut = fn(Duration) -> Error;
+
 /// Shares requests between concurrent queries of the same key (see the module comment).
 pub(crate) struct Coalescer<K, Q, A> {
     queues: Mutex<HashMap<K, Queue<Q, A>>>,
     max_batch: usize,
+    /// The store the requests go to, named in errors.
+    store: StoreKind,
+    /// How long a caller waits for its turn at most, and the error it then returns.
+    wait_limit: Option<(Duration, TimedOut)>,
     queries: AtomicU64,
     requests: AtomicU64,
 }
 
 impl<K: Hash + Eq + Clone, Q, A> Coalescer<K, Q, A> {
-    /// A coalescer whose requests carry at most `max_batch` queries.
-    pub(crate) fn new(max_batch: usize) -> Self {
+    /// A coalescer of requests to `store` that carry at most `max_batch` queries each.
+    pub(crate) fn new(store: StoreKind, max_batch: usize) -> Self {
         Coalescer {
             queues: Mutex::new(HashMap::new()),
             max_batch: max_batch.max(1),
+            store,
+            wait_limit: None,
             queries: AtomicU64::new(0),
             requests: AtomicU64::new(0),
         }
+    }
+
+    /// Bounds the wait of a queued caller: after `limit` without an answer or its turn to send,
+    /// it returns `error(limit)` and is left out of the requests still to go (a request that
+    /// already carries it goes on; its answer is dropped).
+    pub(crate) fn with_wait_limit(mut self, limit: Duration, error: TimedOut) -> Self {
+        self.wait_limit = Some((limit, error));
+        self
     }
 
     /// Queries answered and requests sent so far.
@@ -90,15 +113,30 @@ impl<K: Hash + Eq + Clone, Q, A> Coalescer<K, Q, A> {
                 None
             }
         };
-        if let Some(turn) = waiting {
-            match turn.await {
+        if let Some(mut turn) = waiting {
+            let turn = match self.wait_limit {
+                None => turn.await,
+                Some((limit, error)) => match tokio::time::timeout(limit, &mut turn).await {
+                    Ok(turn) => turn,
+                    Err(_) => {
+                        // Closing takes this caller out of the queue; what was sent before
+                        // the close still counts (a turn to lead must not be lost).
+                        turn.close();
+                        match turn.try_recv() {
+                            Ok(turn) => Ok(turn),
+                            Err(_) => return Err(error(limit)),
+                        }
+                    }
+                },
+            };
+            match turn {
                 Ok(Turn::Answer(answer)) => return answer,
                 Ok(Turn::Lead) => {}
                 // The caller that took this query into its request was dropped (its own caller
                 // gave up) before answering: this query goes out on its own.
                 Err(_) => {
                     self.requests.fetch_add(1, Ordering::Relaxed);
-                    return send(vec![query]).await?.pop().ok_or_else(missing_answer);
+                    return send(vec![query]).await?.pop().ok_or_else(|| self.missing_answer());
                 }
             }
         }
@@ -108,6 +146,8 @@ impl<K: Hash + Eq + Clone, Q, A> Coalescer<K, Q, A> {
         let batch: Vec<Waiting<Q, A>> = {
             let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
             let queue = queues.get_mut(&lead.key).expect("a busy queue stays");
+            // Callers that gave up waiting are left out.
+            queue.waiting.retain(|w| !w.reply.is_closed());
             let n = queue.waiting.len().min(self.max_batch - 1);
             queue.waiting.drain(..n).collect()
         };
@@ -122,11 +162,11 @@ impl<K: Hash + Eq + Clone, Q, A> Coalescer<K, Q, A> {
                 let mut answers = answers.into_iter();
                 let own = answers.next();
                 for w in batch {
-                    let answer = answers.next().ok_or_else(missing_answer);
+                    let answer = answers.next().ok_or_else(|| self.missing_answer());
                     // A caller that gave up has no receiver left; nothing to tell it.
                     let _ = w.reply.send(Turn::Answer(answer));
                 }
-                own.ok_or_else(missing_answer)
+                own.ok_or_else(|| self.missing_answer())
             }
             Err(e) => {
                 for w in batch {
@@ -158,14 +198,16 @@ impl<K: Hash + Eq, Q, A> Drop for Lead<'_, K, Q, A> {
     }
 }
 
-/// A request answered fewer queries than it carried.
-fn missing_answer() -> crate::Error {
-    crate::Error::Store {
-        store: crate::error::StoreKind::Vector,
-        action: "querying".to_owned(),
-        message: "the server answered fewer queries than the request carried".to_owned(),
-        transient: false,
-        busy: false,
+impl<K, Q, A> Coalescer<K, Q, A> {
+    /// A request answered fewer queries than it carried.
+    fn missing_answer(&self) -> Error {
+        Error::Store {
+            store: self.store,
+            action: "sending a shared request".to_owned(),
+            message: "the server answered fewer calls than the request carried".to_owned(),
+            transient: false,
+            busy: false,
+        }
     }
 }
 
@@ -180,7 +222,7 @@ mod tests {
     /// answer to its own query, and a lone caller's query goes out alone and at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_queries_share_a_request_and_each_gets_its_own_answer() {
-        let coalescer: Arc<Coalescer<&'static str, u32, u32>> = Arc::new(Coalescer::new(16));
+        let coalescer: Arc<Coalescer<&'static str, u32, u32>> = Arc::new(Coalescer::new(StoreKind::Vector, 16));
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let send = |sizes: Arc<Mutex<Vec<usize>>>| {
             move |batch: Vec<u32>| {
@@ -212,7 +254,7 @@ mod tests {
     /// A failed request fails the callers it carried and no others.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_error_fails_exactly_the_callers_of_its_request() {
-        let coalescer: Arc<Coalescer<u8, u32, u32>> = Arc::new(Coalescer::new(64));
+        let coalescer: Arc<Coalescer<u8, u32, u32>> = Arc::new(Coalescer::new(StoreKind::Vector, 64));
         let send = |batch: Vec<u32>| async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
             if batch.contains(&13) {
@@ -247,7 +289,7 @@ mod tests {
     /// answered, none waits forever.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_caller_that_gives_up_does_not_strand_the_queue() {
-        let coalescer: Arc<Coalescer<u8, u32, u32>> = Arc::new(Coalescer::new(8));
+        let coalescer: Arc<Coalescer<u8, u32, u32>> = Arc::new(Coalescer::new(StoreKind::Vector, 8));
         let slow = |batch: Vec<u32>| async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
             Ok(batch)
@@ -268,5 +310,43 @@ mod tests {
             let answer = tokio::time::timeout(Duration::from_secs(10), task).await.expect("not stranded");
             assert_eq!(answer.unwrap().unwrap(), q);
         }
+    }
+
+    /// With a wait limit, a caller queued behind a request that does not return gives up after
+    /// the limit with the store's error, is left out of the next request, and the key goes on
+    /// working once the slow request returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queued_caller_gives_up_after_the_wait_limit() {
+        let coalescer: Arc<Coalescer<u8, u32, u32>> = Arc::new(
+            Coalescer::new(StoreKind::Graph, 8).with_wait_limit(Duration::from_millis(100), |limit| {
+                crate::Error::Config(format!("no turn within {limit:?}"))
+            }),
+        );
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let send = |sent: Arc<Mutex<Vec<Vec<u32>>>>, pause: u64| {
+            move |batch: Vec<u32>| {
+                let sent = sent.clone();
+                async move {
+                    sent.lock().unwrap().push(batch.clone());
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    Ok(batch)
+                }
+            }
+        };
+        let slow = {
+            let (coalescer, sent) = (coalescer.clone(), sent.clone());
+            tokio::spawn(async move { coalescer.run(0, 1, send(sent, 600)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let queued = coalescer.run(0, 2, send(sent.clone(), 0)).await;
+        let err = queued.expect_err("the queued caller gives up");
+        assert!(err.to_string().contains("no turn within 100ms"), "{err}");
+        assert_eq!(slow.await.unwrap().unwrap(), 1, "the request in flight is not touched");
+        assert_eq!(
+            coalescer.run(0, 3, send(sent.clone(), 0)).await.unwrap(),
+            3,
+            "the key works afterwards"
+        );
+        assert_eq!(*sent.lock().unwrap(), [vec![1], vec![3]], "the caller that gave up was never sent");
     }
 }

@@ -23,7 +23,7 @@ use sea_orm::{ConnectionTrait, QueryResult};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ProjectionMode;
-use crate::consistency::projection::{ProjectionSet, RowState, apply, apply_verified, read_states};
+use crate::consistency::projection::{ProjectionSet, RowState, apply, apply_verified, read_states, verify};
 use crate::consistency::projector::Projector;
 use crate::error::{Error, Result, StoreKind};
 use crate::model::ModelMeta;
@@ -285,6 +285,16 @@ impl Outbox {
         }
     }
 
+    /// When a record written now may be taken by `sync` or the projector: at once with
+    /// background projections, after [`INLINE_SETTLE_GRACE`] with inline ones (the writer
+    /// applies it itself meanwhile).
+    pub(crate) fn due_of_new_records(&self) -> DateTime<Utc> {
+        match self.inner.mode {
+            ProjectionMode::Inline => Utc::now() + INLINE_SETTLE_GRACE,
+            ProjectionMode::Background => Utc::now(),
+        }
+    }
+
     /// Writes one outbox record per row inside the write's transaction; returns their ids (none
     /// when nothing is projected).
     pub(crate) async fn enqueue(
@@ -299,10 +309,7 @@ impl Outbox {
             return Ok(Vec::new());
         }
         let action = format!("recording {} projections in the outbox", meta.name);
-        let due = match self.inner.mode {
-            ProjectionMode::Inline => Utc::now() + INLINE_SETTLE_GRACE,
-            ProjectionMode::Background => Utc::now(),
-        };
+        let due = self.due_of_new_records();
         let mut ids = Vec::with_capacity(row_ids.len());
         for chunk in row_ids.chunks(10_000) {
             let statement = sql::outbox::insert_records(self.stores().relational().sql(), meta.name, tenant, chunk, set, due);
@@ -331,7 +338,21 @@ impl Outbox {
             return self.hand_to_projector(meta, &rows, set).await;
         }
         let stores = self.stores();
-        let applied = apply_verified(stores, meta, rows, set).await;
+        let applied = apply(stores, meta, &rows, set).await;
+        let relational = stores.relational();
+        if applied.failed.is_empty() && relational.sql().is_postgres() {
+            // The usual case in one round trip: no row moved on, and the records go with the
+            // same statement that checks it.
+            let expected: Vec<(i64, i64, bool)> = rows.iter().map(|r| (r.id, r.version, r.fields.is_some())).collect();
+            let statement = sql::outbox::settle_if_current(relational.sql(), meta, &expected, outbox_ids);
+            match relational.connection().query_all_raw(statement).await {
+                Ok(stale) if stale.is_empty() => return Vec::new(),
+                // Rows moved on: the check below re-reads and re-applies them.
+                Ok(_) => {}
+                Err(e) => tracing::debug!(model = meta.name, error = %e, "checking and settling at once failed; checking again"),
+            }
+        }
+        let applied = verify(stores, meta, rows, applied).await;
         let failed = applied.failed_set();
         if failed.cache {
             self.cache_needs_repair();

@@ -291,7 +291,13 @@ async fn embed_all(stores: &StoreHandles, texts: &[String]) -> Result<Vec<Vec<f3
 /// did are re-read and re-applied. A projection whose rows keep moving is reported failed, so
 /// its outbox record stays for `sync`.
 pub(crate) async fn apply_verified(stores: &StoreHandles, meta: &'static ModelMeta, rows: Vec<RowState>, set: ProjectionSet) -> Applied {
-    let mut applied = apply(stores, meta, &rows, set).await;
+    let applied = apply(stores, meta, &rows, set).await;
+    verify(stores, meta, rows, applied).await
+}
+
+/// The check of [`apply_verified`] after projections of `rows` were applied (`applied`):
+/// rows that moved on meanwhile are re-read and re-applied.
+pub(crate) async fn verify(stores: &StoreHandles, meta: &'static ModelMeta, rows: Vec<RowState>, mut applied: Applied) -> Applied {
     // The cache needs no check: tombstones keep the highest version whatever the order.
     let checked = applied.done.and(ProjectionSet {
         cache: false,

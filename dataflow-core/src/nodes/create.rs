@@ -11,7 +11,7 @@ use crate::model::record::Record;
 use crate::model::values::{RecordMode, check_record};
 use crate::node::Context;
 use crate::nodes::{commit_and_project, decode_record, row_state, to_object};
-use crate::sql::write;
+use crate::sql::{self, write};
 
 /// Input of a Create node.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -70,6 +70,22 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
             record: decode_record(&row, &action)?,
             pending: Vec::new(),
         });
+    }
+    if !names_a_row && store.sql().is_postgres() {
+        // The row and its outbox record in one statement, atomic on its own: one round trip.
+        let outbox = ctx.stores().outbox();
+        let statement = sql::outbox::insert_record_and_outbox(store.sql(), meta, &checked, tenant, set, outbox.due_of_new_records());
+        let row = store
+            .connection()
+            .query_one_raw(statement)
+            .await
+            .map_err(|e| super::write_error(meta, &checked, &action, e))?
+            .ok_or_else(|| Error::relational(&action, sea_orm::DbErr::RecordNotInserted))?;
+        let record: Record<M> = decode_record(&row, &action)?;
+        let outbox_id: i64 = row.try_get("", "outbox_id").map_err(|e| Error::relational(&action, e))?;
+        let state = row_state(&record, tenant)?;
+        let pending = outbox.settle(meta, &[outbox_id], vec![state], set).await;
+        return Ok(CreateOutput { record, pending });
     }
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
     super::require_references(ctx, &tx, meta, &checked).await?;

@@ -25,6 +25,12 @@ pub(crate) enum Rows<'a> {
 
 /// `INSERT` of one checked record (and its tenant), returning the stored record.
 pub(crate) fn insert_record(mut sql: Sql, meta: &ModelMeta, record: &CheckedRecord, tenant: Option<&str>) -> Statement {
+    write_insert_record(&mut sql, meta, record, tenant);
+    sql.build()
+}
+
+/// Appends the `INSERT` of [`insert_record`].
+pub(crate) fn write_insert_record(sql: &mut Sql, meta: &ModelMeta, record: &CheckedRecord, tenant: Option<&str>) {
     sql.push("INSERT INTO ").ident(meta.table).push(" (");
     sql.ident_list(record.values.iter().map(|(f, _)| f.name));
     if tenant.is_some() {
@@ -41,7 +47,6 @@ pub(crate) fn insert_record(mut sql: Sql, meta: &ModelMeta, record: &CheckedReco
         sql.push(", ").param(SqlValue::String(Some(t.to_owned())));
     }
     sql.push(") RETURNING ").record_columns(meta);
-    sql.build()
 }
 
 /// `UPDATE` of the `patch`ed fields (with the version bumped and `updated_at` set) of `rows`,

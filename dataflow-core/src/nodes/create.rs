@@ -6,11 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::consistency::projection::ProjectionSet;
 use crate::error::{Error, Result, StoreKind};
-use crate::model::Model;
 use crate::model::record::Record;
 use crate::model::values::{RecordMode, check_record};
+use crate::model::{Model, ModelMeta};
 use crate::node::Context;
 use crate::nodes::{commit_and_project, decode_record, row_state, to_object};
+use crate::sql::rows::Named;
 use crate::sql::{self, write};
 
 /// Input of a Create node.
@@ -71,21 +72,45 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
             pending: Vec::new(),
         });
     }
-    if !names_a_row && store.sql().is_postgres() {
-        // The row and its outbox record in one statement, atomic on its own: one round trip.
+    if store.sql().is_postgres() {
+        // The checks of the rows it names, the row and its outbox record in one statement.
+        let checked_ids: Vec<(usize, &'static ModelMeta, Option<&str>, [i64; 1])> = meta
+            .relations
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !super::constraint_checks_reference(backend, meta, r))
+            .filter_map(|(index, r)| checked.get(r.field).and_then(serde_json::Value::as_i64).map(|id| (index, r, id)))
+            .map(|(index, r, id)| {
+                let target = (r.target_meta)();
+                Ok((index, target, ctx.tenant_scope(target)?, [id]))
+            })
+            .collect::<Result<_>>()?;
+        let named: Vec<Named<'_>> = checked_ids
+            .iter()
+            .map(|(i, t, scope, id)| (*i, *t, *scope, id.as_slice()))
+            .collect();
+        let references: Vec<&Named<'_>> = named.iter().collect();
         let outbox = ctx.stores().outbox();
-        let statement = sql::outbox::insert_record_and_outbox(store.sql(), meta, &checked, tenant, set, outbox.due_of_new_records());
+        let record_with = (!set.is_empty()).then(|| (set, outbox.due_of_new_records()));
+        let statement = sql::outbox::insert_record_guarded(store.sql(), meta, &checked, tenant, &references, record_with);
         let row = store
             .connection()
             .query_one_raw(statement)
             .await
-            .map_err(|e| super::write_error(meta, &checked, &action, e))?
-            .ok_or_else(|| Error::relational(&action, sea_orm::DbErr::RecordNotInserted))?;
-        let record: Record<M> = decode_record(&row, &action)?;
-        let outbox_id: i64 = row.try_get("", "outbox_id").map_err(|e| Error::relational(&action, e))?;
-        let state = row_state(&record, tenant)?;
-        let pending = outbox.settle(meta, &[outbox_id], vec![state], set).await;
-        return Ok(CreateOutput { record, pending });
+            .map_err(|e| super::write_error(meta, &checked, &action, e))?;
+        if let Some(row) = row {
+            let record: Record<M> = decode_record(&row, &action)?;
+            let pending = if set.is_empty() {
+                Vec::new()
+            } else {
+                let outbox_id: i64 = row.try_get("", "outbox_id").map_err(|e| Error::relational(&action, e))?;
+                let state = row_state(&record, tenant)?;
+                outbox.settle(meta, &[outbox_id], vec![state], set).await
+            };
+            return Ok(CreateOutput { record, pending });
+        }
+        // Nothing was written: a row it names is missing. The transaction below finds which
+        // and says so (or writes the row, when it appeared meanwhile).
     }
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
     super::require_references(ctx, &tx, meta, &checked).await?;

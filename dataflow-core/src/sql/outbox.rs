@@ -7,7 +7,7 @@ use sea_orm::{Statement, Value as SqlValue};
 use crate::kind::ProjectionSet;
 use crate::model::values::CheckedRecord;
 use crate::model::{FieldType, ModelMeta};
-use crate::sql::{Sql, write};
+use crate::sql::{Sql, rows, write};
 
 /// The outbox table.
 pub(crate) const TABLE: &str = "dataflow_outbox";
@@ -76,25 +76,41 @@ fn write_insert_records(sql: &mut Sql, model: &str, tenant: Option<&str>, row_id
         .param(SqlValue::ChronoDateTimeUtc(Some(due)));
 }
 
-/// PostgreSQL only: one statement that inserts a checked record of `meta` and its outbox
-/// record, atomic without a transaction of its own, returning the stored record's columns and
-/// the outbox record's id as `"outbox_id"`. A create needs one round trip for both instead of
-/// four (`BEGIN`, the row, its record, `COMMIT`).
-pub(crate) fn insert_record_and_outbox(
+/// PostgreSQL only: one statement, atomic without a transaction of its own, that inserts a
+/// checked record of `meta` and, with `outbox` (what is pending, when it is due), its outbox
+/// record; returns the stored record's columns and the outbox record's id as `"outbox_id"`.
+/// With `references` (the rows its foreign keys name that the node checks itself), those rows
+/// are locked `FOR SHARE` and the record is inserted only when each is there: no row comes back
+/// otherwise. A create needs one round trip instead of up to five (`BEGIN`, the check, the row,
+/// its record, `COMMIT`).
+pub(crate) fn insert_record_guarded(
     mut sql: Sql,
     meta: &ModelMeta,
     record: &CheckedRecord,
     tenant: Option<&str>,
-    pending: ProjectionSet,
-    due: DateTime<Utc>,
+    references: &[&rows::Named<'_>],
+    outbox: Option<(ProjectionSet, DateTime<Utc>)>,
 ) -> Statement {
     debug_assert!(sql.is_postgres(), "SQLite has no INSERT inside WITH");
-    sql.push("WITH \"written\" AS (");
-    write::write_insert_record(&mut sql, meta, record, tenant);
-    sql.push("), \"recorded\" AS (");
-    let row_id = format!("\"written\".\"{}\"", meta.primary_key.replace('"', ""));
-    write_insert_records(&mut sql, meta.name, tenant, &row_id, pending, due);
-    sql.push(" FROM \"written\" RETURNING \"id\" AS \"outbox_id\") SELECT \"written\".*, \"recorded\".\"outbox_id\" FROM \"written\", \"recorded\"");
+    sql.push("WITH ");
+    if !references.is_empty() {
+        rows::write_locked_references(&mut sql, references);
+        sql.push(", ");
+    }
+    sql.push("\"written\" AS (");
+    write::write_insert_record(&mut sql, meta, record, tenant, references.len());
+    sql.push(")");
+    match outbox {
+        Some((pending, due)) => {
+            sql.push(", \"recorded\" AS (");
+            let row_id = format!("\"written\".\"{}\"", meta.primary_key.replace('"', ""));
+            write_insert_records(&mut sql, meta.name, tenant, &row_id, pending, due);
+            sql.push(" FROM \"written\" RETURNING \"id\" AS \"outbox_id\") SELECT \"written\".*, \"recorded\".\"outbox_id\" FROM \"written\", \"recorded\"");
+        }
+        None => {
+            sql.push(" SELECT * FROM \"written\"");
+        }
+    }
     sql.build()
 }
 

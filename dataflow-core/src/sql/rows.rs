@@ -118,41 +118,26 @@ pub(crate) fn count_rows(
     Ok(sql.build())
 }
 
+/// The rows that foreign keys name: per relation, its index in `meta.relations`, the target,
+/// the target's tenant scope and the ids named.
+pub(crate) type Named<'a> = (usize, &'static ModelMeta, Option<&'a str>, &'a [i64]);
+
 /// The rows that foreign keys name, as `(relation, id)`: for each relation (its index in
 /// `meta.relations`), the ids among those named that exist in the target's scope. `named`
 /// gives, per relation, the target, its tenant scope and the ids named; one statement for all.
 /// `None` when no id is named at all.
-pub(crate) fn referenced_rows(mut sql: Sql, named: &[(usize, &'static ModelMeta, Option<&str>, &[i64])]) -> Option<Statement> {
+pub(crate) fn referenced_rows(mut sql: Sql, named: &[Named<'_>]) -> Option<Statement> {
     // On PostgreSQL the rows found are locked (`FOR SHARE`) until the write's transaction
     // ends, so a parent cannot be deleted between this check and the commit; a locking clause
     // is not allowed beside UNION, but is inside a WITH query. On SQLite the write transaction
     // holds the database's write lock already.
-    let lock = sql.is_postgres();
-    let named: Vec<_> = named.iter().filter(|(_, _, _, ids)| !ids.is_empty()).collect();
+    let named: Vec<&Named<'_>> = named.iter().filter(|(_, _, _, ids)| !ids.is_empty()).collect();
     if named.is_empty() {
         return None;
     }
-    let branch = |sql: &mut Sql, &&(index, target, tenant, ids): &&(usize, &'static ModelMeta, Option<&str>, &[i64])| {
-        sql.push("SELECT CAST(")
-            .push(&index.to_string())
-            .push(" AS BIGINT) AS relation, ")
-            .ident(target.primary_key)
-            .push(" AS id FROM ")
-            .ident(target.table)
-            .push(" WHERE ");
-        write_scope(sql, target, tenant, false);
-        sql.push(" AND ").ident(target.primary_key).in_ids(ids);
-    };
-    if lock {
+    if sql.is_postgres() {
         sql.push("WITH ");
-        for (i, n) in named.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push(&format!("\"r{i}\" AS ("));
-            branch(&mut sql, n);
-            sql.push(" FOR SHARE)");
-        }
+        write_locked_references(&mut sql, &named);
         for i in 0..named.len() {
             if i > 0 {
                 sql.push(" UNION ALL ");
@@ -164,10 +149,36 @@ pub(crate) fn referenced_rows(mut sql: Sql, named: &[(usize, &'static ModelMeta,
             if i > 0 {
                 sql.push(" UNION ALL ");
             }
-            branch(&mut sql, n);
+            write_referenced(&mut sql, n);
         }
     }
     Some(sql.build())
+}
+
+/// PostgreSQL: appends `"r0" AS (... FOR SHARE), "r1" AS (...)`, one `WITH` query per entry
+/// of `named` (its rows found and locked until the transaction ends), for a `WITH` clause.
+pub(crate) fn write_locked_references(sql: &mut Sql, named: &[&Named<'_>]) {
+    for (i, n) in named.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push(&format!("\"r{i}\" AS ("));
+        write_referenced(sql, n);
+        sql.push(" FOR SHARE)");
+    }
+}
+
+/// `SELECT <relation> AS relation, pk AS id FROM target WHERE <scope> AND pk IN ids`.
+fn write_referenced(sql: &mut Sql, &(index, target, tenant, ids): &Named<'_>) {
+    sql.push("SELECT CAST(")
+        .push(&index.to_string())
+        .push(" AS BIGINT) AS relation, ")
+        .ident(target.primary_key)
+        .push(" AS id FROM ")
+        .ident(target.table)
+        .push(" WHERE ");
+    write_scope(sql, target, tenant, false);
+    sql.push(" AND ").ident(target.primary_key).in_ids(ids);
 }
 
 /// `"id"`, `"version"` and (soft-delete models) `"live"` of the rows among `ids`, whatever

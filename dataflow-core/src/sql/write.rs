@@ -25,18 +25,20 @@ pub(crate) enum Rows<'a> {
 
 /// `INSERT` of one checked record (and its tenant), returning the stored record.
 pub(crate) fn insert_record(mut sql: Sql, meta: &ModelMeta, record: &CheckedRecord, tenant: Option<&str>) -> Statement {
-    write_insert_record(&mut sql, meta, record, tenant);
+    write_insert_record(&mut sql, meta, record, tenant, 0);
     sql.build()
 }
 
-/// Appends the `INSERT` of [`insert_record`].
-pub(crate) fn write_insert_record(sql: &mut Sql, meta: &ModelMeta, record: &CheckedRecord, tenant: Option<&str>) {
+/// Appends the `INSERT` of [`insert_record`]. With `required` above 0, the row is inserted
+/// only when each of the `WITH` queries `"r0"` to `"r{required - 1}"` holds a row (the rows
+/// its foreign keys name, see [`crate::sql::rows::write_locked_references`]); else nothing is.
+pub(crate) fn write_insert_record(sql: &mut Sql, meta: &ModelMeta, record: &CheckedRecord, tenant: Option<&str>, required: usize) {
     sql.push("INSERT INTO ").ident(meta.table).push(" (");
     sql.ident_list(record.values.iter().map(|(f, _)| f.name));
     if tenant.is_some() {
         sql.push(", \"tenant_id\"");
     }
-    sql.push(") VALUES (");
+    sql.push(if required == 0 { ") VALUES (" } else { ") SELECT " });
     for (i, (f, v)) in record.values.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
@@ -46,7 +48,18 @@ pub(crate) fn write_insert_record(sql: &mut Sql, meta: &ModelMeta, record: &Chec
     if let Some(t) = tenant {
         sql.push(", ").param(SqlValue::String(Some(t.to_owned())));
     }
-    sql.push(") RETURNING ").record_columns(meta);
+    if required == 0 {
+        sql.push(")");
+    } else {
+        sql.push(" WHERE ");
+        for i in 0..required {
+            if i > 0 {
+                sql.push(" AND ");
+            }
+            sql.push(&format!("EXISTS (SELECT 1 FROM \"r{i}\")"));
+        }
+    }
+    sql.push(" RETURNING ").record_columns(meta);
 }
 
 /// `UPDATE` of the `patch`ed fields (with the version bumped and `updated_at` set) of `rows`,

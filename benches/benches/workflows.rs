@@ -194,6 +194,29 @@ fn main() {
         println!(
             "ceiling: {concurrent_runs} raw top-10 vector queries from {CONCURRENT_CLIENTS} clients: {vector_queries_per_second:.0} queries/s"
         );
+        let classify_per_second = concurrent_runs as f64 / wall.as_secs_f64();
+        // The same queries one per request (no shared requests): the ceiling a classification
+        // rate was compared with before issue 18, and the ratio to it in this run.
+        let mut alone = serde_json::Map::new();
+        if let Some((url, prefix)) = &fx.chroma {
+            let chroma = dataflow_core::ChromaStore::new(url, prefix, Duration::from_secs(30)).expect("a Chroma client");
+            let chroma = &chroma;
+            let t = Instant::now();
+            futures::stream::iter(queries.iter().map(|q| async move {
+                chroma.query_alone("products", q, 10).await.expect("a vector query");
+            }))
+            .buffer_unordered(CONCURRENT_CLIENTS)
+            .collect::<Vec<_>>()
+            .await;
+            let per_second = concurrent_runs as f64 / t.elapsed().as_secs_f64();
+            let ratio = classify_per_second / per_second;
+            println!(
+                "ceiling, one query per request: {per_second:.0} queries/s; classifications/s ÷ that ceiling = {ratio:.3} (÷ the shared ceiling: {:.3})",
+                classify_per_second / vector_queries_per_second
+            );
+            alone.insert("vector_queries_alone_per_second_100_clients".into(), json!(per_second));
+            alone.insert("classify_to_alone_ceiling_ratio".into(), json!(ratio));
+        }
 
         // For `scripts/sla`: the figures its gates read (it reads the servers' two files only).
         let file = match (backend, mode) {
@@ -211,13 +234,14 @@ fn main() {
             "projections": format!("{mode:?}").to_lowercase(),
             "classify_p50_ms": classify_p50,
             "classify_p95_ms": classify_p95,
-            "classify_per_second_100_clients": concurrent_runs as f64 / wall.as_secs_f64(),
+            "classify_per_second_100_clients": classify_per_second,
             "classify_failed_100_clients": failed,
             "recommend_p50_ms": recommend_p50,
             "recommend_p95_ms": recommend_p95,
             "vector_queries_per_second_100_clients": vector_queries_per_second,
         });
         figures.as_object_mut().expect("an object").extend(catch_up_ms);
+        figures.as_object_mut().expect("an object").extend(alone);
         figures
             .as_object_mut()
             .expect("an object")

@@ -301,6 +301,17 @@ impl ChromaStore {
         Ok(())
     }
 
+    /// Sends one top-`top_k` query in a request of its own, shared with no other: what every
+    /// query cost before requests were shared. The workflow bench measures the
+    /// one-query-per-request ceiling with it; applications call [`VectorStore::query`].
+    pub async fn query_alone(&self, collection: &'static str, vector: &[f32], top_k: usize) -> Result<Vec<VectorHit>> {
+        let top_k = top_k.min(super::MAX_QUERY_RESULTS);
+        let mut answers = self.send_queries(collection, None, vec![(vector.to_vec(), top_k)]).await?;
+        answers
+            .pop()
+            .ok_or_else(|| vector_error("querying", "the server answered no query", false))
+    }
+
     /// Upsert calls and upsert requests sent so far (calls of fewer than [`UPSERT_BATCH`]
     /// documents share requests when they arrive together).
     pub fn upsert_counts(&self) -> (u64, u64) {

@@ -4,11 +4,14 @@
 //!
 //! An index knows its documents by their SQLite `rowid`, which an upsert of an existing id
 //! keeps and which every process reads from the same file, so an index saved by one process
-//! is understood by another. It holds its own copy of each vector (`f32`, as given): the
-//! comparison with the collection reads them back, and a changed vector is found exactly, not
-//! by a hash.
+//! is understood by another. Beside each key it keeps a fingerprint of the vector it linked
+//! (a 64-bit mix of its `f32` bits), which is how the comparison with a collection finds the
+//! documents whose vector changed. The graph holds its own copy of the vectors as 16-bit
+//! floats: half the memory and memory traffic of `f32`, and the search's candidates are
+//! scored again from the collection's `f32` copy, so the precision lost only affects which
+//! candidates the graph walk visits.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -35,9 +38,9 @@ pub struct IndexSettings {
 impl Default for IndexSettings {
     fn default() -> Self {
         IndexSettings {
-            exact_below: 10_000,
+            exact_below: 20_000,
             connectivity: 16,
-            expansion_add: 128,
+            expansion_add: 64,
             expansion_search: 128,
             persist: true,
         }
@@ -66,9 +69,9 @@ const MAGIC: &[u8; 8] = b"DFHNSW01";
 pub(crate) struct Hnsw {
     index: Index,
     dimensions: usize,
-    /// The keys (SQLite rowids) the index holds, so that keys the collection no longer has
-    /// can be found without asking usearch for them.
-    keys: HashSet<u64>,
+    /// The keys (SQLite rowids) the index holds, each with the fingerprint of its vector, so
+    /// that what changed in the collection is found without asking usearch.
+    keys: HashMap<u64, u64>,
     /// Removed entries whose slots no add has reused yet: they stay in the graph as
     /// tombstones, which costs search time and recall, so past a share the index is rebuilt.
     tombstones: usize,
@@ -97,7 +100,7 @@ fn options(dimensions: usize, settings: &IndexSettings) -> IndexOptions {
         dimensions,
         // The vectors are normalised, so inner product is cosine similarity, and cheaper.
         metric: MetricKind::IP,
-        quantization: ScalarKind::F32,
+        quantization: ScalarKind::F16,
         connectivity: settings.connectivity,
         expansion_add: settings.expansion_add,
         expansion_search: settings.expansion_search,
@@ -115,7 +118,7 @@ impl Hnsw {
         Ok(Hnsw {
             index,
             dimensions,
-            keys: HashSet::with_capacity(capacity),
+            keys: HashMap::with_capacity(capacity),
             tombstones: 0,
             changes: 0,
         })
@@ -161,7 +164,7 @@ impl Hnsw {
         positions.dedup_by_key(|i| keys[*i]);
         let positions = &positions[..];
         for &i in positions {
-            if self.keys.contains(&keys[i]) {
+            if self.keys.contains_key(&keys[i]) {
                 self.remove(keys[i])?;
             }
         }
@@ -198,14 +201,15 @@ impl Hnsw {
         }
         let reused = positions.len().min(self.tombstones);
         self.tombstones -= reused;
-        self.keys.extend(positions.iter().map(|&i| keys[i]));
+        self.keys
+            .extend(positions.iter().map(|&i| (keys[i], fingerprint(&vectors[i * d..(i + 1) * d]))));
         self.changes += positions.len();
         Ok(())
     }
 
     /// Removes a key; a key the index does not hold is ignored.
     pub(crate) fn remove(&mut self, key: u64) -> Result<(), String> {
-        if self.keys.remove(&key) {
+        if self.keys.remove(&key).is_some() {
             self.index.remove(key).map_err(|e| format!("removing from the index: {e}"))?;
             self.tombstones += 1;
             self.changes += 1;
@@ -213,9 +217,12 @@ impl Hnsw {
         Ok(())
     }
 
-    /// The keys of the `count` nearest documents `admit` lets through (all when `None`),
-    /// nearest first, as far as the graph finds them.
+    /// The keys of the nearest documents `admit` lets through (all when `None`), nearest
+    /// first by the graph's 16-bit distances, as far as the graph finds them: at least
+    /// `count`, and as many as the search keeps anyway (`expansion_search`), for the caller
+    /// to score exactly and keep the best `count`.
     pub(crate) fn search(&self, query: &[f32], count: usize, admit: Option<&dyn Fn(u64) -> bool>) -> Result<Vec<u64>, String> {
+        let count = count.max(self.index.expansion_search());
         let found = match admit {
             None => self.index.search(query, count),
             Some(admit) => self.index.filtered_search(query, count, |key| admit(key)),
@@ -229,13 +236,10 @@ impl Hnsw {
     pub(crate) fn diff(&self, keys: &[u64], vectors: &[f32]) -> Patch {
         let d = self.dimensions;
         let mut patch = Patch::default();
-        let mut held = vec![0f32; d];
         let present: HashSet<u64> = keys.iter().copied().collect();
-        patch.remove = self.keys.iter().copied().filter(|k| !present.contains(k)).collect();
+        patch.remove = self.keys.keys().copied().filter(|k| !present.contains(k)).collect();
         for (i, key) in keys.iter().enumerate() {
-            let same =
-                self.keys.contains(key) && matches!(self.index.get(*key, &mut held), Ok(1)) && held[..] == vectors[i * d..(i + 1) * d];
-            if !same {
+            if self.keys.get(key) != Some(&fingerprint(&vectors[i * d..(i + 1) * d])) {
                 patch.add.push(i);
             }
         }
@@ -259,19 +263,21 @@ impl Hnsw {
     }
 
     /// The index file's content, as of `generation`: [`MAGIC`], the generation, the
-    /// dimensions, the number of keys, the keys, the length of usearch's own serialisation
+    /// dimensions, the number of keys, the keys each with its fingerprint, the length of
+    /// usearch's own serialisation
     /// and that serialisation (all integers `u64` little-endian), then a checksum of
     /// everything before it, so that a damaged file is rebuilt rather than handed to usearch.
     pub(crate) fn serialise(&self, generation: i64) -> Result<Vec<u8>, String> {
         let length = self.index.serialized_length();
-        let head = 40 + 8 * self.keys.len();
+        let head = 40 + 16 * self.keys.len();
         let mut bytes = Vec::with_capacity(head + length + 8);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&generation.to_le_bytes());
         bytes.extend_from_slice(&(self.dimensions as u64).to_le_bytes());
         bytes.extend_from_slice(&(self.keys.len() as u64).to_le_bytes());
-        for key in &self.keys {
+        for (key, print) in &self.keys {
             bytes.extend_from_slice(&key.to_le_bytes());
+            bytes.extend_from_slice(&print.to_le_bytes());
         }
         bytes.extend_from_slice(&(length as u64).to_le_bytes());
         let start = bytes.len();
@@ -307,9 +313,10 @@ impl Hnsw {
             ));
         }
         let count = reader.u64().ok_or_else(damaged)? as usize;
-        let mut keys = HashSet::with_capacity(count.min(content.len() / 8));
+        let mut keys = HashMap::with_capacity(count.min(content.len() / 16));
         for _ in 0..count {
-            keys.insert(reader.u64().ok_or_else(damaged)?);
+            let key = reader.u64().ok_or_else(damaged)?;
+            keys.insert(key, reader.u64().ok_or_else(damaged)?);
         }
         let length = reader.u64().ok_or_else(damaged)? as usize;
         let body = reader.take(length).ok_or_else(damaged)?;
@@ -382,6 +389,19 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The fingerprint of a vector: a [`Checksum`] of its `f32` bits.
+fn fingerprint(vector: &[f32]) -> u64 {
+    let mut sum = Checksum::default();
+    let pairs = vector.chunks_exact(2);
+    if let [last] = pairs.remainder() {
+        sum.mix(u64::from(last.to_bits()));
+    }
+    for pair in pairs {
+        sum.mix(u64::from(pair[0].to_bits()) << 32 | u64::from(pair[1].to_bits()));
+    }
+    sum.finish()
+}
+
 /// A fast checksum over 8-byte words (a multiply-rotate mix, not cryptographic): it finds a
 /// truncated or damaged file, which is all it is for. Fed in pieces, the pieces must be
 /// whole words except the last.
@@ -441,7 +461,7 @@ mod tests {
         let keys: Vec<u64> = (0..n as u64).map(|k| k * 3 + 1).collect();
         let settings = IndexSettings::default();
         let built = Hnsw::build(d, &settings, &keys, &data).expect("build");
-        assert_eq!(built.search(&data[..d], 1, None).expect("search"), [1]);
+        assert_eq!(built.search(&data[..d], 1, None).expect("search")[0], 1);
         let dir = std::env::temp_dir().join(format!("dataflow_hnsw_file_{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("docs.usearch");
@@ -485,7 +505,11 @@ mod tests {
         index.apply(&patch, &keys, data).expect("apply");
         assert_eq!(index.diff(&keys, data).len(), 0);
         assert_eq!(index.len(), n);
-        assert_eq!(index.search(&data[(n - 1) * d..], 1, None).expect("search"), [1000]);
-        assert_eq!(index.search(&data[..d], 1, Some(&|k| k != 0)).expect("search").len(), 1);
+        assert_eq!(index.search(&data[(n - 1) * d..], 1, None).expect("search")[0], 1000);
+        let admitted = index.search(&data[..d], 1, Some(&|k| k % 2 == 1)).expect("search");
+        assert!(
+            !admitted.is_empty() && admitted.iter().all(|k| k % 2 == 1),
+            "only odd keys: {admitted:?}"
+        );
     }
 }

@@ -377,7 +377,7 @@ async fn a_second_store_on_the_same_file_sees_the_first_ones_writes() {
     }
 
     // And the other way round.
-    second.delete(COLLECTION, &[new.id.clone()]).await.expect("delete");
+    second.delete(COLLECTION, std::slice::from_ref(&new.id)).await.expect("delete");
     assert!(!ids(&search(&first, &new.embedding, None).await).contains(&new.id.as_str()));
 }
 

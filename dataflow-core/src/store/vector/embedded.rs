@@ -32,8 +32,9 @@
 //! with the exact scan; then saved, and brought in step with the writes made meanwhile. An
 //! in-memory database keeps its index in memory only.
 //!
-//! A search through the index asks the graph for the `top_k` nearest, then scores them
-//! exactly as the scan would (so distances are the same either way). A metadata filter is
+//! A search through the index takes the graph's candidates (`expansion_search` of them, at
+//! least `top_k`), scores them exactly as the scan would (so distances are the same either
+//! way) and keeps the best `top_k`. A metadata filter is
 //! applied inside the graph search, so only admitted documents come back. When a sample of
 //! the documents says the filter admits less than [`INDEX_MIN_SHARE`] of them, or the graph
 //! returns fewer than `top_k` (a filter admitting fewer), the admitted documents are scanned

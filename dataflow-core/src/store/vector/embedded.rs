@@ -30,7 +30,10 @@
 //! behind that bringing it in step would cost more than [`PATCH_LIMIT`] changes on the query's
 //! path, is rebuilt: on a blocking thread, from a snapshot of the copy, while queries go on
 //! with the exact scan; then saved, and brought in step with the writes made meanwhile. An
-//! in-memory database keeps its index in memory only.
+//! in-memory database keeps its index in memory only. The generation in the file says how far
+//! behind it is (it is logged); what decides is the comparison with the copy, which finds
+//! every changed document whatever the generations say (an SQLite file replaced under the
+//! same name starts its generations again).
 //!
 //! A search through the index takes the graph's candidates (`expansion_search` of them, at
 //! least `top_k`), scores them exactly as the scan would (so distances are the same either
@@ -422,10 +425,16 @@ impl EmbeddedVectors {
                 };
                 let candidate = previous.or_else(|| {
                     let path = path.as_ref()?;
-                    Hnsw::load(path, fresh.dimensions, &settings)
-                        .inspect_err(|e| tracing::debug!(error = %e, "no usable vector index file; building one"))
-                        .ok()
-                        .map(|(index, _saved_at)| index)
+                    match Hnsw::load(path, fresh.dimensions, &settings) {
+                        Ok((index, saved_at)) => {
+                            tracing::debug!(saved_at, generation, path = %path.display(), "loaded the vector index file");
+                            Some(index)
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "no usable vector index file; building one");
+                            None
+                        }
+                    }
                 });
                 if let Some(mut index) = candidate.filter(|index| index.dimensions() == fresh.dimensions) {
                     let patch = index.diff(&fresh.rowids, &fresh.vectors);

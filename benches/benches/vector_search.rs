@@ -53,11 +53,11 @@ impl XorShift {
     }
 }
 
-/// Vectors with structure, as embeddings of text have: each is a random mix of [`FACTORS`]
-/// fixed directions plus a little noise. Uniform random vectors (what this bench stored
-/// before the index) have no neighbourhoods at all: in 384 dimensions every document is
-/// almost equally far from a query, which no approximate index can search well (the figures
-/// are in `benches/README.md`).
+/// Vectors with structure (embeddings of text are far from uniform too): each is a random
+/// mix of [`FACTORS`] fixed directions plus a little noise. Uniform random vectors (what this
+/// bench stored before the index) have no neighbourhoods at all: in 384 dimensions every
+/// document is almost equally far from a query, which no approximate index can search well
+/// (the figures are in `benches/README.md`).
 struct Vectors {
     rng: XorShift,
     factors: Vec<f32>,

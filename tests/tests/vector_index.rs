@@ -49,10 +49,10 @@ impl XorShift {
     }
 }
 
-/// Seeded vectors with the structure embeddings of text have: each a random mix of
-/// [`FACTORS`] fixed directions plus a little noise. (Uniform random vectors have no
-/// neighbourhoods: in 384 dimensions every point is about equally far from any query, and no
-/// approximate index finds their top 10; `benches/README.md` has the figures.)
+/// Seeded vectors with structure (embeddings of text are far from uniform too): each a
+/// random mix of [`FACTORS`] fixed directions plus a little noise. (Uniform random vectors
+/// have no neighbourhoods: in 384 dimensions every point is about equally far from any query,
+/// and no approximate index finds their top 10; `benches/README.md` has the figures.)
 struct Vectors {
     rng: XorShift,
     factors: Vec<f32>,

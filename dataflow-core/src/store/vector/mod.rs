@@ -7,6 +7,7 @@
 #[cfg(feature = "chroma")]
 pub mod chroma;
 pub mod embedded;
+pub mod index;
 
 use std::time::Duration;
 
@@ -20,7 +21,8 @@ use crate::model::{FieldMeta, FieldType, ModelMeta};
 
 #[cfg(feature = "chroma")]
 pub use chroma::ChromaStore;
-pub use embedded::EmbeddedVectors;
+pub use embedded::{EmbeddedVectors, IndexStatus};
+pub use index::IndexSettings;
 
 /// Most results one query may ask for.
 pub const MAX_QUERY_RESULTS: usize = 1000;

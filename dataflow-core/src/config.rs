@@ -77,7 +77,7 @@ pub enum ProjectionMode {
     /// then applies what is pending. The write's `pending` output names them.
     /// A Search or Graph node right after the write may not see the row yet. The outbox
     /// keeps what the task has not applied when the process stops, for `sync` or the next
-    /// process; [`crate::Stores::finish_projections`] applies it before a process ends.
+    /// process; `stores.outbox().finish_projections()` applies it before a process ends.
     Background,
 }
 

@@ -1,5 +1,5 @@
 //! `#[derive(Model)]` for dataflow-rs: parse the struct's `#[dataflow(...)]` attributes
-//! ([`attr`]), describe the model ([`describe`]), emit its code ([`emit`]). Every attribute
+//! (`attr`), describe the model (`describe`), emit its code (`emit`). Every attribute
 //! mistake is reported at once, each underlined where it was written.
 
 #![warn(missing_docs)]

@@ -97,7 +97,7 @@ const WRITTEN: &[&str] = &[
     "%s%n%x",
 ];
 
-/// Every hostile string: [`WRITTEN`] and three long strings (10,000 letters, 100,000 single
+/// Every hostile string: `WRITTEN` and three long strings (10,000 letters, 100,000 single
 /// quotes, and 20,000 repetitions of a multi-byte character).
 pub fn corpus() -> Vec<String> {
     let mut out: Vec<String> = WRITTEN.iter().map(|s| (*s).to_owned()).collect();

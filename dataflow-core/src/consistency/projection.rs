@@ -4,7 +4,7 @@
 //! A projection is computed from the row's *current state* alone (present with these fields
 //! at this version, or absent), so applying it twice changes nothing and applying an older
 //! record after a newer one still converges. Two writers of one row may still apply their
-//! states in the opposite order of their commits; [`apply_verified`] therefore re-reads the
+//! states in the opposite order of their commits; `apply_verified` therefore re-reads the
 //! row's version after applying and re-applies when it moved on, so the last write to land in
 //! a projection is always the row's latest committed state.
 

@@ -25,7 +25,7 @@ pub trait Model: Serialize + DeserializeOwned + JsonSchema + Clone + Send + Sync
     /// The model's metadata: table, fields, rules, relations, options.
     fn meta() -> &'static ModelMeta;
 
-    /// Decodes the model's own fields from a row selected with [`ModelMeta::select_list`].
+    /// Decodes the model's own fields from a row that selected the model's record columns.
     fn from_row(row: &QueryResult) -> Result<Self, DbErr>;
 
     /// The primary key of this value.

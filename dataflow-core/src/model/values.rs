@@ -2,7 +2,7 @@
 //!
 //! Every write path (create, update patches, bulk rows) and every filter value goes through
 //! here. A checked value is *canonical JSON* (integers as integers, timestamps as RFC 3339 in
-//! UTC); [`to_sql`] turns it into the bound parameter for the relational store.
+//! UTC); `sql::to_sql` turns it into the bound parameter for the relational store.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value as Json};
@@ -10,7 +10,7 @@ use serde_json::{Map, Value as Json};
 use crate::error::FieldErrors;
 use crate::model::{FieldMeta, FieldType, ModelMeta, Rule, pattern_regex};
 
-/// How [`check_record`] treats fields that are absent from the input.
+/// How `check_record` treats fields that are absent from the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordMode {
     /// A whole new row: every non-nullable field is required; the primary key is not allowed.

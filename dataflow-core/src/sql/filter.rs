@@ -14,7 +14,7 @@ use crate::sql::to_sql;
 impl Filter {
     /// The SQL condition this filter becomes on `backend`, values as placeholders: what a
     /// List, Update, Delete or Aggregate with it sends (for logs, and for tests of the
-    /// translation). Checked against `meta` like [`Filter::write_sql`].
+    /// translation). Checked against `meta` like `Filter::write_sql`.
     pub fn sql_condition(&self, meta: &'static ModelMeta, backend: DbBackend) -> Result<String, Error> {
         let mut sql = Sql::new(backend);
         self.write_sql(meta, &mut sql)?;

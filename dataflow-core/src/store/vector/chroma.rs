@@ -312,7 +312,7 @@ impl ChromaStore {
             .ok_or_else(|| vector_error("querying", "the server answered no query", false))
     }
 
-    /// Upsert calls and upsert requests sent so far (calls of fewer than [`UPSERT_BATCH`]
+    /// Upsert calls and upsert requests sent so far (calls of fewer than `UPSERT_BATCH`
     /// documents share requests when they arrive together).
     pub fn upsert_counts(&self) -> (u64, u64) {
         self.upserts.counts()

@@ -25,9 +25,9 @@
 //!
 //! The index is saved beside the SQLite file (`{file}.{collection}.usearch`, with the
 //! generation it was saved at and a checksum), after every build and again once it has
-//! absorbed [`SAVE_EVERY`] changes. A process loading a collection loads that file and brings
+//! absorbed `SAVE_EVERY` changes. A process loading a collection loads that file and brings
 //! it in step the same way. A file that is missing, damaged, of other dimensions, or so far
-//! behind that bringing it in step would cost more than [`PATCH_LIMIT`] changes on the query's
+//! behind that bringing it in step would cost more than `PATCH_LIMIT` changes on the query's
 //! path, is rebuilt: on a blocking thread, from a snapshot of the copy, while queries go on
 //! with the exact scan; then saved, and brought in step with the writes made meanwhile. An
 //! in-memory database keeps its index in memory only. The generation in the file says how far
@@ -39,7 +39,7 @@
 //! least `top_k`), scores them exactly as the scan would (so distances are the same either
 //! way) and keeps the best `top_k`. A metadata filter is
 //! applied inside the graph search, so only admitted documents come back. When a sample of
-//! the documents says the filter admits less than [`INDEX_MIN_SHARE`] of them, or the graph
+//! the documents says the filter admits less than `INDEX_MIN_SHARE` of them, or the graph
 //! returns fewer than `top_k` (a filter admitting fewer), the admitted documents are scanned
 //! exactly instead.
 //!

@@ -18,6 +18,7 @@ use dataflow_benches::resident_mib;
 use dataflow_core::EmbeddedVectors;
 use dataflow_core::store::relational::open_sqlite;
 use dataflow_core::store::vector::{IndexSettings, MetaFilter, MetaOp, VectorDoc, VectorStore};
+use dataflow_tests::vectors::StructuredVectors;
 use serde_json::{Value as Json, json};
 
 /// Documents in the collection.
@@ -31,64 +32,12 @@ const COLLECTION: &str = "docs";
 /// Different query vectors the search benches cycle through.
 const QUERIES: usize = 16;
 
-/// Hidden factors behind every vector: the data has this intrinsic dimension.
-const FACTORS: usize = 32;
-/// Weight of the uniform noise added to each component besides the factors.
-const NOISE: f32 = 0.3;
-
-/// xorshift64*: deterministic pseudo-random numbers, so every run stores the same vectors.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [-1, 1).
-    fn component(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
-
-/// Vectors with structure (embeddings of text are far from uniform too): each is a random
-/// mix of [`FACTORS`] fixed directions plus a little noise. Uniform random vectors (what this
-/// bench stored before the index) have no neighbourhoods at all: in 384 dimensions every
-/// document is almost equally far from a query, which no approximate index can search well
-/// (the figures are in `benches/README.md`).
-struct Vectors {
-    rng: XorShift,
-    factors: Vec<f32>,
-}
-
-impl Vectors {
-    fn new(seed: u64) -> Self {
-        let mut fixed = XorShift(0x5151_5151_5151_5151);
-        Vectors {
-            rng: XorShift(seed),
-            factors: (0..FACTORS * DIMENSIONS).map(|_| fixed.component()).collect(),
-        }
-    }
-
-    fn vector(&mut self) -> Vec<f32> {
-        let weights: Vec<f32> = (0..FACTORS).map(|_| self.rng.component()).collect();
-        (0..DIMENSIONS)
-            .map(|j| {
-                let mixed: f32 = weights.iter().enumerate().map(|(f, w)| w * self.factors[f * DIMENSIONS + j]).sum();
-                mixed + NOISE * self.rng.component()
-            })
-            .collect()
-    }
-}
-
 /// Document `i`: a vector, and metadata with its id, a price and `active` true for about half
 /// of the documents.
-fn document(i: usize, vectors: &mut Vectors) -> VectorDoc {
+fn document(i: usize, vectors: &mut StructuredVectors) -> VectorDoc {
     let embedding = vectors.vector();
-    let price = (vectors.rng.next() % 100_000) as f64 / 100.0;
-    let active = vectors.rng.next() & 1 == 0;
+    let price = (vectors.rng.next_u64() % 100_000) as f64 / 100.0;
+    let active = vectors.rng.next_u64() & 1 == 0;
     let Json::Object(metadata) = json!({"id": i, "price": price, "active": active}) else {
         unreachable!("a JSON object")
     };
@@ -165,7 +114,7 @@ fn benches(c: &mut Criterion) {
     let store = rt.block_on(open_store(&path));
 
     // Fill the collection; only the upsert calls are timed, not making the vectors.
-    let mut rng = Vectors::new(0x9E37_79B9_7F4A_7C15);
+    let mut rng = StructuredVectors::new(0x9E37_79B9_7F4A_7C15, DIMENSIONS);
     let mut writing = Duration::ZERO;
     for first in (0..DOCS).step_by(BATCH) {
         let docs: Vec<VectorDoc> = (first..first + BATCH).map(|i| document(i, &mut rng)).collect();
@@ -182,7 +131,7 @@ fn benches(c: &mut Criterion) {
         file_mib(&path)
     );
 
-    let mut rng = Vectors::new(0xD1B5_4A32_D192_ED03);
+    let mut rng = StructuredVectors::new(0xD1B5_4A32_D192_ED03, DIMENSIONS);
     let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| rng.vector()).collect();
     let _ = std::fs::remove_file(index_file(&path));
 
@@ -227,7 +176,7 @@ fn benches(c: &mut Criterion) {
 
     // The same collection searched exactly: a second store on the file that never indexes.
     let exact = rt.block_on(open_store_with(&path, IndexSettings::exact()));
-    let mut rng = Vectors::new(0x0123_4567_89AB_CDEF);
+    let mut rng = StructuredVectors::new(0x0123_4567_89AB_CDEF, DIMENSIONS);
     let probes: Vec<Vec<f32>> = (0..200).map(|_| rng.vector()).collect();
     let active = MetaFilter::Compare {
         key: "active",
@@ -294,7 +243,7 @@ fn benches(c: &mut Criterion) {
     // vector), which commits to SQLite, then updates the copy and relinks the document in the
     // graph under the copy's lock.
     let mut group = c.benchmark_group("vector_write");
-    let mut rng = Vectors::new(0x0F0F_0F0F_0F0F_0F0F);
+    let mut rng = StructuredVectors::new(0x0F0F_0F0F_0F0F_0F0F, DIMENSIONS);
     group.bench_function("upsert_1_into_100000_indexed", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let store = &store;
@@ -345,7 +294,7 @@ fn benches(c: &mut Criterion) {
     // the first store's next query is timed, reloading the copy (and freeing the old one) and
     // bringing its index in step (one changed document).
     let other = rt.block_on(open_store(&path));
-    let mut rng = Vectors::new(0x2545_F491_4F6C_DD1D);
+    let mut rng = StructuredVectors::new(0x2545_F491_4F6C_DD1D, DIMENSIONS);
     group.bench_function("first_query_after_foreign_write", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let (store, other, query) = (&store, &other, &queries[2]);

@@ -8,6 +8,7 @@ pub mod fixture;
 pub mod harness;
 pub mod hostile;
 pub mod stores;
+pub mod vectors;
 pub mod world;
 
 pub use harness::{BoltEndpoint, Provider, ServiceKind, Services};

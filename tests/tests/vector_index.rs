@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use dataflow_core::EmbeddedVectors;
 use dataflow_core::store::relational::open_sqlite;
 use dataflow_core::store::vector::{IndexSettings, MetaFilter, MetaOp, VectorDoc, VectorHit, VectorStore};
+use dataflow_tests::vectors::StructuredVectors;
 use serde_json::{Value as Json, json};
 
 /// Dimensions of every vector (the hashing embedder's).
@@ -24,57 +25,6 @@ fn indexed() -> IndexSettings {
     IndexSettings {
         exact_below: 1_000,
         ..IndexSettings::default()
-    }
-}
-
-/// Hidden factors behind every vector: the data has this intrinsic dimension.
-const FACTORS: usize = 32;
-/// Weight of the uniform noise added to each component besides the factors.
-const NOISE: f32 = 0.3;
-
-/// xorshift64*: the same numbers on every run.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [-1, 1).
-    fn component(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
-
-/// Seeded vectors with structure (embeddings of text are far from uniform too): each a
-/// random mix of [`FACTORS`] fixed directions plus a little noise. (Uniform random vectors
-/// have no neighbourhoods: in 384 dimensions every point is about equally far from any query,
-/// and no approximate index finds their top 10; `benches/README.md` has the figures.)
-struct Vectors {
-    rng: XorShift,
-    factors: Vec<f32>,
-}
-
-impl Vectors {
-    fn new(seed: u64) -> Self {
-        let mut fixed = XorShift(0x5151_5151_5151_5151);
-        Vectors {
-            rng: XorShift(seed),
-            factors: (0..FACTORS * DIMENSIONS).map(|_| fixed.component()).collect(),
-        }
-    }
-
-    fn vector(&mut self) -> Vec<f32> {
-        let weights: Vec<f32> = (0..FACTORS).map(|_| self.rng.component()).collect();
-        (0..DIMENSIONS)
-            .map(|j| {
-                let mixed: f32 = weights.iter().enumerate().map(|(f, w)| w * self.factors[f * DIMENSIONS + j]).sum();
-                mixed + NOISE * self.rng.component()
-            })
-            .collect()
     }
 }
 
@@ -94,13 +44,13 @@ fn document(i: usize, embedding: Vec<f32>) -> VectorDoc {
 
 /// The collection's documents: `count` seeded random vectors.
 fn documents(count: usize) -> Vec<VectorDoc> {
-    let mut rng = Vectors::new(0x9E37_79B9_7F4A_7C15);
+    let mut rng = StructuredVectors::new(0x9E37_79B9_7F4A_7C15, DIMENSIONS);
     (0..count).map(|i| document(i, rng.vector())).collect()
 }
 
 /// Query vectors, none of them a stored one.
 fn queries(count: usize) -> Vec<Vec<f32>> {
-    let mut rng = Vectors::new(0xD1B5_4A32_D192_ED03);
+    let mut rng = StructuredVectors::new(0xD1B5_4A32_D192_ED03, DIMENSIONS);
     (0..count).map(|_| rng.vector()).collect()
 }
 
@@ -295,7 +245,7 @@ async fn a_missing_stale_or_damaged_index_file_is_rebuilt_or_brought_in_step() {
     // (another process) leave the file behind; a new store loads it and brings it in step.
     let before = std::fs::metadata(&path).expect("the file").modified().expect("mtime");
     exact.delete(COLLECTION, &["1".to_owned(), "2".to_owned()]).await.expect("delete");
-    let mut rng = Vectors::new(0x1234_5678);
+    let mut rng = StructuredVectors::new(0x1234_5678, DIMENSIONS);
     let fresh: Vec<VectorDoc> = (DOCS..DOCS + 20).map(|i| document(i, rng.vector())).collect();
     exact.upsert(COLLECTION, fresh.clone()).await.expect("upsert");
     assert_eq!(std::fs::metadata(&path).expect("the file").modified().expect("mtime"), before);
@@ -358,7 +308,7 @@ async fn a_second_store_on_the_same_file_sees_the_first_ones_writes() {
     let second = open(&file, indexed()).await;
     ready(&second).await;
 
-    let mut rng = Vectors::new(0xABCD_EF01);
+    let mut rng = StructuredVectors::new(0xABCD_EF01, DIMENSIONS);
     let new = document(DOCS, rng.vector());
     first.upsert(COLLECTION, vec![new.clone()]).await.expect("upsert");
     first.delete(COLLECTION, &["5".to_owned()]).await.expect("delete");

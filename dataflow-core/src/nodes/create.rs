@@ -8,7 +8,7 @@ use crate::consistency::projection::ProjectionSet;
 use crate::error::{Error, Result, StoreKind};
 use crate::model::record::Record;
 use crate::model::values::{RecordMode, check_record};
-use crate::model::{Model, ModelMeta};
+use crate::model::{Model, ModelMeta, RelationMeta};
 use crate::node::Context;
 use crate::nodes::{commit_and_project, decode_record, row_state, to_object};
 use crate::sql::rows::Named;
@@ -44,7 +44,6 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
     let object = to_object(meta.name, &input.record)?;
     let checked = check_record(meta, &object, RecordMode::Create).map_err(|errors| Error::Validation { model: meta.name, errors })?;
     let store = ctx.stores().relational();
-    let statement = write::insert_record(store.sql(), meta, &checked, tenant);
 
     let action = format!("inserting into {}", meta.table);
     // A new row has no cache entry to invalidate: only the vector and graph projections apply.
@@ -52,18 +51,21 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
         cache: false,
         ..ProjectionSet::for_model(ctx.stores().handles(), meta)
     };
-    // Foreign keys whose constraint checks them need no check of the node's.
+    // The rows it names that the node checks itself, as (relation index, relation, id):
+    // foreign keys whose constraint checks them need no check of the node's.
     let backend = store.backend();
-    let names_a_row = meta
+    let named: Vec<(usize, &RelationMeta, i64)> = meta
         .relations
         .iter()
-        .filter(|r| !super::constraint_checks_reference(backend, meta, r))
-        .any(|r| checked.get(r.field).is_some_and(|v| !v.is_null()));
-    if set.is_empty() && !names_a_row {
+        .enumerate()
+        .filter(|(_, r)| !super::constraint_checks_reference(backend, meta, r))
+        .filter_map(|(index, r)| checked.get(r.field).and_then(serde_json::Value::as_i64).map(|id| (index, r, id)))
+        .collect();
+    if set.is_empty() && named.is_empty() {
         // Nothing to check or project beside the row: one statement, no transaction.
         let row = store
             .connection()
-            .query_one_raw(statement)
+            .query_one_raw(write::insert_record(store.sql(), meta, &checked, tenant))
             .await
             .map_err(|e| super::write_error(meta, &checked, &action, e))?
             .ok_or_else(|| Error::relational(&action, sea_orm::DbErr::RecordNotInserted))?;
@@ -74,22 +76,15 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
     }
     if store.sql().is_postgres() {
         // The checks of the rows it names, the row and its outbox record in one statement.
-        let checked_ids: Vec<(usize, &'static ModelMeta, Option<&str>, [i64; 1])> = meta
-            .relations
+        let scoped: Vec<(usize, &'static ModelMeta, Option<&str>, [i64; 1])> = named
             .iter()
-            .enumerate()
-            .filter(|(_, r)| !super::constraint_checks_reference(backend, meta, r))
-            .filter_map(|(index, r)| checked.get(r.field).and_then(serde_json::Value::as_i64).map(|id| (index, r, id)))
-            .map(|(index, r, id)| {
+            .map(|&(index, r, id)| {
                 let target = (r.target_meta)();
                 Ok((index, target, ctx.tenant_scope(target)?, [id]))
             })
             .collect::<Result<_>>()?;
-        let named: Vec<Named<'_>> = checked_ids
-            .iter()
-            .map(|(i, t, scope, id)| (*i, *t, *scope, id.as_slice()))
-            .collect();
-        let references: Vec<&Named<'_>> = named.iter().collect();
+        let scoped: Vec<Named<'_>> = scoped.iter().map(|(i, t, scope, id)| (*i, *t, *scope, id.as_slice())).collect();
+        let references: Vec<&Named<'_>> = scoped.iter().collect();
         let outbox = ctx.stores().outbox();
         let record_with = (!set.is_empty()).then(|| (set, outbox.due_of_new_records()));
         let statement = sql::outbox::insert_record_guarded(store.sql(), meta, &checked, tenant, &references, record_with);
@@ -115,7 +110,7 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
     let tx = store.begin().await.map_err(|e| Error::relational(&action, e))?;
     super::require_references(ctx, &tx, meta, &checked).await?;
     let row = tx
-        .query_one_raw(statement)
+        .query_one_raw(write::insert_record(store.sql(), meta, &checked, tenant))
         .await
         .map_err(|e| super::write_error(meta, &checked, &action, e))?
         .ok_or_else(|| Error::relational(&action, sea_orm::DbErr::RecordNotInserted))?;

@@ -7,7 +7,7 @@ use sea_orm::{Statement, Value as SqlValue};
 use crate::kind::ProjectionSet;
 use crate::model::values::CheckedRecord;
 use crate::model::{FieldType, ModelMeta};
-use crate::sql::{Sql, rows, write};
+use crate::sql::{Sql, constraint, rows, write};
 
 /// The outbox table.
 pub(crate) const TABLE: &str = "dataflow_outbox";
@@ -103,7 +103,7 @@ pub(crate) fn insert_record_guarded(
     match outbox {
         Some((pending, due)) => {
             sql.push(", \"recorded\" AS (");
-            let row_id = format!("\"written\".\"{}\"", meta.primary_key.replace('"', ""));
+            let row_id = format!("\"written\".{}", constraint::quote(meta.primary_key));
             write_insert_records(&mut sql, meta.name, tenant, &row_id, pending, due);
             sql.push(" FROM \"written\" RETURNING \"id\" AS \"outbox_id\") SELECT \"written\".*, \"recorded\".\"outbox_id\" FROM \"written\", \"recorded\"");
         }

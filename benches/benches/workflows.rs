@@ -12,7 +12,9 @@
 //! also reports how long the projections took to catch up after each phase (the bench waits
 //! for them before a phase that reads them). `DATAFLOW_LOAD_SEQUENTIAL` (default 200) and
 //! `DATAFLOW_LOAD_RUNS` (default 1,000) shorten a run; with either changed the figures file is
-//! not written, so a short run never feeds the gates.
+//! not written, so a short run never feeds the gates. `DATAFLOW_BENCH_MAX_CONNECTIONS` sets
+//! the PostgreSQL pool's size ([`dataflow_core::Config::max_connections`], default 16), for
+//! tuning; with it set the figures file is not written either.
 //!
 //! Every run also prints the CPU budget of the 100-client phase ([`dataflow_benches::cpu`]):
 //! CPU milliseconds per classification spent by this process and by each local server's
@@ -41,6 +43,8 @@ const CONCURRENT_CLIENTS: usize = 100;
 /// `classify_product` runs from the concurrent clients, unless `DATAFLOW_LOAD_RUNS` says
 /// otherwise.
 const CONCURRENT_RUNS: usize = 1_000;
+/// The PostgreSQL pool's size for a tuning run (the default, 16, when unset).
+const MAX_CONNECTIONS_VAR: &str = "DATAFLOW_BENCH_MAX_CONNECTIONS";
 
 /// The count in the environment variable `var`, or `default` when it is unset.
 fn count(var: &str, default: usize) -> usize {
@@ -75,9 +79,22 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let mode = projection_mode();
-        let fx = Fixture::with_projections_config_on(backend, "bench_workflows", |c| c.with_projections(mode)).await;
+        let max_connections = std::env::var_os(MAX_CONNECTIONS_VAR).map(|_| count(MAX_CONNECTIONS_VAR, 16));
+        let mut pool_size = 0;
+        let fx = Fixture::with_projections_config_on(backend, "bench_workflows", |mut c| {
+            if let Some(n) = max_connections {
+                c.max_connections = n as u32;
+            }
+            pool_size = c.max_connections;
+            c.with_projections(mode)
+        })
+        .await;
+        let pool = match backend {
+            Backend::Servers => format!("a pool of {pool_size} PostgreSQL connections"),
+            Backend::Embedded => "one SQLite connection".to_owned(),
+        };
         println!(
-            "backend: {}, projections {mode:?} ({} sequential runs per workflow, {concurrent_runs} runs from {CONCURRENT_CLIENTS} clients)",
+            "backend: {}, projections {mode:?} ({} sequential runs per workflow, {concurrent_runs} runs from {CONCURRENT_CLIENTS} clients, {pool})",
             backend_name(backend),
             sequential
         );
@@ -225,8 +242,8 @@ fn main() {
             (Backend::Embedded, ProjectionMode::Inline) => "workflows_embedded.json",
             (Backend::Embedded, ProjectionMode::Background) => "workflows_embedded_background.json",
         };
-        if sequential != SEQUENTIAL || concurrent_runs != CONCURRENT_RUNS {
-            println!("shortened run: target/load/{file} not written");
+        if sequential != SEQUENTIAL || concurrent_runs != CONCURRENT_RUNS || max_connections.is_some() {
+            println!("shortened or tuning run: target/load/{file} not written");
             return;
         }
         let mut figures = json!({

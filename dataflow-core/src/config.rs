@@ -13,7 +13,8 @@ pub struct Config {
     pub database_url: String,
     /// PostgreSQL schema to create tables in and search (default: the server's `search_path`).
     pub database_schema: Option<String>,
-    /// Most pooled relational connections.
+    /// Most pooled PostgreSQL connections. The embedded stores' SQLite file is used through one
+    /// connection whatever this says (why: `store::relational::SQLITE_CONNECTIONS`).
     pub max_connections: u32,
     /// How long a relational call waits for a pooled connection while every one is in use;
     /// then it fails with a busy error ([`crate::Error::is_busy`]), which the runtime retries

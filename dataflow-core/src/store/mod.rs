@@ -76,7 +76,7 @@ impl Connected {
                                 .into(),
                         )
                     })?;
-                    relational::open_sqlite_waiting(file, config.max_connections, config.relational_timeout).await?
+                    relational::open_sqlite_waiting(file, relational::SQLITE_CONNECTIONS, config.relational_timeout).await?
                 }
             })
         } else {

@@ -87,6 +87,28 @@ async fn upserts_merge_properties_and_move_edges(backend: Backend) {
 }
 on_both_backends!(upserts_merge_properties_and_move_edges);
 
+/// A write that reaches the store after a newer one of the same node (its caller timed out,
+/// the exchange went on) leaves the newer one as it is, properties and edges.
+async fn an_older_version_never_replaces_a_newer_one(backend: Backend) {
+    let graph = stores::graph(backend, "graph_versions").await;
+    graph.prepare(&["Product", "Category", "Supplier"]).await.unwrap();
+    let newer = node(1, json!({"version": 2, "price": 12}), &[("IN_CATEGORY", Some(6))]);
+    let older = node(1, json!({"version": 1, "price": 10}), &[("IN_CATEGORY", Some(5))]);
+    graph.upsert_nodes("Product", &PRODUCT, std::slice::from_ref(&newer)).await.unwrap();
+    graph.upsert_nodes("Product", &PRODUCT, &[older]).await.unwrap();
+    let stored = graph.node("Product", 1).await.unwrap().expect("the node");
+    assert_eq!(stored.props, props(json!({"id": 1, "version": 2, "price": 12})));
+    assert_eq!(stored.edges, edges(&[("IN_CATEGORY", "Category", 6)]));
+    // The same version again, and a newer one, are applied.
+    graph.upsert_nodes("Product", &PRODUCT, &[newer]).await.unwrap();
+    let newest = node(1, json!({"version": 3, "price": 14}), &[("IN_CATEGORY", Some(5))]);
+    graph.upsert_nodes("Product", &PRODUCT, &[newest]).await.unwrap();
+    let stored = graph.node("Product", 1).await.unwrap().expect("the node");
+    assert_eq!(stored.props, props(json!({"id": 1, "version": 3, "price": 14})));
+    assert_eq!(stored.edges, edges(&[("IN_CATEGORY", "Category", 5)]));
+}
+on_both_backends!(an_older_version_never_replaces_a_newer_one);
+
 async fn targets_of_tenant_relations_take_the_sources_tenant(backend: Backend) {
     let graph = stores::graph(backend, "graph_target_tenant").await;
     let relations = [FOR_PROJECT, IN_CATEGORY];

@@ -251,9 +251,14 @@ impl BoltGraph {
     /// Writes `nodes` of `label` in statements of at most [`BATCH_ROWS`] rows.
     async fn write_nodes(&self, label: &'static str, relations: &[GraphRelation], nodes: &[GraphNode]) -> Result<()> {
         // One statement per batch: set the properties, drop edges that point elsewhere, then
-        // MERGE each relation's edge (FOREACH over a zero- or one-element list).
+        // MERGE each relation's edge (FOREACH over a zero- or one-element list). A row older
+        // than the node (a lower version) changes nothing: a write whose caller timed out can
+        // still reach the server after a newer one (its exchange is left to finish, see
+        // `run`), and must not undo it.
         let mut text = format!(
-            "UNWIND $rows AS row MERGE (n:{} {{id: row.id}}) SET n += row.props WITH n, row",
+            "UNWIND $rows AS row MERGE (n:{} {{id: row.id}}) WITH n, row \
+             WHERE n.{VERSION_KEY} IS NULL OR row.props.{VERSION_KEY} IS NULL OR n.{VERSION_KEY} <= row.props.{VERSION_KEY} \
+             SET n += row.props WITH n, row",
             self.label(label)
         );
         if !relations.is_empty() {

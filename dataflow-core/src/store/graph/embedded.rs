@@ -165,18 +165,26 @@ impl GraphStore for EmbeddedGraph {
             let mut props = node.props.clone();
             props.insert("id".into(), Json::from(node.id));
             let props = Json::Object(props).to_string();
-            // json_patch merges as `SET n += props` does: given keys replace, nulls remove.
-            self.file
+            // json_patch merges as `SET n += props` does: given keys replace, nulls remove. A
+            // node older than the stored one (a lower version) changes nothing, edges included,
+            // as on the Bolt server.
+            let written = self
+                .file
                 .execute(
                     &txn,
                     action,
                     "INSERT INTO dataflow_graph_nodes (label, id, tenant_id, props) \
                      VALUES (?1, ?2, json_extract(json_patch('{}', ?3), '$.tenant_id'), json_patch('{}', ?3)) \
                      ON CONFLICT (label, id) DO UPDATE SET props = json_patch(props, ?3), \
-                     tenant_id = json_extract(json_patch(props, ?3), '$.tenant_id')",
+                     tenant_id = json_extract(json_patch(props, ?3), '$.tenant_id') \
+                     WHERE json_extract(props, '$.version') IS NULL OR json_extract(?3, '$.version') IS NULL \
+                     OR json_extract(props, '$.version') <= json_extract(?3, '$.version')",
                     vec![stored_label.clone().into(), node.id.into(), props.into()],
                 )
                 .await?;
+            if written == 0 {
+                continue;
+            }
             let tenant = node.props.get("tenant_id").and_then(Json::as_str).map(str::to_owned);
             for relation in relations {
                 let target = node.edges.iter().find(|(name, _)| *name == relation.name).and_then(|(_, t)| *t);

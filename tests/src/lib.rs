@@ -11,7 +11,7 @@ pub mod stores;
 pub mod vectors;
 pub mod world;
 
-pub use harness::{BoltEndpoint, Provider, ServiceKind, Services};
+pub use harness::{BoltEndpoint, Interruption, Provider, ServiceKind, Services};
 
 /// Runs the async test function `$name(backend)` once per backend set, as the tests
 /// `$name::servers` and `$name::embedded`.

@@ -8,7 +8,7 @@ use dataflow_tests::{Provider, ServiceKind, Services};
 #[tokio::test]
 async fn postgres_stops_and_starts_again_with_its_data() {
     let services = Services::global().await;
-    if services.provider() != Provider::LocalProcesses {
+    if !services.can_restart() {
         return assert_eq!(services.provider(), Provider::External, "only external servers cannot be restarted");
     }
     let schema = services.fresh_pg_schema("restart").await;

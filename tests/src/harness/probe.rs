@@ -68,3 +68,43 @@ pub fn port_of(url: &str) -> u16 {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {url}"))
 }
+
+/// PostgreSQL accepts `user` into `database` without a password (trust) and is ready for
+/// queries: a whole startup exchange of its wire protocol, which a server still starting up or
+/// recovering refuses.
+pub fn postgres_ready(port: u16, user: &str, database: &str) -> bool {
+    let Some(mut stream) = connect(port) else { return false };
+    let mut body = Vec::new();
+    body.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
+    for (key, value) in [("user", user), ("database", database)] {
+        body.extend_from_slice(key.as_bytes());
+        body.push(0);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    if stream.write_all(&startup).is_err() {
+        return false;
+    }
+    // Messages until ReadyForQuery ('Z'); an ErrorResponse ('E') or an authentication request
+    // other than "ok" ('R' with a non-zero code) means not ready for us.
+    loop {
+        let mut head = [0u8; 5];
+        if stream.read_exact(&mut head).is_err() {
+            return false;
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut rest = vec![0u8; len.saturating_sub(4)];
+        if stream.read_exact(&mut rest).is_err() {
+            return false;
+        }
+        match head[0] {
+            b'Z' => return true,
+            b'E' => return false,
+            b'R' if rest.get(..4) != Some(&[0, 0, 0, 0]) => return false,
+            _ => {}
+        }
+    }
+}

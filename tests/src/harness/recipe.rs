@@ -181,13 +181,7 @@ impl Recipe {
     /// The URL clients connect to (PostgreSQL: its `postgres` database as user `postgres`,
     /// trusted on loopback).
     pub fn url(&self) -> String {
-        let port = self.port;
-        match self.kind {
-            ServiceKind::Postgres => postgres_url(port, "postgres"),
-            ServiceKind::Redis => format!("redis://127.0.0.1:{port}/"),
-            ServiceKind::Chroma => format!("http://127.0.0.1:{port}"),
-            ServiceKind::Bolt => format!("bolt://127.0.0.1:{port}"),
-        }
+        url_of(self.kind, self.port)
     }
 
     /// Creates the directory and whatever the server needs before its first start (a
@@ -368,6 +362,17 @@ impl Recipe {
         }
         let _ = std::fs::remove_file(self.pid_path());
         outcome
+    }
+}
+
+/// The URL clients use for a server of `kind` on loopback `port` (PostgreSQL: its `postgres`
+/// database as user `postgres`, trusted).
+pub fn url_of(kind: ServiceKind, port: u16) -> String {
+    match kind {
+        ServiceKind::Postgres => postgres_url(port, "postgres"),
+        ServiceKind::Redis => format!("redis://127.0.0.1:{port}/"),
+        ServiceKind::Chroma => format!("http://127.0.0.1:{port}"),
+        ServiceKind::Bolt => format!("bolt://127.0.0.1:{port}"),
     }
 }
 

@@ -18,8 +18,9 @@ use testcontainers_modules::postgres::Postgres;
 use testcontainers_modules::redis::Redis;
 use testcontainers_modules::testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers_modules::testcontainers::runners::SyncRunner;
-use testcontainers_modules::testcontainers::{Container, GenericImage, Image, ImageExt};
+use testcontainers_modules::testcontainers::{Container, ContainerRequest, GenericImage, Image, ImageExt};
 
+use super::detached::{DEFAULT_ARCADEDB_HTTP_PORT, default_port};
 use super::docker_api;
 use super::probe;
 use super::recipe::ARCADEDB_DATABASE;
@@ -165,6 +166,27 @@ fn split_image(image: &str) -> (&str, &str) {
     }
 }
 
+/// The label every container of the harness carries, with the test process's id as its value
+/// (`scripts/test` looks for containers left behind by it).
+pub const PROCESS_LABEL: &str = "org.dataflow.test-process";
+
+/// Starts `request` with each `(host, container)` port pair mapped, the harness's label and
+/// its start timeout.
+fn launch<I: Image + 'static>(
+    request: impl Into<ContainerRequest<I>>,
+    ports: impl IntoIterator<Item = (u16, u16)>,
+) -> Result<Box<dyn Handle>, String> {
+    let mut request = request.into().with_label(PROCESS_LABEL, std::process::id().to_string());
+    for (host, container) in ports {
+        request = request.with_mapped_port(host, container.tcp());
+    }
+    request
+        .with_startup_timeout(START_TIMEOUT)
+        .start()
+        .map(|c| Box::new(c) as Box<dyn Handle>)
+        .map_err(|e| e.to_string())
+}
+
 /// What keeps a container of any image: testcontainers' handle, whose stop and start the
 /// harness uses.
 trait Handle: Send {
@@ -228,52 +250,43 @@ impl ContainerServer {
         let (name, tag) = split_image(&image);
         let port = probe::free_port();
         let http_port = (kind == ServiceKind::Bolt).then(probe::free_port);
-        let label = ("org.dataflow.test-process", std::process::id().to_string());
         let started = Instant::now();
-        let handle: Result<Box<dyn Handle>, String> = match kind {
-            ServiceKind::Postgres => Postgres::default()
-                .with_host_auth()
-                .with_name(name)
-                .with_tag(tag)
-                .with_cmd(["-c", "max_connections=300", "-c", "shared_buffers=128MB"])
-                .with_mapped_port(port, 5432.tcp())
-                .with_label(label.0, label.1)
-                .with_startup_timeout(START_TIMEOUT)
-                .start()
-                .map(|c| Box::new(c) as Box<dyn Handle>)
-                .map_err(|e| e.to_string()),
-            ServiceKind::Redis => Redis::default()
-                .with_name(name)
-                .with_tag(tag)
-                .with_cmd(["--save", "", "--appendonly", "yes"])
-                .with_mapped_port(port, 6379.tcp())
-                .with_label(label.0, label.1)
-                .with_startup_timeout(START_TIMEOUT)
-                .start()
-                .map(|c| Box::new(c) as Box<dyn Handle>)
-                .map_err(|e| e.to_string()),
-            ServiceKind::Chroma => GenericImage::new(name, tag)
-                .with_exposed_port(8000.tcp())
-                .with_wait_for(WaitFor::message_on_stdout("Frontend server listening"))
-                .with_mapped_port(port, 8000.tcp())
-                .with_label(label.0, label.1)
-                .with_startup_timeout(START_TIMEOUT)
-                .start()
-                .map(|c| Box::new(c) as Box<dyn Handle>)
-                .map_err(|e| e.to_string()),
-            ServiceKind::Bolt => GenericImage::new(name, tag)
-                .with_exposed_port(7687.tcp())
-                .with_exposed_port(2480.tcp())
-                .with_wait_for(WaitFor::message_on_stderr("ArcadeDB Server started"))
-                .with_env_var("ARCADEDB_ROOT_PASSWORD", ARCADE_PASSWORD)
-                .with_env_var("ARCADEDB_DATABASE", ARCADEDB_DATABASE)
-                .with_mapped_port(port, 7687.tcp())
-                .with_mapped_port(http_port.expect("set for Bolt"), 2480.tcp())
-                .with_label(label.0, label.1)
-                .with_startup_timeout(START_TIMEOUT)
-                .start()
-                .map(|c| Box::new(c) as Box<dyn Handle>)
-                .map_err(|e| e.to_string()),
+        // Inside its container each server listens on its usual ports.
+        let ports = [(port, default_port(kind))]
+            .into_iter()
+            .chain(http_port.map(|p| (p, DEFAULT_ARCADEDB_HTTP_PORT)));
+        let handle = match kind {
+            ServiceKind::Postgres => launch(
+                Postgres::default().with_host_auth().with_name(name).with_tag(tag).with_cmd([
+                    "-c",
+                    "max_connections=300",
+                    "-c",
+                    "shared_buffers=128MB",
+                ]),
+                ports,
+            ),
+            ServiceKind::Redis => launch(
+                Redis::default()
+                    .with_name(name)
+                    .with_tag(tag)
+                    .with_cmd(["--save", "", "--appendonly", "yes"]),
+                ports,
+            ),
+            ServiceKind::Chroma => launch(
+                GenericImage::new(name, tag)
+                    .with_exposed_port(8000.tcp())
+                    .with_wait_for(WaitFor::message_on_stdout("Frontend server listening")),
+                ports,
+            ),
+            ServiceKind::Bolt => launch(
+                GenericImage::new(name, tag)
+                    .with_exposed_port(7687.tcp())
+                    .with_exposed_port(2480.tcp())
+                    .with_wait_for(WaitFor::message_on_stderr("ArcadeDB Server started"))
+                    .with_env_var("ARCADEDB_ROOT_PASSWORD", ARCADE_PASSWORD)
+                    .with_env_var("ARCADEDB_DATABASE", ARCADEDB_DATABASE),
+                ports,
+            ),
         };
         let handle = handle.unwrap_or_else(|e| panic!("starting the {} container from {image}: {e}", kind.product()));
         let watchdog = Command::new("sh")

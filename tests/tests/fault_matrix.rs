@@ -1,6 +1,7 @@
 //! Fault matrix: a mixed workload of workflow runs (creates, updates, deletes, bulk upserts,
 //! reads, searches and graph traversals) from concurrent clients while Redis, Chroma, the graph
-//! server and PostgreSQL are stopped and restarted one at a time. It checks that no write a run
+//! server and PostgreSQL are stopped and restarted one at a time (and, on the containers
+//! provider, paused, then cut off the network, in two more runs). It checks that no write a run
 //! reported committed is lost, that no batch is half-written, that the vector collection, the
 //! graph and the cache match PostgreSQL once `sync` has run, and how each outage shows in the
 //! runs; and that a Redis outage longer than the outbox's attempts never lets the cache serve a

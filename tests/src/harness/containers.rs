@@ -7,7 +7,7 @@
 //! goes away, whether its tests passed, failed or panicked. The engine is asked through the
 //! `docker` command for what testcontainers does not offer (pause, network, the server's
 //! pid), with the engine's own address even when testcontainers goes through the version
-//! proxy of [`super::docker_api`].
+//! proxy of `docker_api`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

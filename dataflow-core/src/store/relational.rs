@@ -507,9 +507,10 @@ const SQLITE_POOL_WAIT: Duration = Duration::from_secs(30);
 /// page cache only while no other connection writes (after another connection's write it
 /// reads its pages again). With one connection every call queues for it in sqlx's pool, in
 /// turn, instead of polling for the write lock in SQLite's busy handler (which sleeps 1, 2,
-/// 5, ... ms between tries), and its page cache stays warm. On the embedded set it did
-/// `classify_product` from 100 clients at 3.3 CPU ms a run against 8.0 with 16 connections,
-/// and a lone run in 2.4 ms against 11.9 (`benches/README.md`, "One SQLite connection").
+/// 5, ... ms between tries), and its page cache stays warm. On the embedded set, with the
+/// machine's other core busy, `classify_product` from 100 clients took 4.2–5.0 CPU ms a run
+/// against 9.3–9.6 with 16 connections; on an idle VM the two were alike (`benches/README.md`,
+/// "One SQLite connection").
 pub(crate) const SQLITE_CONNECTIONS: u32 = 1;
 
 /// Opens (creating it and its directory when missing) the SQLite database file at `path`,

@@ -103,24 +103,22 @@ fn engine() -> &'static Engine {
 fn docker() -> Command {
     let mut cmd = Command::new("docker");
     cmd.env("DOCKER_HOST", format!("unix://{}", engine().socket.display()));
-    cmd.stdin(Stdio::null());
     cmd
 }
 
 /// Runs `docker args...`; its standard output, or an error with what it printed.
 fn docker_output(args: &[&str]) -> Result<String, String> {
-    let out = docker()
-        .args(args)
-        .output()
-        .map_err(|e| format!("running docker {}: {e}", args.join(" ")))?;
+    output_of(docker().args(args), &format!("docker {}", args.join(" ")))
+}
+
+/// Runs `cmd` (described as `what` in errors) with no input; its standard output, trimmed, or
+/// an error with what it printed on its standard error.
+fn output_of(cmd: &mut Command, what: &str) -> Result<String, String> {
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("running {what}: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
-        Err(format!(
-            "docker {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -130,18 +128,8 @@ pub fn image_name(kind: ServiceKind) -> String {
     static NAMES: OnceLock<Result<Vec<(String, String)>, String>> = OnceLock::new();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-images");
     let names = NAMES.get_or_init(|| {
-        let out = Command::new(script)
-            .arg("--print-names")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("running {script} --print-names: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{script} --print-names failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
+        let out = output_of(Command::new(script).arg("--print-names"), &format!("{script} --print-names"))?;
+        Ok(out
             .lines()
             .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
             .collect())
@@ -413,17 +401,11 @@ impl ContainerServer {
     fn packet_filter(&self, action: &str) -> Result<(), String> {
         let pid = self.pid().ok_or("the container is not running")?.to_string();
         for chain in ["INPUT", "OUTPUT"] {
-            let out = Command::new("nsenter")
-                .args(["--target", &pid, "--net", "iptables", action, chain, "-j", "DROP"])
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| format!("running nsenter (util-linux) with iptables: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "nsenter --target {pid} --net iptables {action} {chain} -j DROP failed (it needs root and iptables): {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
+            let args = ["--target", &pid, "--net", "iptables", action, chain, "-j", "DROP"];
+            output_of(
+                Command::new("nsenter").args(args),
+                &format!("nsenter {} (it needs root, util-linux and iptables)", args.join(" ")),
+            )?;
         }
         Ok(())
     }

@@ -111,17 +111,60 @@ pub trait ModelNodes: crate::model::Model {
     type Aggregate: Node + Default;
 }
 
-/// What a node runs with: the stores and, for multi-tenant models, the tenant.
+/// What a node runs with: the stores, for multi-tenant models the tenant, and when the work
+/// may be executed again (a queued run) the key its writes are recorded under.
 #[derive(Clone)]
 pub struct Context {
     stores: Stores,
     tenant: Option<Arc<str>>,
+    effects: Option<EffectKey>,
+}
+
+/// Where the writes of a context are recorded for exactly-once re-execution (see
+/// [`crate::nodes::effect`]): the scope (a run) and the path of the invocation under way in it.
+#[derive(Clone)]
+struct EffectKey {
+    scope: Arc<str>,
+    key: Arc<str>,
 }
 
 impl Context {
     /// A context without a tenant.
     pub fn new(stores: Stores) -> Self {
-        Context { stores, tenant: None }
+        Context {
+            stores,
+            tenant: None,
+            effects: None,
+        }
+    }
+
+    /// The same context, with the writes of the work done under it recorded under `scope` (a
+    /// run's id), so that the work executed again under the same scope does each write once:
+    /// Create, Update, Delete and BulkUpsert return the output recorded by the first
+    /// execution instead of writing again (see [`crate::nodes::effect`]). Each invocation
+    /// needs its own key under the scope: [`Context::within`] gives it.
+    pub fn with_effect_scope(&self, scope: impl AsRef<str>) -> Self {
+        let scope: Arc<str> = Arc::from(scope.as_ref());
+        Context {
+            effects: Some(EffectKey { key: scope.clone(), scope }),
+            ..self.clone()
+        }
+    }
+
+    /// The context for one part of the work under way (a node by its name, an item of a map by
+    /// its index): its writes are recorded under this context's key and `/segment`. The same
+    /// context when writes are not recorded.
+    pub fn within(&self, segment: impl std::fmt::Display) -> Self {
+        let mut ctx = self.clone();
+        if let Some(effects) = &mut ctx.effects {
+            effects.key = Arc::from(format!("{}/{segment}", effects.key));
+        }
+        ctx
+    }
+
+    /// The key this context's writes are recorded under and its scope, when they are.
+    pub fn effect_key(&self) -> Option<(&str, &str)> {
+        self.effects.as_ref().map(|e| (&*e.key, &*e.scope))
     }
 
     /// The same stores, acting for `tenant`. The id must be 1..=128 characters without
@@ -134,8 +177,8 @@ impl Context {
             )));
         }
         Ok(Context {
-            stores: self.stores.clone(),
             tenant: Some(Arc::from(tenant)),
+            ..self.clone()
         })
     }
 

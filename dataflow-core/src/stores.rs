@@ -102,14 +102,20 @@ impl Stores {
     pub async fn migrate(&self, models: &[&'static ModelMeta]) -> Result<MigrationReport> {
         let models = &crate::store::relational::with_relation_targets(models);
         self.handles.register_models(models);
+        // Processes that start together (workers on several machines) migrate in turn.
+        let turn = self.relational().migration_turn().await?;
         let report = self.relational().migrate(models).await?;
         for broken in &report.broken {
             tracing::warn!(constraint = %broken.constraint, rows = broken.rows, "{broken}");
         }
         outbox::create_table(self.relational()).await?;
+        crate::nodes::effect::create_table(self.relational()).await?;
         if let Some(graph) = self.graph() {
             let labels: Vec<&'static str> = models.iter().map(|m| m.name).collect();
             graph.prepare(&labels).await?;
+        }
+        if let Some(turn) = turn {
+            turn.end().await;
         }
         Ok(report)
     }

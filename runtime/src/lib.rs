@@ -21,4 +21,6 @@ pub use node::{ComputeNode, DynNode, NodeEnv, NodeFailure, NodeInfo, NodeRef, Su
 pub use node::{path, path::FieldPath, registry, schema};
 pub use scheduler::{NodeReport, NodeStatus, Progress, RunOptions, RunReport, RunStatus, Runtime};
 pub use workflow::yaml::{self, Diagnostic, Diagnostics};
-pub use workflow::{ConnectionDef, GraphFormat, InputDef, NodeDef, Problem, Problems, RetryPolicy, Workflow, WorkflowBuilder, WorkflowDef};
+pub use workflow::{
+    ConnectionDef, GraphFormat, InputDef, InputProblem, NodeDef, Problem, Problems, RetryPolicy, Workflow, WorkflowBuilder, WorkflowDef,
+};

@@ -24,6 +24,7 @@ use crate::error::{Error, FieldErrors, Result, StoreKind};
 use crate::model::values::{CheckedRecord, RecordMode, check_record, printable};
 use crate::model::{FieldMeta, Model, ModelMeta};
 use crate::node::Context;
+use crate::nodes::effect::{self, Recorded};
 use crate::nodes::{Holder, commit_and_project};
 use crate::sql::rows::column_json;
 use crate::sql::{Sql, rows, violation, write};
@@ -94,8 +95,14 @@ impl ConflictKey {
     }
 }
 
-/// Checks every row, then writes the valid ones in batches inside one transaction.
+/// Checks every row, then writes the valid ones in batches inside one transaction. Under an
+/// effect key (see [`effect`]) it writes once: executed again, it returns what it did the
+/// first time (rows upserted by primary key without one would otherwise be inserted twice).
 pub async fn run<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<BulkUpsertOutput> {
+    effect::once(ctx, upsert::<M>(ctx, input)).await
+}
+
+async fn upsert<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<BulkUpsertOutput> {
     let meta = M::meta();
     let tenant = ctx.tenant_scope(meta)?;
     let batch = input.batch_size.unwrap_or(DEFAULT_BATCH);
@@ -371,6 +378,14 @@ async fn write_rows(
     if explicit_ids {
         store.advance_ids_past_explicit(&tx, meta, &action).await?;
     }
+    out.errors.sort_by_key(|e| e.index);
+    let tx = match effect::record(ctx, tx, &*out).await? {
+        Recorded::Commit(tx) => tx,
+        Recorded::Done(first) => {
+            *out = first;
+            return Ok(());
+        }
+    };
     let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
     out.pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
     Ok(())

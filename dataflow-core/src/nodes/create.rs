@@ -10,6 +10,7 @@ use crate::model::record::Record;
 use crate::model::values::{RecordMode, check_record};
 use crate::model::{Model, ModelMeta, RelationMeta};
 use crate::node::Context;
+use crate::nodes::effect::{self, Recorded};
 use crate::nodes::{commit_and_project, decode_record, row_state, to_object};
 use crate::sql::rows::Named;
 use crate::sql::{self, write};
@@ -37,10 +38,19 @@ pub struct CreateOutput<M: Model> {
     pub pending: Vec<StoreKind>,
 }
 
-/// Validates and inserts one row with its outbox record, then applies its projections.
+/// Validates and inserts one row with its outbox record, then applies its projections. Under
+/// an effect key (see [`effect`]) it inserts once: executed again, it returns the row it
+/// inserted the first time.
 pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<CreateOutput<M>> {
+    effect::once(ctx, insert(ctx, input)).await
+}
+
+async fn insert<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<CreateOutput<M>> {
     let meta = M::meta();
     let tenant = ctx.tenant_scope(meta)?;
+    // The one-statement paths below commit on their own; an effect is recorded in a
+    // transaction with the row.
+    let recorded = ctx.effect_key().is_some();
     let object = to_object(meta.name, &input.record)?;
     let checked = check_record(meta, &object, RecordMode::Create).map_err(|errors| Error::Validation { model: meta.name, errors })?;
     let store = ctx.stores().relational();
@@ -61,7 +71,7 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
         .filter(|(_, r)| !super::constraint_checks_reference(backend, meta, r))
         .filter_map(|(index, r)| checked.get(r.field).and_then(serde_json::Value::as_i64).map(|id| (index, r, id)))
         .collect();
-    if set.is_empty() && named.is_empty() {
+    if set.is_empty() && named.is_empty() && !recorded {
         // Nothing to check or project beside the row: one statement, no transaction.
         let row = store
             .connection()
@@ -74,7 +84,7 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
             pending: Vec::new(),
         });
     }
-    if store.sql().is_postgres() {
+    if store.sql().is_postgres() && !recorded {
         // The checks of the rows it names, the row and its outbox record in one statement.
         let scoped: Vec<(usize, &'static ModelMeta, Option<&str>, [i64; 1])> = named
             .iter()
@@ -115,6 +125,14 @@ pub async fn run<M: Model>(ctx: &Context, input: CreateInput<M>) -> Result<Creat
         .map_err(|e| super::write_error(meta, &checked, &action, e))?
         .ok_or_else(|| Error::relational(&action, sea_orm::DbErr::RecordNotInserted))?;
     let record: Record<M> = decode_record(&row, &action)?;
+    let done = CreateOutput {
+        record: record.clone(),
+        pending: Vec::new(),
+    };
+    let tx = match effect::record(ctx, tx, &done).await? {
+        Recorded::Commit(tx) => tx,
+        Recorded::Done(first) => return Ok(first),
+    };
     let pending = if set.is_empty() {
         tx.commit().await.map_err(|e| Error::relational(&action, e))?;
         Vec::new()

@@ -10,6 +10,7 @@ use crate::error::{Error, Result, StoreKind};
 use crate::model::filter::Filter;
 use crate::model::{Model, ModelMeta, OnDelete};
 use crate::node::Context;
+use crate::nodes::effect::{self, Recorded};
 use crate::nodes::{commit_and_project, fetch_versions};
 use crate::sql::write;
 
@@ -62,8 +63,13 @@ pub struct DependentRows {
     pub ids: Vec<i64>,
 }
 
-/// Deletes by id or filter.
+/// Deletes by id or filter. Under an effect key (see [`effect`]) it deletes once: executed
+/// again, it returns what it deleted the first time.
 pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOutput> {
+    effect::once(ctx, delete::<M>(ctx, input)).await
+}
+
+async fn delete<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOutput> {
     let meta = M::meta();
     let tenant = ctx.tenant_scope(meta)?;
     let soft = meta.soft_delete && !input.hard;
@@ -112,8 +118,18 @@ pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOu
             fields: None,
         })
         .collect();
-    let report = std::mem::take(&mut dependents.report);
+    let mut out = DeleteOutput {
+        deleted: written.len() as u64,
+        ids: written.iter().map(|(id, _)| *id).collect(),
+        soft,
+        pending: Vec::new(),
+        dependents: std::mem::take(&mut dependents.report),
+    };
     let outbox = dependents.enqueue(ctx, &tx).await?;
+    let tx = match effect::record(ctx, tx, &out).await? {
+        Recorded::Commit(tx) => tx,
+        Recorded::Done(first) => return Ok(first),
+    };
     let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
     let mut pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
     for kind in Dependents::project(ctx, outbox).await {
@@ -121,13 +137,8 @@ pub async fn run<M: Model>(ctx: &Context, input: DeleteInput) -> Result<DeleteOu
             pending.push(kind);
         }
     }
-    Ok(DeleteOutput {
-        deleted: written.len() as u64,
-        ids: written.iter().map(|(id, _)| *id).collect(),
-        soft,
-        pending,
-        dependents: report,
-    })
+    out.pending = pending;
+    Ok(out)
 }
 
 /// Cascades deeper than this are refused (a chain of models, or a tree of rows of one model

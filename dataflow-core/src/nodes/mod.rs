@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod bulk_upsert;
 pub mod create;
 pub mod delete;
+pub mod effect;
 pub mod graph;
 pub mod list;
 pub mod read;

@@ -12,6 +12,7 @@ use crate::model::filter::Filter;
 use crate::model::record::Record;
 use crate::model::values::{CheckedRecord, RecordMode, check_record};
 use crate::node::Context;
+use crate::nodes::effect::{self, Recorded};
 use crate::nodes::{commit_and_project, decode_record, row_state, to_object};
 use crate::sql::{rows, write};
 
@@ -77,8 +78,14 @@ pub struct UpdateOutput<M: Model> {
     pub pending: Vec<StoreKind>,
 }
 
-/// Applies a patch by id or by filter.
+/// Applies a patch by id or by filter. Under an effect key (see [`effect`]) it writes once:
+/// executed again, it returns what it did the first time (rather than, say, failing on the
+/// version its own first write moved past `expected_version`).
 pub async fn run<M: Model>(ctx: &Context, input: UpdateInput) -> Result<UpdateOutput<M>> {
+    effect::once(ctx, update(ctx, input)).await
+}
+
+async fn update<M: Model>(ctx: &Context, input: UpdateInput) -> Result<UpdateOutput<M>> {
     let meta = M::meta();
     let tenant = ctx.tenant_scope(meta)?;
     if input.patch.is_empty() {
@@ -168,16 +175,21 @@ async fn by_id<M: Model>(
         .map_err(|e| super::write_error(meta, &changed, &action, e))?
         .ok_or(Error::NotFound { model: meta.name, id })?;
     let after: Record<M> = decode_record(&row, &action)?;
-    let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
     let state = row_state(&after, tenant)?;
-    let pending = commit_and_project(ctx, tx, meta, tenant, vec![state], set, &action).await?;
-    Ok(UpdateOutput {
+    let mut out = UpdateOutput {
         updated: 1,
         ids: vec![id],
         record: Some(after),
         changes,
-        pending,
-    })
+        pending: Vec::new(),
+    };
+    let tx = match effect::record(ctx, tx, &out).await? {
+        Recorded::Commit(tx) => tx,
+        Recorded::Done(first) => return Ok(first),
+    };
+    let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
+    out.pending = commit_and_project(ctx, tx, meta, tenant, vec![state], set, &action).await?;
+    Ok(out)
 }
 
 async fn by_filter<M: Model>(ctx: &Context, tenant: Option<&str>, filter: &Filter, patch: CheckedRecord) -> Result<UpdateOutput<M>> {
@@ -195,15 +207,20 @@ async fn by_filter<M: Model>(ctx: &Context, tenant: Option<&str>, filter: &Filte
         .map(|row| decode_record::<M>(row, &action))
         .collect::<Result<Vec<_>>>()?;
     let states = written.iter().map(|r| row_state(r, tenant)).collect::<Result<Vec<_>>>()?;
-    let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
-    let pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
-    Ok(UpdateOutput {
+    let mut out = UpdateOutput {
         updated: written.len() as u64,
         ids: written.iter().map(Record::id).collect(),
         record: None,
         changes: Vec::new(),
-        pending,
-    })
+        pending: Vec::new(),
+    };
+    let tx = match effect::record(ctx, tx, &out).await? {
+        Recorded::Commit(tx) => tx,
+        Recorded::Done(first) => return Ok(first),
+    };
+    let set = ProjectionSet::for_model(ctx.stores().handles(), meta);
+    out.pending = commit_and_project(ctx, tx, meta, tenant, states, set, &action).await?;
+    Ok(out)
 }
 
 /// Equality of stored and patched values: numbers numerically (1 and 1.0 are the same),

@@ -254,6 +254,33 @@ impl RelationalStore {
         Ok(report)
     }
 
+    /// Waits for this process's turn to migrate, on PostgreSQL: `CREATE … IF NOT EXISTS` is
+    /// not safe against the same statement of another session at the same moment (both see
+    /// the table missing; one fails on the catalogue's unique index), so processes that start
+    /// together — workers on several machines — take turns on a session advisory lock. The
+    /// lock is held on a connection of its own, not the pool's (a pool of one would wait on
+    /// itself), and released with [`MigrationTurn::end`] or when that connection closes, so
+    /// a process that dies mid-migration holds no one up. `None` on SQLite, whose writes
+    /// already take turns.
+    pub async fn migration_turn(&self) -> Result<Option<MigrationTurn>> {
+        use sea_orm::sqlx::Connection;
+        if self.backend != DbBackend::Postgres {
+            return Ok(None);
+        }
+        let action = "waiting for the turn to migrate";
+        let pool = self.db.database().get_postgres_connection_pool();
+        let options = pool.connect_options();
+        let mut connection = sea_orm::sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| Error::relational(action, DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()))))?;
+        sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut connection)
+            .await
+            .map_err(|e| Error::relational(action, DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e.into()))))?;
+        Ok(Some(MigrationTurn { connection }))
+    }
+
     async fn create_indexes(&self, meta: &'static ModelMeta) -> Result<()> {
         let tenant_prefix: &[&str] = if meta.multi_tenant { &["tenant_id"] } else { &[] };
         if meta.multi_tenant {
@@ -596,6 +623,26 @@ pub struct RelationalConnection {
     busy_wait: Duration,
     /// The last answer to "does the server accept a connection?", and when it was had.
     last_server_check: Arc<tokio::sync::Mutex<Option<(Instant, ServerCheck)>>>,
+}
+
+/// The key of the advisory lock migrations take turns on (`dataflow` in ASCII).
+const MIGRATION_LOCK: i64 = 0x6461_7461_666c_6f77;
+
+/// A process's turn to migrate PostgreSQL ([`RelationalStore::migration_turn`]): the
+/// connection that holds the advisory lock.
+#[derive(Debug)]
+pub struct MigrationTurn {
+    connection: sea_orm::sqlx::PgConnection,
+}
+
+impl MigrationTurn {
+    /// Ends the turn: the next process waiting may migrate. (Dropping it ends it too, when
+    /// its connection closes.)
+    pub async fn end(self) {
+        use sea_orm::sqlx::Connection;
+        // Closing the session releases its advisory locks.
+        let _ = self.connection.close().await;
+    }
 }
 
 /// Whether the server accepted a connection when asked.

@@ -139,7 +139,9 @@ impl DynNode for MapNode {
         let runs = futures::stream::iter(items.into_iter().enumerate().map(|(i, item)| {
             let mut inputs = with.clone();
             inputs.insert(self.item.clone(), item);
-            async move { (i, env.runtime.run_sub(sub, env.ctx, Value::Object(inputs)).await) }
+            // Each item's writes have their own effect keys (see `Context::within`).
+            let ctx = env.ctx.within(i);
+            async move { (i, env.runtime.run_sub(sub, &ctx, Value::Object(inputs)).await) }
         }))
         .buffered(self.concurrency);
         futures::pin_mut!(runs);

@@ -110,6 +110,29 @@ impl Runtime {
         self
     }
 
+    /// Runs `workflow` like [`Runtime::run`], calling `hook` as this run's nodes start and
+    /// finish, besides the runtime's own hook: what a service streams to the client of one
+    /// run. The run shares the runtime's breakers and admission.
+    pub async fn run_observed(
+        &self,
+        workflow: &Workflow,
+        ctx: &Context,
+        inputs: Value,
+        hook: impl Fn(&Progress) + Send + Sync + 'static,
+    ) -> RunReport {
+        let shared = self.progress.clone();
+        let observed = Runtime {
+            progress: Some(Arc::new(move |event: &Progress| {
+                if let Some(shared) = &shared {
+                    shared(event);
+                }
+                hook(event);
+            })),
+            ..self.clone()
+        };
+        observed.run(workflow, ctx, inputs).await
+    }
+
     /// The registry.
     pub fn registry(&self) -> &Registry {
         &self.registry

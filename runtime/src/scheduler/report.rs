@@ -81,8 +81,10 @@ impl RunReport {
     }
 }
 
-/// Something a run reports while it goes, for progress displays.
-#[derive(Debug, Clone)]
+/// Something a run reports while it goes, for progress displays. As JSON, an object whose
+/// `event` names the variant in snake case (`{"event": "started", "node": "vote"}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Progress {
     /// A node started its first attempt.
     Started {

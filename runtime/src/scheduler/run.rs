@@ -15,8 +15,7 @@ use tracing::Instrument;
 use super::Runtime;
 use super::report::{NodeReport, NodeStatus, Progress, RunReport, RunStatus};
 use crate::node::NodeFailure;
-use crate::node::path::{FieldPath, kind};
-use crate::node::schema::{Ty, did_you_mean};
+use crate::node::path::FieldPath;
 use crate::workflow::{Source, Workflow};
 
 /// One node's part of a run in progress.
@@ -83,9 +82,10 @@ pub(super) async fn run(runtime: &Runtime, workflow: &Workflow, ctx: &Context, i
         .zip(&workflow.wiring.incoming)
         .map(|(node, &waiting)| NodeState::new(node.static_input.clone(), waiting, node.report()))
         .collect();
-    let inputs = match check_inputs(workflow, inputs) {
+    let inputs = match workflow.check_inputs(inputs) {
         Ok(inputs) => inputs,
-        Err(message) => {
+        Err(problems) => {
+            let message = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
             for state in &mut run.nodes {
                 state.report.error = Some("the run's input was rejected".into());
             }
@@ -261,7 +261,9 @@ impl Run<'_> {
             map.insert("$order".into(), Value::Array(order));
         }
         let runtime = self.runtime.clone();
-        let ctx = self.ctx.clone();
+        // The node's writes are recorded under its name, when the run's are (a queued run
+        // executed again does each write once: see `Context::with_effect_scope`).
+        let ctx = self.ctx.within(&node.name);
         let instance = node.node.clone();
         // An unbounded node (an import) has no default limit; tokio treats `Duration::MAX` as
         // a deadline that never comes.
@@ -433,46 +435,4 @@ fn deliver(target: &mut Value, path: &FieldPath, value: Value) {
     // Paths were checked against the schema; a clash with a scalar param is reported by the
     // node's own input check.
     let _ = path.set(target, value);
-}
-
-/// Checks the run's inputs against the declarations: required ones present, types right,
-/// defaults filled in, nothing undeclared.
-fn check_inputs(workflow: &Workflow, inputs: Value) -> Result<Value, String> {
-    let mut map = match inputs {
-        Value::Object(map) => map,
-        Value::Null => Map::new(),
-        other => return Err(format!("the run's input must be an object, got a {}", kind(&other))),
-    };
-    let mut problems = Vec::new();
-    for key in map.keys() {
-        if !workflow.inputs().contains_key(key) {
-            let known: Vec<&str> = workflow.inputs().keys().map(String::as_str).collect();
-            let hint = did_you_mean(key, known.iter().copied())
-                .map(|s| format!(" (did you mean '{s}'?)"))
-                .unwrap_or_default();
-            problems.push(format!("unknown input '{key}'{hint}"));
-        }
-    }
-    for (name, def) in workflow.inputs() {
-        match map.get(name) {
-            None | Some(Value::Null) => {
-                if let Some(default) = &def.default {
-                    map.insert(name.clone(), default.clone());
-                } else if def.is_required() {
-                    problems.push(format!("input '{name}' ({}) is required", def.ty));
-                }
-            }
-            Some(value) => {
-                let expected = Ty::named(&def.ty).unwrap_or(Ty::Any);
-                if !Ty::one(kind(value)).fits(&expected) {
-                    problems.push(format!("input '{name}' must be {expected}, got a {}", kind(value)));
-                }
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(Value::Object(map))
-    } else {
-        Err(problems.join("; "))
-    }
 }

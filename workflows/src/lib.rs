@@ -12,11 +12,13 @@ pub mod nodes;
 mod progress;
 pub mod records;
 pub mod render;
+pub mod service;
 mod settings;
 
 use std::path::{Path, PathBuf};
 
 use dataflow_runtime::Registry;
+use serde_json::{Value, json};
 
 pub use error::Error;
 pub use progress::Runner;
@@ -48,6 +50,20 @@ pub fn registry() -> Registry {
     nodes::register(&mut registry);
     import::register(&mut registry);
     registry
+}
+
+/// Every node type of `registry` as JSON, in the registry's order: its type, model, kind,
+/// stores, summary, and input and output schemas (what `dataflow nodes --json` prints and
+/// `GET /v1/nodes` answers).
+pub fn describe_nodes(registry: &Registry) -> Vec<Value> {
+    registry
+        .names()
+        .filter_map(|name| {
+            let info = registry.info(name)?;
+            let (input, output) = registry.schemas(name).unwrap_or_default();
+            Some(json!({"type": name, "model": info.model, "kind": info.kind, "stores": info.stores, "summary": info.summary, "input": input, "output": output}))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dataflow_core::values::printable;
 use dataflow_core::{Backlog, Context, ProjectionMode};
 use dataflow_runtime::{GraphFormat, RunStatus};
+use dataflow_workflows::service::{Caller, Role, Service, ServiceError, ServiceOptions, WorkerOptions};
 use dataflow_workflows::{BacklogLimits, Runner, Settings, SettingsError, registry, render};
 use serde_json::{Value, json};
 
@@ -83,10 +84,83 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serves the workflows over HTTP: submit runs, watch their progress, read their reports
+    /// (see the README's "Serving workflows"). On PostgreSQL the runs go to a queue that
+    /// `dataflow worker`s execute; on the embedded stores this process executes them. With no
+    /// API key stored yet, it creates an admin key and prints it once.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// A folder of workflow files to serve beside the shipped ones (repeatable).
+        #[arg(long = "workflows")]
+        workflow_dirs: Vec<PathBuf>,
+        /// Runs this process executes at once on the embedded stores.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
+    /// Executes runs from the PostgreSQL queue until stopped; any number of workers on any
+    /// number of machines share the queue.
+    Worker {
+        /// Runs executed at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// The worker's name (default: host:pid).
+        #[arg(long)]
+        name: Option<String>,
+        /// Seconds between heartbeats; a worker silent for three is taken for dead and its
+        /// runs are executed again by another.
+        #[arg(long, default_value_t = 10)]
+        heartbeat_secs: u64,
+        /// A folder of workflow files to serve beside the shipped ones (repeatable); every
+        /// worker and the server must serve the same.
+        #[arg(long = "workflows")]
+        workflow_dirs: Vec<PathBuf>,
+    },
+    /// Serves the workflows as MCP tools over stdio, for an assistant that starts this command
+    /// (`dataflow serve` serves them over HTTP at /mcp). Runs act for the `tenant` setting.
+    Mcp {
+        /// A folder of workflow files to serve beside the shipped ones (repeatable).
+        #[arg(long = "workflows")]
+        workflow_dirs: Vec<PathBuf>,
+    },
+    /// Creates, lists and revokes the API keys of `dataflow serve`.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Imports the sample catalogue, classifies new products, recommends products for a
     /// project and checks a product's compliance, printing each result (embedded stores
     /// unless servers are configured; a second run reuses the data).
     Demo,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Creates a key and prints it (shown only now; only its hash is stored).
+    Create {
+        /// The tenant the key acts for.
+        #[arg(long)]
+        tenant: String,
+        /// viewer (read runs and health), operator (also submit and cancel runs) or admin
+        /// (also keys and migrations).
+        #[arg(long)]
+        role: String,
+        /// A name to recognise it by.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Lists the keys (without their secrets).
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revokes a key: requests with it get 401 from now on.
+    Revoke {
+        /// The key's id (the 16 hex digits after `dfk_`).
+        id: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -126,6 +200,13 @@ enum CliError {
     },
     #[error("printing JSON: {0}")]
     Json(serde_json::Error),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl From<SettingsError> for CliError {
@@ -216,6 +297,46 @@ async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             dataflow_workflows::demo::run(&runner, &settings()?, &mut out).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve {
+            listen,
+            workflow_dirs,
+            workers,
+        } => serve(&settings()?, listen, workflow_dirs, workers).await,
+        Command::Worker {
+            concurrency,
+            name,
+            heartbeat_secs,
+            workflow_dirs,
+        } => {
+            let options = ServiceOptions {
+                workflow_dirs,
+                ..ServiceOptions::default()
+            };
+            let service = Service::open(&settings()?, &options).await?;
+            let mut worker = WorkerOptions {
+                concurrency,
+                heartbeat: std::time::Duration::from_secs(heartbeat_secs.max(1)),
+                ..WorkerOptions::default()
+            };
+            if let Some(name) = name {
+                worker.name = name;
+            }
+            eprintln!("worker {} executing up to {concurrency} runs at once", worker.name);
+            dataflow_workflows::service::run_postgres_worker(service, worker).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { command } => keys(&settings()?, command).await,
+        Command::Mcp { workflow_dirs } => {
+            let settings = settings()?;
+            let options = ServiceOptions {
+                workflow_dirs,
+                ..ServiceOptions::default()
+            };
+            let service = Service::open(&settings, &options).await?;
+            let tenant = settings.tenant.clone().unwrap_or_else(|| "default".into());
+            dataflow_workflows::service::mcp::serve_stdio(service, &tenant).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sync { json } => {
             let stores = settings()?.stores().await?;
             let report = stores.outbox().sync().await?;
@@ -234,6 +355,98 @@ async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The caller of the command line's own admin actions.
+fn local_caller(tenant: &str) -> Caller {
+    Caller {
+        actor: "cli".into(),
+        tenant: tenant.to_owned(),
+        role: Role::Admin,
+        remote: "local".into(),
+    }
+}
+
+/// `dataflow keys …`.
+async fn keys(settings: &Settings, command: KeysCommand) -> Result<ExitCode, CliError> {
+    let service = Service::open(settings, &ServiceOptions::default()).await?;
+    match command {
+        KeysCommand::Create { tenant, role, name } => {
+            let role: Role = role.parse().map_err(|message| ServiceError::BadRequest {
+                field: Some("--role".into()),
+                message,
+            })?;
+            let created = service.create_key(&tenant, role, &name, &local_caller(&tenant)).await?;
+            eprintln!("created {role} key {} for tenant '{tenant}'; it is shown only now:", created.key.id);
+            println!("{}", created.token);
+        }
+        KeysCommand::List { tenant } => {
+            let rows: Vec<Vec<String>> = service
+                .keys(tenant.as_deref())
+                .await?
+                .into_iter()
+                .map(|k| {
+                    vec![
+                        k.id,
+                        k.tenant,
+                        k.role.to_string(),
+                        k.name,
+                        k.created_at,
+                        k.revoked_at.unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print!("{}", render::table(&["id", "tenant", "role", "name", "created", "revoked"], &rows));
+        }
+        KeysCommand::Revoke { id } => {
+            service.revoke_key(&id, &local_caller(""), true).await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dataflow serve`.
+async fn serve(
+    settings: &Settings,
+    listen: std::net::SocketAddr,
+    workflow_dirs: Vec<PathBuf>,
+    workers: usize,
+) -> Result<ExitCode, CliError> {
+    let options = ServiceOptions {
+        workflow_dirs,
+        in_process_workers: workers,
+    };
+    let service = Service::open(settings, &options).await?;
+    if service.keys(None).await?.is_empty() {
+        let tenant = settings.tenant.clone().unwrap_or_else(|| "default".into());
+        let created = service
+            .create_key(&tenant, Role::Admin, "created by the first serve", &local_caller(&tenant))
+            .await?;
+        eprintln!("no API key was stored: created an admin key for tenant '{tenant}' (shown only now):");
+        eprintln!("  {}", created.token);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| CliError::Listen { addr: listen, source })?;
+    let executed_by = if service.executes_runs_itself() {
+        "executed by this process (embedded stores)"
+    } else {
+        "queued in PostgreSQL for `dataflow worker`s"
+    };
+    let bound = listener.local_addr().map_err(|source| CliError::Listen { addr: listen, source })?;
+    eprintln!(
+        "serving {} workflows on http://{bound} (runs {executed_by})",
+        service.workflows().len()
+    );
+    let app = dataflow_workflows::service::api::router(service).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|source| CliError::Listen { addr: listen, source })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `dataflow run`: runs a workflow file with its progress on stderr and prints the report.
@@ -321,15 +534,10 @@ fn parse_input(input: &str) -> Result<Value, CliError> {
 
 fn nodes(runner: &Runner, model: Option<&str>, as_json: bool) -> Result<ExitCode, CliError> {
     let registry = runner.registry();
-    let mut listed = Vec::new();
-    for name in registry.names() {
-        let info = registry.info(name).expect("a listed name");
-        if model.is_some_and(|m| info.model != Some(m)) {
-            continue;
-        }
-        let (input, output) = registry.schemas(name).unwrap_or_default();
-        listed.push(json!({"type": name, "model": info.model, "kind": info.kind, "stores": info.stores, "summary": info.summary, "input": input, "output": output}));
-    }
+    let listed: Vec<Value> = dataflow_workflows::describe_nodes(registry)
+        .into_iter()
+        .filter(|node| model.is_none_or(|m| node["model"].as_str() == Some(m)))
+        .collect();
     if let Some(model) = model.filter(|_| listed.is_empty()) {
         let mut models: Vec<&'static str> = registry.names().filter_map(|n| registry.info(n)?.model).collect();
         models.sort_unstable();

@@ -1,0 +1,94 @@
+//! Commands of ours started as separate processes (`dataflow serve`, `dataflow worker`), as a
+//! user starts them: waited for until they say they are ready, their stderr passed on to the
+//! caller's with their name, and killed when dropped, pass or fail.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a process may take to say it is ready (a first start migrates every model).
+const READY_WITHIN: Duration = Duration::from_secs(120);
+
+/// A child process, killed (`SIGKILL`) when dropped.
+pub struct Process {
+    /// The process.
+    pub child: Child,
+    /// The name its stderr lines are passed on with.
+    pub name: String,
+}
+
+impl Process {
+    /// Kills the process with `SIGKILL`, as `kill -9` does, and waits for it.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// Starts `command` with its stderr read by a thread of its own (each line passed on to this
+/// process's stderr as `[name] line`, so the child never blocks on a full pipe), and returns
+/// it with its stderr lines up to and including the first for which `ready` holds. Panics
+/// when the process ends first or is not ready within two minutes, with what it wrote.
+pub fn start(mut command: Command, name: &str, ready: impl Fn(&str) -> bool) -> (Process, Vec<String>) {
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let label = name.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[{label}] {line}");
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut process = Process {
+        child,
+        name: name.to_owned(),
+    };
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        match lines_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                let done = ready(&line);
+                seen.push(line);
+                if done {
+                    return (process, seen);
+                }
+            }
+            Err(_) => {
+                if let Ok(Some(status)) = process.child.try_wait() {
+                    panic!("{} ended with {status} before it was ready:\n{}", process.name, seen.join("\n"));
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} not ready after {READY_WITHIN:?}:\n{}",
+                    process.name,
+                    seen.join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// The address `dataflow serve` says it serves on, from its `serving … on http://address`
+/// line.
+pub fn served_address(line: &str) -> Option<String> {
+    line.split("http://").nth(1)?.split_whitespace().next().map(str::to_owned)
+}
+
+/// The admin key the first `dataflow serve` on a database prints (a line that is the key).
+pub fn printed_key(lines: &[String]) -> Option<String> {
+    lines.iter().map(|l| l.trim()).find(|l| l.starts_with("dfk_")).map(str::to_owned)
+}

@@ -14,7 +14,7 @@
 //! file than their children when they fall in different batches.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -104,6 +104,8 @@ pub struct ImportRecords {
     input_schema: Value,
     output_schema: Value,
     bulk: HashMap<&'static str, NodeRef>,
+    /// The folder files must be in, when confined (see [`register_confined`]).
+    root: Option<PathBuf>,
 }
 
 impl ImportRecords {
@@ -127,7 +129,28 @@ impl ImportRecords {
             input_schema: schemars::schema_for!(ImportInput).to_value(),
             output_schema: schemars::schema_for!(ImportOutput).to_value(),
             bulk,
+            root: None,
         }
+    }
+
+    /// The file `path` names: as given, or when the node is confined, resolved against its
+    /// folder (links followed) and refused outside it.
+    fn file(&self, path: &str) -> Result<String, String> {
+        let Some(root) = &self.root else { return Ok(path.to_owned()) };
+        let outside = || {
+            format!(
+                "path: '{path}' is not a file in the import folder {} (`--import-dir`): a service reads only the files of that folder",
+                root.display()
+            )
+        };
+        let resolved = root.join(path).canonicalize().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("path: no file '{path}' in the import folder {}", root.display()),
+            _ => outside(),
+        })?;
+        if !resolved.starts_with(root) {
+            return Err(outside());
+        }
+        Ok(resolved.display().to_string())
     }
 }
 
@@ -135,6 +158,16 @@ impl ImportRecords {
 pub fn register(registry: &mut Registry) {
     let node = Arc::new(ImportRecords::new(registry));
     registry.register_dyn(node);
+}
+
+/// Registers `ImportRecords` confined to the folder `root` (which must exist): a path is
+/// resolved against it, links followed, and a file outside it is refused. A service's callers
+/// name files on the machine that executes the import, so they may name only that folder's.
+pub fn register_confined(registry: &mut Registry, root: &Path) -> std::io::Result<()> {
+    let mut node = ImportRecords::new(registry);
+    node.root = Some(root.canonicalize()?);
+    registry.register_dyn(Arc::new(node));
+    Ok(())
 }
 
 #[async_trait]
@@ -156,7 +189,8 @@ impl DynNode for ImportRecords {
     }
 
     async fn run(&self, env: &NodeEnv<'_>, input: Value) -> Result<Value, NodeFailure> {
-        let input: ImportInput = dataflow_runtime::node::decode_input(input)?;
+        let mut input: ImportInput = dataflow_runtime::node::decode_input(input)?;
+        input.path = self.file(&input.path).map_err(NodeFailure::bad_input)?;
         let plan = Plan::new(&input).map_err(NodeFailure::bad_input)?;
         let output = Import {
             node: self,
@@ -290,7 +324,14 @@ impl Import<'_> {
         if let Some(key) = self.plan.on.get(model) {
             input["conflict_key"] = json!(key);
         }
-        let output = node.run(self.env, input).await.map_err(|e| {
+        // Each batch is a write of its own: under a run's effect scope it is recorded under
+        // its model and lines, so a run executed again writes each batch once.
+        let ctx = self.env.ctx.within(format_args!("{model}@{}-{}", lines.first().copied().unwrap_or(0), lines.last().copied().unwrap_or(0)));
+        let env = NodeEnv {
+            ctx: &ctx,
+            runtime: self.env.runtime,
+        };
+        let output = node.run(&env, input).await.map_err(|e| {
             NodeFailure::permanent(format!(
                 "{model} records of lines {}-{}: {e}; {} rows of this file were written before it, and running the import again continues",
                 lines.first().copied().unwrap_or(0),

@@ -52,6 +52,15 @@ pub fn registry() -> Registry {
     registry
 }
 
+/// [`registry`] with `ImportRecords` confined to the folder `import_root` (see
+/// [`import::register_confined`]): what a service, whose callers are not on its machine, runs.
+pub fn confined_registry(import_root: &Path) -> std::io::Result<Registry> {
+    let mut registry = dataflow_models::registry();
+    nodes::register(&mut registry);
+    import::register_confined(&mut registry, import_root)?;
+    Ok(registry)
+}
+
 /// Every node type of `registry` as JSON, in the registry's order: its type, model, kind,
 /// stores, summary, and input and output schemas (what `dataflow nodes --json` prints and
 /// `GET /v1/nodes` answers).

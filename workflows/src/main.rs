@@ -92,9 +92,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
-        /// A folder of workflow files to serve beside the shipped ones (repeatable).
-        #[arg(long = "workflows")]
-        workflow_dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        served: Served,
         /// Runs this process executes at once on the embedded stores.
         #[arg(long, default_value_t = 4)]
         workers: usize,
@@ -112,17 +111,15 @@ enum Command {
         /// runs are executed again by another.
         #[arg(long, default_value_t = 10)]
         heartbeat_secs: u64,
-        /// A folder of workflow files to serve beside the shipped ones (repeatable); every
-        /// worker and the server must serve the same.
-        #[arg(long = "workflows")]
-        workflow_dirs: Vec<PathBuf>,
+        /// Every worker and the server must serve the same workflows.
+        #[command(flatten)]
+        served: Served,
     },
     /// Serves the workflows as MCP tools over stdio, for an assistant that starts this command
     /// (`dataflow serve` serves them over HTTP at /mcp). Runs act for the `tenant` setting.
     Mcp {
-        /// A folder of workflow files to serve beside the shipped ones (repeatable).
-        #[arg(long = "workflows")]
-        workflow_dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        served: Served,
     },
     /// Creates, lists and revokes the API keys of `dataflow serve`.
     Keys {
@@ -133,6 +130,28 @@ enum Command {
     /// project and checks a product's compliance, printing each result (embedded stores
     /// unless servers are configured; a second run reuses the data).
     Demo,
+}
+
+/// What `serve`, `worker` and `mcp` serve.
+#[derive(clap::Args)]
+struct Served {
+    /// A folder of workflow files to serve beside the shipped ones (repeatable).
+    #[arg(long = "workflows")]
+    workflow_dirs: Vec<PathBuf>,
+    /// The folder whose files `import_catalog` runs may import (a path is resolved against
+    /// it; a file outside it is refused). Default: the shipped sample data.
+    #[arg(long)]
+    import_dir: Option<PathBuf>,
+}
+
+impl Served {
+    fn options(self) -> ServiceOptions {
+        ServiceOptions {
+            workflow_dirs: self.workflow_dirs,
+            import_dir: self.import_dir.unwrap_or_else(dataflow_workflows::data_dir),
+            ..ServiceOptions::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -297,22 +316,14 @@ async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             dataflow_workflows::demo::run(&runner, &settings()?, &mut out).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve {
-            listen,
-            workflow_dirs,
-            workers,
-        } => serve(&settings()?, listen, workflow_dirs, workers).await,
+        Command::Serve { listen, served, workers } => serve(&settings()?, listen, served, workers).await,
         Command::Worker {
             concurrency,
             name,
             heartbeat_secs,
-            workflow_dirs,
+            served,
         } => {
-            let options = ServiceOptions {
-                workflow_dirs,
-                ..ServiceOptions::default()
-            };
-            let service = Service::open(&settings()?, &options).await?;
+            let service = Service::open(&settings()?, &served.options()).await?;
             let mut worker = WorkerOptions {
                 concurrency,
                 heartbeat: std::time::Duration::from_secs(heartbeat_secs.max(1)),
@@ -326,13 +337,9 @@ async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { command } => keys(&settings()?, command).await,
-        Command::Mcp { workflow_dirs } => {
+        Command::Mcp { served } => {
             let settings = settings()?;
-            let options = ServiceOptions {
-                workflow_dirs,
-                ..ServiceOptions::default()
-            };
-            let service = Service::open(&settings, &options).await?;
+            let service = Service::open(&settings, &served.options()).await?;
             let tenant = settings.tenant.clone().unwrap_or_else(|| "default".into());
             dataflow_workflows::service::mcp::serve_stdio(service, &tenant).await?;
             Ok(ExitCode::SUCCESS)
@@ -410,12 +417,12 @@ async fn keys(settings: &Settings, command: KeysCommand) -> Result<ExitCode, Cli
 async fn serve(
     settings: &Settings,
     listen: std::net::SocketAddr,
-    workflow_dirs: Vec<PathBuf>,
+    served: Served,
     workers: usize,
 ) -> Result<ExitCode, CliError> {
     let options = ServiceOptions {
-        workflow_dirs,
         in_process_workers: workers,
+        ..served.options()
     };
     let service = Service::open(settings, &options).await?;
     if service.keys(None).await?.is_empty() {

@@ -385,6 +385,12 @@ async fn progress_streams_every_node_event_of_a_run_in_order() {
         }
     }
     assert_eq!(finished, report_nodes, "a finished event for every node that ran");
+    // Every batch of every model was written (each under its own effect key).
+    let outputs = &last["outputs"];
+    assert_eq!(outputs["rejected"], 0, "{outputs}");
+    assert_eq!(outputs["written"], outputs["records_read"], "{outputs}");
+    let pg = Pg::connect(&env).await;
+    assert_eq!((pg.count("products", "TRUE").await, pg.count("classifications", "TRUE").await), (300, 260));
 }
 
 /// `(event name, data)` of each event of a Server-Sent Events text.
@@ -620,6 +626,18 @@ async fn serve_on_the_embedded_stores_executes_runs_itself_and_takes_them_up_aft
     assert_eq!(status, StatusCode::OK, "{run}");
     assert_eq!(run["status"], "succeeded", "{run}");
     assert!(run["worker"].as_str().unwrap().starts_with("serve:"), "{run}");
+    // An import reads only the files of the import folder (the shipped sample data here):
+    // another file of the server's machine is refused, by name or through `..`.
+    for path in ["/etc/hostname", "../../Cargo.toml"] {
+        let (_, run) = call(
+            http.post(format!("{}/v1/workflows/import_catalog/runs?wait=true", server.base))
+                .bearer_auth(&operator)
+                .json(&json!({"path": path})),
+        )
+        .await;
+        assert_eq!(run["status"], "failed", "{run}");
+        assert!(run["error"].as_str().unwrap().contains("is not a file in the import folder"), "{run}");
+    }
     // A run under way when the process is killed is executed again by the next start.
     let catalog = dataflow_workflows::data_dir().join("catalog.jsonl").display().to_string();
     let (_, run) = call(

@@ -156,6 +156,9 @@ pub struct ServiceOptions {
     /// Runs executed at once by the `serve` process itself on the embedded store (its
     /// in-process queue); ignored on PostgreSQL, where `dataflow worker`s execute them.
     pub in_process_workers: usize,
+    /// The folder whose files imports may read (see [`crate::confined_registry`]): callers of
+    /// a service name files on the machine that executes their run.
+    pub import_dir: PathBuf,
 }
 
 impl Default for ServiceOptions {
@@ -163,6 +166,7 @@ impl Default for ServiceOptions {
         ServiceOptions {
             workflow_dirs: Vec::new(),
             in_process_workers: 4,
+            import_dir: crate::data_dir(),
         }
     }
 }
@@ -247,7 +251,11 @@ impl Service {
         let stores = settings.stores().await?;
         let db = Db::new(stores.clone());
         db.migrate().await?;
-        let runtime = Runtime::new(crate::registry());
+        let registry = crate::confined_registry(&options.import_dir).map_err(|e| ServiceError::BadRequest {
+            field: Some("--import-dir".into()),
+            message: format!("{}: {e}", options.import_dir.display()),
+        })?;
+        let runtime = Runtime::new(registry);
         let workflows = load_workflows(&runtime, &options.workflow_dirs)?;
         let runs = Runs::new(db.clone());
         let (queue, receiver) = match db.postgres_pool() {

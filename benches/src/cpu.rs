@@ -143,6 +143,17 @@ pub struct Watched {
     watch: Watch,
 }
 
+impl Watched {
+    /// The process `pid` alone, under `key` (e.g. a `dataflow worker` the bench started).
+    pub fn process(key: &'static str, name: String, pid: u32) -> Watched {
+        Watched {
+            key,
+            name,
+            watch: Watch::Own(pid),
+        }
+    }
+}
+
 /// Keys and names of the four servers, in the order the budget prints them.
 const SERVERS: [(ServiceKind, &str, &str); 4] = [
     (ServiceKind::Postgres, "postgres", "PostgreSQL"),

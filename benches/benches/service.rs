@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 use dataflow_benches::cpu::{CpuMeter, Watched, workload_processes};
 use dataflow_benches::percentile;
 use dataflow_core::chrono::DateTime;
-use dataflow_tests::Services;
 use dataflow_tests::fixture::Backend;
-use dataflow_tests::process::{Process, printed_key, served_address, start};
+use dataflow_tests::process::{Process, dataflow_command, printed_key, served_address, server_settings, start};
 use serde_json::{Value, json};
 
 /// Runs in flight at once in the throughput stretches: far more than the workers take, so the
@@ -59,34 +58,13 @@ fn test_workflows() -> String {
 }
 
 fn command(args: &[&str], env: &[(&'static str, String)]) -> Command {
-    let mut command = Command::new(dataflow_bin());
-    command.args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("DATAFLOW_") && !key.starts_with("DATAFLOW_TEST") {
-            command.env_remove(key);
-        }
-    }
-    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    command
+    dataflow_command(&dataflow_bin(), args, env)
 }
 
 async fn server_env() -> Vec<(&'static str, String)> {
-    let services = Services::global().await;
-    let bolt = services.bolt().await;
-    vec![
-        ("DATAFLOW_DATABASE_URL", services.postgres_url().await),
-        ("DATAFLOW_DATABASE_SCHEMA", services.fresh_pg_schema("bench_service").await),
-        ("DATAFLOW_REDIS_URL", services.redis_url().await),
-        ("DATAFLOW_CACHE_PREFIX", services.unique_name("bench_service")),
-        ("DATAFLOW_CHROMA_URL", services.chroma_url().await),
-        ("DATAFLOW_VECTOR_PREFIX", services.unique_name("bench_service")),
-        ("DATAFLOW_GRAPH_URL", bolt.uri.clone()),
-        ("DATAFLOW_GRAPH_USER", bolt.user.clone()),
-        ("DATAFLOW_GRAPH_PASSWORD", bolt.password.clone()),
-        ("DATAFLOW_GRAPH_DATABASE", bolt.database.clone()),
-        ("DATAFLOW_GRAPH_NAMESPACE", services.unique_name("bench_service")),
-        ("RUST_LOG", "warn".into()),
-    ]
+    let mut env = server_settings("bench_service").await;
+    env.push(("RUST_LOG", "warn".into()));
+    env
 }
 
 fn key(env: &[(&'static str, String)], role: &str) -> String {

@@ -3,8 +3,11 @@
 //! caller's with their name, and killed when dropped, pass or fail.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::Services;
 
 /// How long a process may take to say it is ready (a first start migrates every model).
 const READY_WITHIN: Duration = Duration::from_secs(120);
@@ -91,4 +94,39 @@ pub fn served_address(line: &str) -> Option<String> {
 /// The admin key the first `dataflow serve` on a database prints (a line that is the key).
 pub fn printed_key(lines: &[String]) -> Option<String> {
     lines.iter().map(|l| l.trim()).find(|l| l.starts_with("dfk_")).map(str::to_owned)
+}
+
+/// The `DATAFLOW_*` settings that put every store of a `dataflow` process on the harness's
+/// servers: a fresh PostgreSQL schema, and cache, vector and graph prefixes of their own, each
+/// named after `hint`.
+pub async fn server_settings(hint: &str) -> Vec<(&'static str, String)> {
+    let services = Services::global().await;
+    let bolt = services.bolt().await;
+    vec![
+        ("DATAFLOW_DATABASE_URL", services.postgres_url().await),
+        ("DATAFLOW_DATABASE_SCHEMA", services.fresh_pg_schema(hint).await),
+        ("DATAFLOW_REDIS_URL", services.redis_url().await),
+        ("DATAFLOW_CACHE_PREFIX", services.unique_name(hint)),
+        ("DATAFLOW_CHROMA_URL", services.chroma_url().await),
+        ("DATAFLOW_VECTOR_PREFIX", services.unique_name(hint)),
+        ("DATAFLOW_GRAPH_URL", bolt.uri.clone()),
+        ("DATAFLOW_GRAPH_USER", bolt.user.clone()),
+        ("DATAFLOW_GRAPH_PASSWORD", bolt.password.clone()),
+        ("DATAFLOW_GRAPH_DATABASE", bolt.database.clone()),
+        ("DATAFLOW_GRAPH_NAMESPACE", services.unique_name(hint)),
+    ]
+}
+
+/// The command `binary args` with the settings `env` and none of the caller's own
+/// `DATAFLOW_*` settings (the harness's `DATAFLOW_TEST_*` stay).
+pub fn dataflow_command(binary: &Path, args: &[&str], env: &[(&'static str, String)]) -> Command {
+    let mut command = Command::new(binary);
+    command.args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DATAFLOW_") && !key.starts_with("DATAFLOW_TEST") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    command
 }

@@ -326,7 +326,11 @@ impl Import<'_> {
         }
         // Each batch is a write of its own: under a run's effect scope it is recorded under
         // its model and lines, so a run executed again writes each batch once.
-        let ctx = self.env.ctx.within(format_args!("{model}@{}-{}", lines.first().copied().unwrap_or(0), lines.last().copied().unwrap_or(0)));
+        let ctx = self.env.ctx.within(format_args!(
+            "{model}@{}-{}",
+            lines.first().copied().unwrap_or(0),
+            lines.last().copied().unwrap_or(0)
+        ));
         let env = NodeEnv {
             ctx: &ctx,
             runtime: self.env.runtime,

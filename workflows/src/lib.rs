@@ -7,6 +7,7 @@
 
 pub mod demo;
 mod error;
+pub mod health;
 pub mod import;
 pub mod nodes;
 mod progress;

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dataflow_core::values::printable;
@@ -414,12 +413,7 @@ async fn keys(settings: &Settings, command: KeysCommand) -> Result<ExitCode, Cli
 }
 
 /// `dataflow serve`.
-async fn serve(
-    settings: &Settings,
-    listen: std::net::SocketAddr,
-    served: Served,
-    workers: usize,
-) -> Result<ExitCode, CliError> {
+async fn serve(settings: &Settings, listen: std::net::SocketAddr, served: Served, workers: usize) -> Result<ExitCode, CliError> {
     let options = ServiceOptions {
         in_process_workers: workers,
         ..served.options()
@@ -662,34 +656,17 @@ async fn health(settings: &Settings) -> Result<ExitCode, CliError> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let backends = stores.backends();
-    let start = Instant::now();
-    line(
-        "relational",
-        backends.relational,
-        stores
-            .relational()
-            .connection()
-            .ping()
-            .await
-            .map(|_| start.elapsed())
-            .map_err(|e| e.to_string()),
-    );
-    match stores.cache() {
-        Some(cache) => line("cache", cache.backend(), cache.ping().await.map_err(|e| e.to_string())),
-        None => println!("{:10} not configured", "cache"),
+    let health = dataflow_workflows::health::check(&stores).await;
+    for check in &health.stores {
+        match check.backend {
+            Some(backend) => line(check.store, backend, check.result.clone()),
+            None => println!("{:10} not configured", check.store),
+        }
     }
-    match stores.vector() {
-        Some(vector) => line("vector", vector.backend(), vector.ping().await.map_err(|e| e.to_string())),
-        None => println!("{:10} not configured", "vector"),
-    }
-    match stores.graph() {
-        Some(graph) => line("graph", graph.backend(), graph.ping().await.map_err(|e| e.to_string())),
-        None => println!("{:10} not configured", "graph"),
-    }
+    let relational = stores.backends().relational;
     // The projections' backlog, read from the outbox table in the relational store.
     let mut degraded = false;
-    match stores.outbox().backlog().await {
+    match health.backlog {
         Ok(backlog) => {
             let breaches = backlog_breaches(&backlog, &limits);
             degraded = !breaches.is_empty();
@@ -699,14 +676,9 @@ async fn health(settings: &Settings) -> Result<ExitCode, CliError> {
             } else {
                 String::new()
             };
-            println!(
-                "{:10} {:9} {state:5} {}{hint}",
-                "outbox",
-                backends.relational,
-                render::backlog(&backlog)
-            );
+            println!("{:10} {:9} {state:5} {}{hint}", "outbox", relational, render::backlog(&backlog));
         }
-        Err(e) => line("outbox", backends.relational, Err(e.to_string())),
+        Err(e) => line("outbox", relational, Err(e)),
     }
     Ok(if down > 0 {
         ExitCode::FAILURE

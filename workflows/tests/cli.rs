@@ -122,21 +122,7 @@ fn validate_points_at_the_line_and_graph_draws() {
 /// Settings that put every store on the harness's servers, in a fresh schema and under
 /// fresh prefixes.
 async fn server_env() -> Vec<(&'static str, String)> {
-    let services = Services::global().await;
-    let bolt = services.bolt().await;
-    vec![
-        ("DATAFLOW_DATABASE_URL", services.postgres_url().await),
-        ("DATAFLOW_DATABASE_SCHEMA", services.fresh_pg_schema("cli").await),
-        ("DATAFLOW_REDIS_URL", services.redis_url().await),
-        ("DATAFLOW_CACHE_PREFIX", services.unique_name("cli")),
-        ("DATAFLOW_CHROMA_URL", services.chroma_url().await),
-        ("DATAFLOW_VECTOR_PREFIX", services.unique_name("cli")),
-        ("DATAFLOW_GRAPH_URL", bolt.uri.clone()),
-        ("DATAFLOW_GRAPH_USER", bolt.user.clone()),
-        ("DATAFLOW_GRAPH_PASSWORD", bolt.password.clone()),
-        ("DATAFLOW_GRAPH_DATABASE", bolt.database.clone()),
-        ("DATAFLOW_GRAPH_NAMESPACE", services.unique_name("cli")),
-    ]
+    dataflow_tests::process::server_settings("cli").await
 }
 
 #[tokio::test]

@@ -11,29 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dataflow_tests::Services;
-use dataflow_tests::process::{Process, printed_key, served_address, start};
+use dataflow_tests::process::{Process, dataflow_command, printed_key, served_address, start};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// Settings that put every store on the harness's servers, in a fresh schema and under
 /// fresh prefixes (so the run queue, named after the schema, is this test's own too).
 async fn server_env(hint: &str) -> Vec<(&'static str, String)> {
-    let services = Services::global().await;
-    let bolt = services.bolt().await;
-    vec![
-        ("DATAFLOW_DATABASE_URL", services.postgres_url().await),
-        ("DATAFLOW_DATABASE_SCHEMA", services.fresh_pg_schema(hint).await),
-        ("DATAFLOW_REDIS_URL", services.redis_url().await),
-        ("DATAFLOW_CACHE_PREFIX", services.unique_name(hint)),
-        ("DATAFLOW_CHROMA_URL", services.chroma_url().await),
-        ("DATAFLOW_VECTOR_PREFIX", services.unique_name(hint)),
-        ("DATAFLOW_GRAPH_URL", bolt.uri.clone()),
-        ("DATAFLOW_GRAPH_USER", bolt.user.clone()),
-        ("DATAFLOW_GRAPH_PASSWORD", bolt.password.clone()),
-        ("DATAFLOW_GRAPH_DATABASE", bolt.database.clone()),
-        ("DATAFLOW_GRAPH_NAMESPACE", services.unique_name(hint)),
-    ]
+    dataflow_tests::process::server_settings(hint).await
 }
 
 /// Settings of the embedded stores in a fresh directory.
@@ -48,17 +33,7 @@ fn test_workflows() -> PathBuf {
 
 /// The `dataflow` command with `env` and nothing of the caller's `DATAFLOW_*` settings.
 fn dataflow(args: &[&str], env: &[(&'static str, String)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dataflow"));
-    command.args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("DATAFLOW_") && !key.starts_with("DATAFLOW_TEST") {
-            command.env_remove(key);
-        }
-    }
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command
+    dataflow_command(Path::new(env!("CARGO_BIN_EXE_dataflow")), args, env)
 }
 
 /// A `dataflow serve` and its admin key (created by its first start).
@@ -185,6 +160,21 @@ async fn runs_submitted_over_http_execute_on_workers_in_other_processes() {
     assert_eq!(first["id"], second["id"]);
     assert_eq!(second["idempotency_key"], "order-77");
 
+    // Health: each of the four stores up, with its backend and latency; checked at most once
+    // a second, the answer says how long ago.
+    let viewer = server.key("acme", "viewer");
+    let (status, health) = call(http.get(format!("{}/health", server.base)).bearer_auth(&viewer)).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["status"], "up", "{health}");
+    assert_eq!(health["stores"]["relational"]["backend"], "postgres", "{health}");
+    for store in ["relational", "cache", "vector", "graph"] {
+        let checked = &health["stores"][store];
+        assert_eq!(checked["up"], true, "{store}: {health}");
+        assert!(checked["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{store}: {health}");
+    }
+    assert!(health["checked_ms_ago"].as_f64().is_some_and(|ms| ms < 1000.0), "{health}");
+    assert!(health["outbox"]["pending"].is_u64(), "{health}");
+
     // Every submit is in the audit log, with who and from where.
     let admin = server.key("acme", "admin");
     let (status, audit) = call(http.get(format!("{}/v1/audit?limit=100", server.base)).bearer_auth(&admin)).await;
@@ -248,6 +238,9 @@ async fn a_worker_killed_with_kill_9_mid_run_loses_no_run_and_doubles_no_row() {
         assert!(Instant::now() < deadline, "kill-w1 never ran two runs at once");
     }
     workers[0].kill_9();
+    // A statement the worker sent just before it died still completes on the server (a run's
+    // end recorded): the runs it held are those still running under it once that has landed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let held = pg.ids("dataflow_runs", "worker = 'kill-w1' AND status = 'running'").await;
     assert!(!held.is_empty(), "kill-w1 held no run when it was killed");
     for id in &ids {
@@ -390,7 +383,10 @@ async fn progress_streams_every_node_event_of_a_run_in_order() {
     assert_eq!(outputs["rejected"], 0, "{outputs}");
     assert_eq!(outputs["written"], outputs["records_read"], "{outputs}");
     let pg = Pg::connect(&env).await;
-    assert_eq!((pg.count("products", "TRUE").await, pg.count("classifications", "TRUE").await), (300, 260));
+    assert_eq!(
+        (pg.count("products", "TRUE").await, pg.count("classifications", "TRUE").await),
+        (300, 260)
+    );
 }
 
 /// `(event name, data)` of each event of a Server-Sent Events text.
@@ -636,7 +632,10 @@ async fn serve_on_the_embedded_stores_executes_runs_itself_and_takes_them_up_aft
         )
         .await;
         assert_eq!(run["status"], "failed", "{run}");
-        assert!(run["error"].as_str().unwrap().contains("is not a file in the import folder"), "{run}");
+        assert!(
+            run["error"].as_str().unwrap().contains("is not a file in the import folder"),
+            "{run}"
+        );
     }
     // A run under way when the process is killed is executed again by the next start.
     let catalog = dataflow_workflows::data_dir().join("catalog.jsonl").display().to_string();

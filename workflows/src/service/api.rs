@@ -176,68 +176,41 @@ fn body_json(body: &Bytes) -> Result<Value, ApiError> {
     })
 }
 
-/// `GET /health`: each store, up or down, and its latency; the outbox backlog. 200 when every
-/// store is up, 503 when one is down.
+/// How old an answer of `GET /health` may be: the stores are checked at most once in this
+/// time, whatever the rate of requests (monitors and load balancers poll it), and the requests
+/// in between get the last check, with its age.
+pub const HEALTH_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The last check of the stores `GET /health` answered with.
+pub(super) struct CheckedHealth {
+    at: Instant,
+    status: StatusCode,
+    body: Value,
+}
+
+/// `GET /health`: each store's backend and ping latency, and the outbox backlog (see
+/// [`crate::health`]); 503 when a store is down. Checked at most once per [`HEALTH_MAX_AGE`]:
+/// one request checks while the others wait for its answer; `checked_ms_ago` says how old
+/// the answer is.
 async fn health(State(service): State<Service>, auth: Authed) -> Result<Response, ApiError> {
     auth.at_least(Role::Viewer)?;
-    let stores = service.stores();
-    let timed = |started: Instant, result: Result<Duration, String>| match result {
-        Ok(_) => json!({"up": true, "latency_ms": started.elapsed().as_secs_f64() * 1e3}),
-        Err(e) => json!({"up": false, "error": e}),
-    };
-    let started = Instant::now();
-    let relational = async {
-        let result = stores
-            .relational()
-            .connection()
-            .ping()
-            .await
-            .map(|_| Duration::ZERO)
-            .map_err(|e| e.to_string());
-        timed(started, result)
-    };
-    let cache = async {
-        match stores.cache() {
-            Some(cache) => Some((cache.backend(), timed(started, cache.ping().await.map_err(|e| e.to_string())))),
-            None => None,
-        }
-    };
-    let vector = async {
-        match stores.vector() {
-            Some(vector) => Some((vector.backend(), timed(started, vector.ping().await.map_err(|e| e.to_string())))),
-            None => None,
-        }
-    };
-    let graph = async {
-        match stores.graph() {
-            Some(graph) => Some((graph.backend(), timed(started, graph.ping().await.map_err(|e| e.to_string())))),
-            None => None,
-        }
-    };
-    let backlog = stores.outbox().backlog();
-    let (relational, cache, vector, graph, backlog) = tokio::join!(relational, cache, vector, graph, backlog);
-    let mut checked = serde_json::Map::new();
-    let mut relational = relational;
-    relational["backend"] = json!(stores.backends().relational);
-    checked.insert("relational".into(), relational);
-    for (name, result) in [("cache", cache), ("vector", vector), ("graph", graph)] {
-        let value = match result {
-            Some((backend, mut value)) => {
-                value["backend"] = json!(backend);
-                value
-            }
-            None => json!({"configured": false}),
-        };
-        checked.insert(name.into(), value);
+    let mut last = service.0.health.lock().await;
+    if last.as_ref().is_none_or(|checked| checked.at.elapsed() >= HEALTH_MAX_AGE) {
+        let health = crate::health::check(service.stores()).await;
+        *last = Some(CheckedHealth {
+            at: Instant::now(),
+            status: if health.up() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
+            body: health.to_json(),
+        });
     }
-    let up = checked.values().all(|v| v["up"].as_bool() != Some(false));
-    let outbox = match backlog {
-        Ok(b) => json!({"pending": b.pending, "dead": b.dead, "oldest_pending_age_secs": b.oldest_pending_age.map(|a| a.as_secs_f64())}),
-        Err(e) => json!({"error": e.to_string()}),
-    };
-    let body = json!({"status": if up { "up" } else { "down" }, "stores": checked, "outbox": outbox});
-    let status = if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    Ok((status, Json(body)).into_response())
+    let checked = last.as_ref().expect("checked above");
+    let mut body = checked.body.clone();
+    body["checked_ms_ago"] = json!(checked.at.elapsed().as_secs_f64() * 1e3);
+    Ok((checked.status, Json(body)).into_response())
 }
 
 /// `GET /metrics`: the process's metrics in the Prometheus text format.

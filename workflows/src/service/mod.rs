@@ -192,6 +192,8 @@ struct Inner {
     keys: Keys,
     queue: Queue,
     metrics: Option<PrometheusHandle>,
+    /// The last answer of `GET /health` (see [`api::HEALTH_MAX_AGE`]).
+    health: tokio::sync::Mutex<Option<api::CheckedHealth>>,
 }
 
 /// The service of one process: stores, runtime, served workflows, run records and queue.
@@ -288,6 +290,7 @@ impl Service {
             keys: Keys::new(db),
             queue,
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok(),
+            health: tokio::sync::Mutex::new(None),
         }));
         if let (Some(receiver), Queue::InProcess { sender }) = (receiver, &service.0.queue) {
             worker::spawn_in_process(service.clone(), receiver, options.in_process_workers.max(1));

@@ -4,9 +4,9 @@
 //!
 //! A context given an effect scope ([`Context::with_effect_scope`], which the service's
 //! workers set to the run's id) names every node invocation under it by its path in the run
-//! ([`Context::within`]: the node's name, and the item of a map). A write node under such a
-//! key first looks for the output recorded under it and, when there is one, returns it without
-//! writing. Otherwise it writes, and records its output under the key *in the write's own
+//! ([`Context::within`]: the node's name, the item of a map, the batch of an import). A write
+//! node under such a key first looks for the output recorded under it and, when there is one,
+//! returns it without writing. Otherwise it writes, and records its output under the key *in the write's own
 //! transaction*: the rows and the record commit together or not at all. Two executions of
 //! one invocation at once (a worker presumed dead that still runs) both write, but only the
 //! first record commits; the second's insert of the record finds the first's (it waits for its

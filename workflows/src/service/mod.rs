@@ -43,7 +43,7 @@ pub use auth::{ApiKey, AuditRecord, CreatedKey, Role};
 pub use runs::RunState;
 pub use worker::{WorkerOptions, run_postgres_worker};
 
-/// Why a service call failed. The HTTP API maps each to a status ([`ServiceError::status`]).
+/// Why a service call failed. The HTTP API answers each with its own status (see [`api`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {

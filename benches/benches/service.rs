@@ -24,7 +24,7 @@ use dataflow_benches::cpu::{CpuMeter, Watched, workload_processes};
 use dataflow_benches::percentile;
 use dataflow_core::chrono::DateTime;
 use dataflow_tests::fixture::Backend;
-use dataflow_tests::process::{Process, dataflow_command, printed_key, served_address, server_settings, start};
+use dataflow_tests::process::{Process, create_key, dataflow_command, printed_key, served_address, server_settings, start};
 use serde_json::{Value, json};
 
 /// Runs in flight at once in the throughput stretches: far more than the workers take, so the
@@ -68,11 +68,7 @@ async fn server_env() -> Vec<(&'static str, String)> {
 }
 
 fn key(env: &[(&'static str, String)], role: &str) -> String {
-    let out = command(&["keys", "create", "--tenant", "bench", "--role", role, "--name", "bench"], env)
-        .output()
-        .expect("dataflow keys create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    create_key(&dataflow_bin(), env, "bench", role)
 }
 
 /// A duration in `wrk`'s notation (`812.00us`, `1.23ms`, `2.00s`).

@@ -130,3 +130,17 @@ pub fn dataflow_command(binary: &Path, args: &[&str], env: &[(&'static str, Stri
     command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     command
 }
+
+/// A new API key of `tenant` with `role`, from `binary keys create` (a process of its own)
+/// with the settings `env`.
+pub fn create_key(binary: &Path, env: &[(&'static str, String)], tenant: &str, role: &str) -> String {
+    let out = dataflow_command(
+        binary,
+        &["keys", "create", "--tenant", tenant, "--role", role, "--name", "test"],
+        env,
+    )
+    .output()
+    .expect("dataflow keys create runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("a key is text").trim().to_owned()
+}

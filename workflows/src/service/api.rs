@@ -309,10 +309,16 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
+impl ListQuery {
+    fn limit(&self) -> u32 {
+        self.limit.unwrap_or(50).min(1000)
+    }
+}
+
 /// `GET /v1/runs`: the tenant's latest runs.
 async fn list_runs(State(service): State<Service>, auth: Authed, Query(query): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let caller = auth.at_least(Role::Viewer)?;
-    let runs = service.runs(&caller, query.limit.unwrap_or(50).min(1000)).await?;
+    let runs = service.runs(&caller, query.limit()).await?;
     Ok(Json(json!(runs)))
 }
 
@@ -368,16 +374,13 @@ fn progress_stream(service: Service, caller: Caller, id: String) -> impl Stream<
                 return None;
             }
             // The run's state first: its events are all stored before it is seen ended.
-            let run = match cursor.service.run(&cursor.id, &cursor.caller).await {
-                Ok(run) => run,
-                Err(e) => {
-                    cursor.ended = true;
-                    cursor.pending.push_back(Event::default().event("error").data(e.to_string()));
-                    continue;
-                }
+            let read = async {
+                let run = cursor.service.run(&cursor.id, &cursor.caller).await?;
+                let events = cursor.service.events_after(&cursor.id, cursor.after).await?;
+                Ok::<_, ServiceError>((run, events))
             };
-            let events = match cursor.service.events_after(&cursor.id, cursor.after).await {
-                Ok(events) => events,
+            let (run, events) = match read.await {
+                Ok(read) => read,
                 Err(e) => {
                     cursor.ended = true;
                     cursor.pending.push_back(Event::default().event("error").data(e.to_string()));
@@ -450,7 +453,7 @@ async fn revoke_key(State(service): State<Service>, auth: Authed, Path(id): Path
 /// `GET /v1/audit` (admin): the tenant's latest audit entries.
 async fn audit_log(State(service): State<Service>, auth: Authed, Query(query): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let caller = auth.at_least(Role::Admin)?;
-    Ok(Json(json!(service.audit_log(&caller, query.limit.unwrap_or(50).min(1000)).await?)))
+    Ok(Json(json!(service.audit_log(&caller, query.limit()).await?)))
 }
 
 /// `POST /v1/migrate` (admin): migrates every model's tables.

@@ -322,7 +322,13 @@ async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             heartbeat_secs,
             served,
         } => {
-            let service = Service::open(&settings()?, &served.options()).await?;
+            // A worker executes from the PostgreSQL queue only: on the embedded store it
+            // refuses to start, without taking up the runs a `serve` there would execute.
+            let options = ServiceOptions {
+                in_process_workers: 0,
+                ..served.options()
+            };
+            let service = Service::open(&settings()?, &options).await?;
             let mut worker = WorkerOptions {
                 concurrency,
                 heartbeat: std::time::Duration::from_secs(heartbeat_secs.max(1)),
@@ -339,8 +345,7 @@ async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Mcp { served } => {
             let settings = settings()?;
             let service = Service::open(&settings, &served.options()).await?;
-            let tenant = settings.tenant.clone().unwrap_or_else(|| "default".into());
-            dataflow_workflows::service::mcp::serve_stdio(service, &tenant).await?;
+            dataflow_workflows::service::mcp::serve_stdio(service, &service_tenant(&settings)).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { json } => {
@@ -363,6 +368,12 @@ async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
+/// The tenant of the service's own acts (the first admin key, MCP over stdio): the `tenant`
+/// setting, or `default`.
+fn service_tenant(settings: &Settings) -> String {
+    settings.tenant.clone().unwrap_or_else(|| "default".into())
+}
+
 /// The caller of the command line's own admin actions.
 fn local_caller(tenant: &str) -> Caller {
     Caller {
@@ -375,7 +386,13 @@ fn local_caller(tenant: &str) -> Caller {
 
 /// `dataflow keys …`.
 async fn keys(settings: &Settings, command: KeysCommand) -> Result<ExitCode, CliError> {
-    let service = Service::open(settings, &ServiceOptions::default()).await?;
+    // A command that only manages keys: it executes no run, even on the embedded store, where
+    // a `serve` opening the same file executes them.
+    let options = ServiceOptions {
+        in_process_workers: 0,
+        ..ServiceOptions::default()
+    };
+    let service = Service::open(settings, &options).await?;
     match command {
         KeysCommand::Create { tenant, role, name } => {
             let role: Role = role.parse().map_err(|message| ServiceError::BadRequest {
@@ -415,12 +432,12 @@ async fn keys(settings: &Settings, command: KeysCommand) -> Result<ExitCode, Cli
 /// `dataflow serve`.
 async fn serve(settings: &Settings, listen: std::net::SocketAddr, served: Served, workers: usize) -> Result<ExitCode, CliError> {
     let options = ServiceOptions {
-        in_process_workers: workers,
+        in_process_workers: workers.max(1),
         ..served.options()
     };
     let service = Service::open(settings, &options).await?;
     if service.keys(None).await?.is_empty() {
-        let tenant = settings.tenant.clone().unwrap_or_else(|| "default".into());
+        let tenant = service_tenant(settings);
         let created = service
             .create_key(&tenant, Role::Admin, "created by the first serve", &local_caller(&tenant))
             .await?;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dataflow_tests::process::{Process, dataflow_command, printed_key, served_address, start};
+use dataflow_tests::process::{Process, create_key, dataflow_command, printed_key, served_address, start};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -61,11 +61,7 @@ impl Server {
 
     /// A key of `tenant` with `role`, from `dataflow keys create` (a process of its own).
     fn key(&self, tenant: &str, role: &str) -> String {
-        let out = dataflow(&["keys", "create", "--tenant", tenant, "--role", role, "--name", "test"], &self.env)
-            .output()
-            .expect("dataflow keys create runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        create_key(Path::new(env!("CARGO_BIN_EXE_dataflow")), &self.env, tenant, role)
     }
 }
 
@@ -656,6 +652,9 @@ async fn serve_on_the_embedded_stores_executes_runs_itself_and_takes_them_up_aft
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.process.kill_9();
+    // A command that opens the same stores meanwhile (`dataflow keys`) leaves the run alone:
+    // only the next `serve` executes it again, as its second attempt.
+    server.key("acme", "viewer");
     let workflows = test_workflows().display().to_string();
     let command = dataflow(&["serve", "--listen", "127.0.0.1:0", "--workflows", &workflows], &env);
     let (_process, lines) = start(command, "serve-again", |line| line.starts_with("serving "));

@@ -154,7 +154,8 @@ pub struct ServiceOptions {
     /// Folders whose `*.yaml` workflows are served beside the shipped ones.
     pub workflow_dirs: Vec<PathBuf>,
     /// Runs executed at once by the `serve` process itself on the embedded store (its
-    /// in-process queue); ignored on PostgreSQL, where `dataflow worker`s execute them.
+    /// in-process queue); ignored on PostgreSQL, where `dataflow worker`s execute them. 0 for a
+    /// process that executes none and leaves the unfinished runs alone (`dataflow keys`).
     pub in_process_workers: usize,
     /// The folder whose files imports may read (see [`crate::confined_registry`]): callers of
     /// a service name files on the machine that executes their run.
@@ -292,8 +293,10 @@ impl Service {
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok(),
             health: tokio::sync::Mutex::new(None),
         }));
-        if let (Some(receiver), Queue::InProcess { sender }) = (receiver, &service.0.queue) {
-            worker::spawn_in_process(service.clone(), receiver, options.in_process_workers.max(1));
+        if let (Some(receiver), Queue::InProcess { sender }) = (receiver, &service.0.queue)
+            && options.in_process_workers > 0
+        {
+            worker::spawn_in_process(service.clone(), receiver, options.in_process_workers);
             for id in runs.unfinished().await? {
                 let _ = sender.send(id);
             }

@@ -207,31 +207,42 @@ async fn a_worker_killed_with_kill_9_mid_run_loses_no_run_and_doubles_no_row() {
     let server = Server::start(&env);
     let operator = server.key("acme", "operator");
     let http = client();
-    // Each run creates a customer and a project and updates the project at version 1: none
-    // of the three writes is idempotent on its own.
-    let runs = 200;
-    let mut ids = Vec::new();
-    for n in 0..runs {
-        let (status, run) = call(
-            http.post(format!("{}/v1/workflows/open_project/runs", server.base))
-                .bearer_auth(&operator)
-                .json(&json!({
-                    "customer": {"name": format!("Customer {n}"), "email": format!("buyer{n}@example.com"), "segment": "retail", "country": "FR", "credit_limit": 500.0},
-                    "project_name": format!("Project {n}"),
-                })),
-        )
-        .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{run}");
-        ids.push(run["id"].as_str().unwrap().to_owned());
-    }
-    // The workers start with the 200 runs queued, so each holds runs until the queue is
-    // empty. The first is killed while the database shows it running two (the state it
-    // leaves behind is then frozen: the runs it held are those still `running` under it).
+    // The three workers are ready before the first run is queued: one that started late could
+    // find the queue drained (worker processes start slowly on a loaded machine).
     let pg = Pg::connect(&env).await;
     let mut workers = [worker("kill-w1", &env), worker("kill-w2", &env), worker("kill-w3", &env)];
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Each run creates a customer and a project and updates the project at version 1: none
+    // of the three writes is idempotent on its own. The runs are submitted while the workers
+    // take them, so the kill below lands in the middle of the 200.
+    let runs = 200;
+    let submitting = tokio::spawn({
+        let (http, base, operator) = (http.clone(), server.base.clone(), operator.clone());
+        async move {
+            let mut ids = Vec::new();
+            for n in 0..runs {
+                let (status, run) = call(
+                    http.post(format!("{base}/v1/workflows/open_project/runs"))
+                        .bearer_auth(&operator)
+                        .json(&json!({
+                            "customer": {"name": format!("Customer {n}"), "email": format!("buyer{n}@example.com"), "segment": "retail", "country": "FR", "credit_limit": 500.0},
+                            "project_name": format!("Project {n}"),
+                        })),
+                )
+                .await;
+                assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+                ids.push(run["id"].as_str().unwrap().to_owned());
+            }
+            ids
+        }
+    });
+    // The first worker is killed while the database shows it running two runs (the state it
+    // leaves behind is then frozen: the runs it held are those still `running` under it).
+    let deadline = Instant::now() + Duration::from_secs(120);
     while pg.count("dataflow_runs", "worker = 'kill-w1' AND status = 'running'").await < 2 {
-        assert!(Instant::now() < deadline, "kill-w1 never ran two runs at once");
+        if Instant::now() >= deadline {
+            panic!("kill-w1 never ran two runs at once; runs by worker and status: {:?}", pg.runs_by_worker().await);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     workers[0].kill_9();
     // A statement the worker sent just before it died still completes on the server (a run's
@@ -239,6 +250,7 @@ async fn a_worker_killed_with_kill_9_mid_run_loses_no_run_and_doubles_no_row() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let held = pg.ids("dataflow_runs", "worker = 'kill-w1' AND status = 'running'").await;
     assert!(!held.is_empty(), "kill-w1 held no run when it was killed");
+    let ids = submitting.await.expect("every run was submitted");
     for id in &ids {
         let run = wait_for_end(&http, &server.base, &operator, id).await;
         assert_eq!(run["status"], "succeeded", "{run}");
@@ -300,6 +312,19 @@ impl Pg {
             .query(format!("SELECT COUNT(*) AS n FROM \"{}\".{table} WHERE {condition}", self.schema))
             .await;
         rows[0].try_get::<i64>("", "n").unwrap()
+    }
+
+    /// How many runs each worker holds in each state, for a failure's message.
+    async fn runs_by_worker(&self) -> Vec<(Option<String>, String, i64)> {
+        let rows = self
+            .query(format!(
+                "SELECT worker, status, COUNT(*) AS n FROM \"{}\".dataflow_runs GROUP BY worker, status ORDER BY worker, status",
+                self.schema
+            ))
+            .await;
+        rows.iter()
+            .map(|r| (r.try_get("", "worker").unwrap(), r.try_get("", "status").unwrap(), r.try_get("", "n").unwrap()))
+            .collect()
     }
 
     /// The `id`s of the rows of `table` where `condition` holds.

@@ -117,7 +117,7 @@ fn benches(c: &mut Criterion) {
                 metadata.insert("id".into(), json!(i));
                 let doc = VectorDoc {
                     id: i.to_string(),
-                    embedding: embedder.embed(&[text.as_str()]).remove(0),
+                    embedding: embedder.embed(&[text.as_str()]).expect("an embedding").remove(0),
                     document: text,
                     metadata,
                 };

@@ -14,7 +14,9 @@
 //! `DATAFLOW_LOAD_RUNS` (default 1,000) shorten a run; with either changed the figures file is
 //! not written, so a short run never feeds the gates. `DATAFLOW_BENCH_MAX_CONNECTIONS` sets
 //! the PostgreSQL pool's size ([`dataflow_core::Config::max_connections`], default 16), for
-//! tuning; with it set the figures file is not written either.
+//! tuning; with it set the figures file is not written either. `DATAFLOW_BENCH_EMBEDDER=minilm`
+//! embeds with the sentence model instead of the hashing embedder (the model files from
+//! `scripts/install-services`), and adds `_minilm` to the figures file's name.
 //!
 //! Every run also prints the CPU budget of the 100-client phase ([`dataflow_benches::cpu`]):
 //! CPU milliseconds per classification spent by this process and by each local server's
@@ -81,9 +83,17 @@ fn main() {
         let mode = projection_mode();
         let max_connections = std::env::var_os(MAX_CONNECTIONS_VAR).map(|_| count(MAX_CONNECTIONS_VAR, 16));
         let mut pool_size = 0;
+        let minilm = match std::env::var("DATAFLOW_BENCH_EMBEDDER").as_deref() {
+            Err(_) | Ok("" | "hashing") => false,
+            Ok("minilm") => true,
+            Ok(other) => panic!("DATAFLOW_BENCH_EMBEDDER={other:?}: expected hashing or minilm"),
+        };
         let fx = Fixture::with_projections_config_on(backend, "bench_workflows", |mut c| {
             if let Some(n) = max_connections {
                 c.max_connections = n as u32;
+            }
+            if minilm {
+                c = c.with_embedder(dataflow_tests::models::minilm());
             }
             pool_size = c.max_connections;
             c.with_projections(mode)
@@ -94,8 +104,9 @@ fn main() {
             Backend::Embedded => "one SQLite connection".to_owned(),
         };
         println!(
-            "backend: {}, projections {mode:?} ({} sequential runs per workflow, {concurrent_runs} runs from {CONCURRENT_CLIENTS} clients, {pool})",
+            "backend: {}, projections {mode:?}, embedder {} ({} sequential runs per workflow, {concurrent_runs} runs from {CONCURRENT_CLIENTS} clients, {pool})",
             backend_name(backend),
+            fx.ctx.stores().embedder().name(),
             sequential
         );
         // How long the projections took to catch up after each phase (0 with inline ones).
@@ -198,7 +209,7 @@ fn main() {
         let vectors = fx.ctx.stores().vector().expect("a vector store");
         let embedder = fx.ctx.stores().embedder();
         let queries: Vec<Vec<f32>> = (0..concurrent_runs)
-            .map(|i| embedder.embed(&[format!("Cordless drill {i}").as_str()]).remove(0))
+            .map(|i| embedder.embed(&[format!("Cordless drill {i}").as_str()]).expect("an embedding").remove(0))
             .collect();
         let t = Instant::now();
         futures::stream::iter(queries.iter().map(|q| async move {
@@ -237,11 +248,12 @@ fn main() {
 
         // For `scripts/sla`: the figures its gates read (it reads the servers' two files only).
         let file = match (backend, mode) {
-            (Backend::Servers, ProjectionMode::Inline) => "workflows.json",
-            (Backend::Servers, ProjectionMode::Background) => "workflows_background.json",
-            (Backend::Embedded, ProjectionMode::Inline) => "workflows_embedded.json",
-            (Backend::Embedded, ProjectionMode::Background) => "workflows_embedded_background.json",
+            (Backend::Servers, ProjectionMode::Inline) => "workflows",
+            (Backend::Servers, ProjectionMode::Background) => "workflows_background",
+            (Backend::Embedded, ProjectionMode::Inline) => "workflows_embedded",
+            (Backend::Embedded, ProjectionMode::Background) => "workflows_embedded_background",
         };
+        let file = format!("{file}{}.json", if minilm { "_minilm" } else { "" });
         if sequential != SEQUENTIAL || concurrent_runs != CONCURRENT_RUNS || max_connections.is_some() {
             println!("shortened or tuning run: target/load/{file} not written");
             return;
@@ -265,7 +277,7 @@ fn main() {
             .extend(cpu.figures("classification", concurrent_runs));
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/load");
         std::fs::create_dir_all(&dir).expect("target/load");
-        std::fs::write(dir.join(file), serde_json::to_string_pretty(&figures).unwrap()).expect("writing the figures");
+        std::fs::write(dir.join(&file), serde_json::to_string_pretty(&figures).unwrap()).expect("writing the figures");
         println!("figures written to target/load/{file}");
     });
 }

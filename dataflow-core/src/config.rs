@@ -2,7 +2,10 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::model::embed::Embedder;
 
 use crate::secrets::redact_url;
 
@@ -61,6 +64,9 @@ pub struct Config {
     /// PostgreSQL. With SQLite as the relational store they share its file and this is not
     /// used.
     pub embedded_file: Option<PathBuf>,
+    /// The embedder that turns text into vectors for Search and the vector projections
+    /// (`None`: [`crate::HashingEmbedder`] with 384 dimensions).
+    pub embedder: Option<Arc<dyn Embedder>>,
 }
 
 /// When a write's vector and graph projections are applied. Either way the row and its outbox
@@ -147,6 +153,7 @@ impl fmt::Debug for Config {
             .field("embedded_vector", &self.embedded_vector)
             .field("embedded_graph", &self.embedded_graph)
             .field("embedded_file", &self.embedded_file)
+            .field("embedder", &self.embedder.as_ref().map(|e| e.name()))
             .finish()
     }
 }
@@ -173,6 +180,7 @@ impl Config {
             embedded_vector: false,
             embedded_graph: false,
             embedded_file: None,
+            embedder: None,
         }
     }
 
@@ -264,6 +272,12 @@ impl Config {
     /// When writes apply their vector and graph projections ([`ProjectionMode`]).
     pub fn with_projections(mut self, mode: ProjectionMode) -> Self {
         self.projections = mode;
+        self
+    }
+
+    /// With this embedder instead of the default hashing one.
+    pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(embedder);
         self
     }
 }

@@ -132,6 +132,15 @@ pub enum Error {
     /// Bad configuration: a URL that does not parse, an unknown option, ...
     #[error("configuration: {0}")]
     Config(String),
+    /// The embedder could not turn texts into vectors, or vectors made by another embedder
+    /// were met (a collection written with one embedder and searched with another).
+    #[error("embedder {embedder}: {message}")]
+    Embedding {
+        /// The embedder's name ([`crate::Embedder::name`]).
+        embedder: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl Error {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, ProjectionMode};
+use crate::consistency::embedding::{ReembedProgress, ReembedReport, VectorRecord};
 use crate::consistency::outbox::{self, Outbox};
 use crate::error::Result;
 use crate::model::ModelMeta;
@@ -27,7 +28,11 @@ impl Stores {
     /// leave their vector and graph projections pending until those stores answer.
     pub async fn connect(config: &Config) -> Result<Stores> {
         let connected = Connected::connect(config).await?;
-        Ok(Stores::builder(connected.relational)
+        let mut builder = Stores::builder(connected.relational);
+        if let Some(embedder) = &config.embedder {
+            builder = builder.embedder(embedder.clone());
+        }
+        Ok(builder
             .cache(connected.cache, config.cache_prefix.clone())
             .vector(connected.vector)
             .graph(connected.graph)
@@ -80,6 +85,30 @@ impl Stores {
         self.handles.embedder()
     }
 
+    /// Re-embeds every row of `meta` with this process's embedder, `page` rows at a time,
+    /// calling `progress` after each page; resumes a re-embedding that stopped. See
+    /// [`crate::consistency::embedding`] for what searches and writes do meanwhile.
+    pub async fn reembed(
+        &self,
+        meta: &'static ModelMeta,
+        page: usize,
+        progress: impl FnMut(ReembedProgress),
+    ) -> crate::Result<ReembedReport> {
+        crate::consistency::embedding::reembed(&self.handles, meta, page, progress).await
+    }
+
+    /// The embedder recorded for the vector collection of `meta` (`None`: not searched nor
+    /// written since records are kept, or no vector store).
+    pub async fn vector_record(&self, meta: &'static ModelMeta) -> crate::Result<Option<VectorRecord>> {
+        crate::consistency::embedding::record_of(&self.handles, meta).await
+    }
+
+    /// The embedding of every text, in order, through the embedder; calls made at the same
+    /// time are joined when the embedder asks for it (see [`StoreHandles::embed`]).
+    pub async fn embed(&self, texts: Vec<String>) -> crate::Result<Vec<Vec<f32>>> {
+        self.handles.embed(texts).await
+    }
+
     /// The cache key of one row (see [`StoreHandles::cache_key`]).
     pub fn cache_key(&self, meta: &ModelMeta, tenant: Option<&str>, id: i64) -> String {
         self.handles.cache_key(meta, tenant, id)
@@ -109,6 +138,7 @@ impl Stores {
             tracing::warn!(constraint = %broken.constraint, rows = broken.rows, "{broken}");
         }
         outbox::create_table(self.relational()).await?;
+        crate::consistency::embedding::create_table(self.relational()).await?;
         crate::nodes::effect::create_table(self.relational()).await?;
         if let Some(graph) = self.graph() {
             let labels: Vec<&'static str> = models.iter().map(|m| m.name).collect();

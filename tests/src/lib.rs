@@ -7,6 +7,7 @@ pub mod embedded;
 pub mod fixture;
 pub mod harness;
 pub mod hostile;
+pub mod models;
 pub mod process;
 pub mod stores;
 pub mod vectors;

@@ -103,7 +103,7 @@ async fn a_query_with_words_of_one_description_returns_that_product_first(backen
         assert_eq!(hits[0], *id, "query {query:?} ranked {hits:?}");
     }
     // A vector query: the embedding of a description finds that product.
-    let vector = fx.ctx.stores().embedder().embed(&[descriptions[2]]).pop().unwrap();
+    let vector = fx.ctx.stores().embedder().embed(&[descriptions[2]]).unwrap().pop().unwrap();
     let hits = search(&fx, json!({"vector": vector, "top_k": 1})).await.unwrap();
     assert_eq!(hits, vec![ids[2]]);
 }

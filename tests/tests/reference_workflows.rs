@@ -1,6 +1,7 @@
 //! The four reference workflows end to end against live PostgreSQL, Redis, Chroma and the Bolt
 //! graph server, and on the embedded set, loaded from their YAML files: what each leaves behind in every store, and a
-//! failing run that leaves nothing.
+//! failing run that leaves nothing. classify_product and recommend_for_project run with both
+//! embedders (hashing, and the sentence model all-MiniLM-L6-v2).
 
 use dataflow_core::Node;
 use dataflow_core::nodes::create::CreateInput;
@@ -8,6 +9,7 @@ use dataflow_core::nodes::graph::GraphInput;
 use dataflow_models::*;
 use dataflow_runtime::{NodeStatus, RunReport, RunStatus, Runtime, Workflow, yaml};
 use dataflow_tests::fixture::{Backend, Fixture, sample_product};
+use dataflow_tests::models::minilm;
 use dataflow_tests::on_both_backends;
 use dataflow_workflows::{data_dir, registry, workflow_file};
 use serde_json::{Value, json};
@@ -91,7 +93,21 @@ async fn import_catalog_fills_every_store(backend: Backend) {
 on_both_backends!(import_catalog_fills_every_store);
 
 async fn classify_product_votes_creates_and_links(backend: Backend) {
-    let fx = Fixture::with_projections_on(backend, "wf_classify").await;
+    classify_products(Fixture::with_projections_on(backend, "wf_classify").await).await;
+}
+on_both_backends!(classify_product_votes_creates_and_links);
+
+/// The same with the sentence model as the embedder: the catalogue's vectors and the queries
+/// are the model's.
+async fn classify_product_votes_with_the_minilm_embedder(backend: Backend) {
+    let fx = Fixture::with_projections_config_on(backend, "wf_classify_minilm", |c| c.with_embedder(minilm())).await;
+    assert_eq!(fx.ctx.stores().embedder().name(), "all-MiniLM-L6-v2");
+    classify_products(fx).await;
+}
+on_both_backends!(classify_product_votes_with_the_minilm_embedder);
+
+/// Imports the catalogue, classifies four new products and checks what each run wrote.
+async fn classify_products(fx: Fixture) {
     import(&fx).await;
     for product in new_products().into_iter().take(4) {
         let report = run(&fx.ctx, "classify_product", json!({"product": product})).await;
@@ -143,7 +159,6 @@ async fn classify_product_votes_creates_and_links(backend: Backend) {
         }
     }
 }
-on_both_backends!(classify_product_votes_creates_and_links);
 
 async fn a_failing_classification_leaves_no_partial_write(backend: Backend) {
     let fx = Fixture::with_projections_on(backend, "wf_classify_fail").await;
@@ -376,7 +391,19 @@ async fn compliance_check_fails_when_the_category_tree_is_deeper_than_it_reaches
 on_both_backends!(compliance_check_fails_when_the_category_tree_is_deeper_than_it_reaches);
 
 async fn recommend_for_project_writes_ranked_recommendations(backend: Backend) {
-    let fx = Fixture::with_projections_on(backend, "wf_recommend").await;
+    recommend_for_the_sample_project(Fixture::with_projections_on(backend, "wf_recommend").await).await;
+}
+on_both_backends!(recommend_for_project_writes_ranked_recommendations);
+
+/// The same with the sentence model as the embedder.
+async fn recommend_for_project_ranks_with_the_minilm_embedder(backend: Backend) {
+    let fx = Fixture::with_projections_config_on(backend, "wf_recommend_minilm", |c| c.with_embedder(minilm())).await;
+    recommend_for_the_sample_project(fx).await;
+}
+on_both_backends!(recommend_for_project_ranks_with_the_minilm_embedder);
+
+/// Imports the catalogue, opens the sample project and checks its recommendations.
+async fn recommend_for_the_sample_project(fx: Fixture) {
     import(&fx).await;
     let sample: Value = serde_json::from_str(&std::fs::read_to_string(data_dir().join("sample_project.json")).unwrap()).unwrap();
     let ctx = fx.tenant(sample["tenant"].as_str().unwrap());
@@ -415,4 +442,3 @@ async fn recommend_for_project_writes_ranked_recommendations(backend: Backend) {
     let (_, edges) = fx.graph_node("Recommendation", id).await.expect("a graph node");
     assert!(edges.contains(&("RECOMMENDED_FOR".into(), "Project".into(), project)), "{edges:?}");
 }
-on_both_backends!(recommend_for_project_writes_ranked_recommendations);

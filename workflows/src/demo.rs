@@ -100,7 +100,7 @@ impl Shown<'_> {
             "memory" => "in this process".to_owned(),
             _ => "server".to_owned(),
         };
-        let rows: Vec<Vec<String>> = [
+        let mut rows: Vec<Vec<String>> = [
             ("relational", Some(b.relational)),
             ("graph", b.graph),
             ("vector", b.vector),
@@ -112,6 +112,13 @@ impl Shown<'_> {
             vec![store.to_owned(), backend.to_owned(), place(backend)]
         })
         .collect();
+        // Which embedder made the vectors the votes and rankings below stand on.
+        let embedder = stores.handles().embedder();
+        rows.push(vec![
+            "embedder".to_owned(),
+            embedder.name().to_owned(),
+            format!("{} dimensions", embedder.dimension()),
+        ]);
         self.table(&["store", "backend", "where"], &rows)
     }
 

@@ -22,7 +22,7 @@ use dataflow_runtime::Registry;
 use serde_json::{Value, json};
 
 pub use error::Error;
-pub use progress::Runner;
+pub use progress::{Runner, TaskProgress};
 pub use settings::{BacklogLimits, DEFAULT_HEALTH_MAX_PENDING, DEFAULT_HEALTH_MAX_PENDING_AGE_SECS, DEFAULT_HOME, Settings, SettingsError};
 
 pub use dataflow_models;

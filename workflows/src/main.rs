@@ -9,7 +9,7 @@ use dataflow_core::values::printable;
 use dataflow_core::{Backlog, Context, ProjectionMode};
 use dataflow_runtime::{GraphFormat, RunStatus};
 use dataflow_workflows::service::{Caller, Role, Service, ServiceError, ServiceOptions, WorkerOptions};
-use dataflow_workflows::{BacklogLimits, Runner, Settings, SettingsError, registry, render};
+use dataflow_workflows::{BacklogLimits, Runner, Settings, SettingsError, TaskProgress, registry, render};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -77,6 +77,17 @@ enum Command {
     /// Exits 0 when all is well, 1 when a store is down, 3 when the backlog is beyond the
     /// `health_max_pending` or `health_max_pending_age_secs` setting (degraded).
     Health,
+    /// Re-embeds the rows of models with the configured embedder (`embedder` setting) into
+    /// their vector collections, from the relational store, page by page; stopped, it goes on
+    /// from where it stopped at the next start. Searches of a collection being re-embedded are
+    /// refused until it is done.
+    Reembed {
+        /// The models (default: every model with embed fields).
+        models: Vec<String>,
+        /// Rows embedded and written at once.
+        #[arg(long, default_value_t = 256)]
+        page: usize,
+    },
     /// Applies pending outbox records to the projections and says what it did and what is left.
     Sync {
         /// As JSON.
@@ -346,6 +357,51 @@ async fn execute(cli: Cli) -> Result<ExitCode, CliError> {
             let settings = settings()?;
             let service = Service::open(&settings, &served.options()).await?;
             dataflow_workflows::service::mcp::serve_stdio(service, &service_tenant(&settings)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reembed { models, page } => {
+            let stores = settings()?.stores().await?;
+            let all = dataflow_models::all_models();
+            let chosen: Vec<&'static dataflow_core::ModelMeta> = if models.is_empty() {
+                all.iter().copied().filter(|m| m.has_embed_fields()).collect()
+            } else {
+                let names: Vec<&'static str> = all.iter().map(|m| m.name).collect();
+                let mut chosen = Vec::new();
+                for name in &models {
+                    match all.iter().find(|m| m.name == name.as_str()) {
+                        Some(meta) => chosen.push(*meta),
+                        None => {
+                            return Err(CliError::UnknownModel {
+                                model: name.clone(),
+                                suggestions: closest_models(name, &names),
+                                models: names,
+                            });
+                        }
+                    }
+                }
+                chosen
+            };
+            for meta in chosen {
+                let mut shown = TaskProgress::start(format!("rows of {} re-embedded", meta.name));
+                let report = stores.reembed(meta, page, |p| shown.update(p.done, p.total)).await?;
+                shown.finish();
+                println!(
+                    "{}: {} rows embedded with {} into {}{}{}",
+                    meta.name,
+                    report.embedded,
+                    report.to,
+                    report.collection,
+                    match &report.from {
+                        Some(from) if *from != report.to => format!(" (was {from})"),
+                        _ => String::new(),
+                    },
+                    if report.resumed {
+                        ", going on from where a stopped run had come"
+                    } else {
+                        ""
+                    }
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { json } => {

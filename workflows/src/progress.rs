@@ -154,6 +154,56 @@ impl Display {
     }
 }
 
+/// The progress of one long task outside a workflow run (`dataflow reembed`), as a run's
+/// items show: a bar on a terminal, elsewhere a line at each tenth.
+pub struct TaskProgress {
+    label: String,
+    bar: Option<ProgressBar>,
+    /// The tenth of the work the last line showed.
+    shown_tenth: Option<u64>,
+}
+
+impl TaskProgress {
+    /// Starts showing the progress of `label`.
+    pub fn start(label: impl Into<String>) -> TaskProgress {
+        let label = label.into();
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0).with_style(bar_style());
+            bar.set_message(label.clone());
+            bar
+        });
+        TaskProgress {
+            label,
+            bar,
+            shown_tenth: None,
+        }
+    }
+
+    /// `done` of `total` are done.
+    pub fn update(&mut self, done: u64, total: u64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            None => {
+                let tenth = (done * 10).checked_div(total).map_or(10, |t| t.min(10));
+                if self.shown_tenth.is_none_or(|shown| tenth > shown) {
+                    self.shown_tenth = Some(tenth);
+                    eprintln!("{done}/{total} {}", self.label);
+                }
+            }
+        }
+    }
+
+    /// Ends the display (the bar stays drawn at its last position).
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish();
+        }
+    }
+}
+
 fn bar_style() -> ProgressStyle {
     // The template is a constant that parses; the default style is only a fallback.
     ProgressStyle::with_template(BAR_TEMPLATE)

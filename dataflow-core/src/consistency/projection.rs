@@ -222,7 +222,9 @@ pub(crate) async fn apply(stores: &StoreHandles, meta: &'static ModelMeta, rows:
     applied
 }
 
-async fn apply_vector(
+/// Upserts the vectors of `rows` present and removes those of rows absent, once the
+/// collection's recorded embedder is this process's (see [`super::embedding`]).
+pub(crate) async fn apply_vector(
     stores: &StoreHandles,
     store: &dyn crate::store::VectorStore,
     meta: &'static ModelMeta,
@@ -247,7 +249,8 @@ async fn apply_vector(
         }
     }
     if !keep.is_empty() {
-        let vectors = embed_all(stores, &texts).await?;
+        super::embedding::check(stores, store, meta, super::embedding::Use::Write).await?;
+        let vectors = stores.embed(texts.clone()).await?;
         let docs: Vec<VectorDoc> = keep
             .iter()
             .zip(vectors)
@@ -265,26 +268,6 @@ async fn apply_vector(
         store.delete(meta.table, &remove).await?;
     }
     Ok(())
-}
-
-/// Rows embedded on the async worker itself; larger batches move to a blocking thread.
-const INLINE_EMBED: usize = 64;
-
-/// The embedding of every text, in order.
-async fn embed_all(stores: &StoreHandles, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-    if texts.len() <= INLINE_EMBED {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        return Ok(stores.embedder().embed(&refs));
-    }
-    // Thousands of rows are milliseconds of CPU work: keep them off the async workers.
-    let embedder = stores.shared_embedder();
-    let texts = texts.to_vec();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        embedder.embed(&refs)
-    })
-    .await
-    .map_err(|e| Error::Config(format!("embedding failed: {e}")))
 }
 
 /// Applies projections, then checks that no row moved on while they were applied; rows that

@@ -11,9 +11,12 @@
 //!
 //! **Bad at:** meaning. Synonyms with no letters in common ("drill" / "borer"), paraphrases,
 //! negation and other languages are invisible to it. Plug a model-backed [`Embedder`] in
-//! through [`crate::StoresBuilder::embedder`] where meaning matters.
+//! through [`crate::StoresBuilder::embedder`] where meaning matters (the `dataflow-embed` crate's
+//! `MiniLmEmbedder` is one).
 
 use std::borrow::Cow;
+
+use crate::error::Result;
 
 /// Turns texts into vectors of a fixed dimension, for similarity search.
 ///
@@ -27,8 +30,16 @@ pub trait Embedder: Send + Sync {
     /// Length of every vector this embedder returns.
     fn dimension(&self) -> usize;
 
-    /// One vector per text, each of length [`Embedder::dimension`].
-    fn embed(&self, texts: &[&str]) -> Vec<Vec<f32>>;
+    /// One vector per text, each of length [`Embedder::dimension`], or an
+    /// [`crate::Error::Embedding`] saying why none could be made.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+
+    /// Whether one call costs enough (a model's forward pass: milliseconds of CPU) that calls
+    /// made at the same time are joined into one batch and run on a blocking thread, off the
+    /// async workers. Cheap embedders (hashing: microseconds) are called where they are.
+    fn joins_concurrent_calls(&self) -> bool {
+        false
+    }
 }
 
 /// Dimensions of the default embedder.
@@ -123,8 +134,8 @@ impl Embedder for HashingEmbedder {
         self.dimension
     }
 
-    fn embed(&self, texts: &[&str]) -> Vec<Vec<f32>> {
-        texts.iter().map(|t| self.embed_one(t)).collect()
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        Ok(texts.iter().map(|t| self.embed_one(t)).collect())
     }
 }
 

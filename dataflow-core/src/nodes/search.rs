@@ -4,6 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::consistency::embedding;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::model::filter::Filter;
@@ -92,7 +93,7 @@ pub async fn run<M: Model>(ctx: &Context, input: SearchInput) -> Result<SearchOu
                     format!("is {chars} characters long; at most {MAX_QUERY_CHARS}"),
                 ));
             }
-            embedder.embed(&[query.as_str()]).pop().unwrap_or_default()
+            ctx.stores().embed(vec![query]).await?.pop().unwrap_or_default()
         }
         (None, Some(vector)) => {
             if vector.len() != embedder.dimension() {
@@ -130,6 +131,8 @@ pub async fn run<M: Model>(ctx: &Context, input: SearchInput) -> Result<SearchOu
     }
     let filter = MetaFilter::all(parts);
     let store = ctx.stores().handles().require_vector(meta.name)?;
+    // The collection's vectors must be this embedder's, and not half re-embedded.
+    embedding::check(ctx.stores().handles(), store, meta, embedding::Use::Search).await?;
 
     // Ask for more than top_k: rows deleted in PostgreSQL whose vectors are not removed yet
     // are dropped when hydrating. Ask again for more while they crowd out live rows.

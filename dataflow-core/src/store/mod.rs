@@ -13,9 +13,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::consistency::embedding::RecordCache;
+use crate::error::{Error, Result, StoreKind};
 use crate::model::ModelMeta;
 use crate::model::embed::{Embedder, HashingEmbedder};
+use coalesce::Coalescer;
 
 #[cfg(feature = "redis")]
 pub use cache::RedisCache;
@@ -42,7 +44,41 @@ struct Handles {
     vector: Option<Arc<dyn VectorStore>>,
     graph: Option<Arc<dyn GraphStore>>,
     embedder: Arc<dyn Embedder>,
+    /// Calls to an embedder that joins concurrent calls ([`Embedder::joins_concurrent_calls`]).
+    embeddings: Coalescer<(), Vec<String>, Vec<Vec<f32>>>,
+    /// The embedder recorded for each vector collection, as this process last read it.
+    vector_records: RecordCache,
     models: RwLock<BTreeMap<&'static str, &'static ModelMeta>>,
+}
+
+/// Callers whose texts one embedding batch carries at most (each brings any number of texts;
+/// the embedder splits what it is given into batches of its own size).
+const MAX_CALLERS_PER_EMBEDDING: usize = 64;
+
+/// Texts embedded on the async worker itself by a cheap embedder; more move to a blocking
+/// thread (thousands of rows are milliseconds of CPU work).
+const INLINE_EMBED: usize = 64;
+
+/// `embedder.embed(texts)` on a blocking thread, checked to give one vector per text.
+async fn embed_on_blocking_thread(embedder: Arc<dyn Embedder>, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+    let name = embedder.name().to_owned();
+    let wanted = texts.len();
+    let vectors = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        embedder.embed(&refs)
+    })
+    .await
+    .map_err(|e| Error::Embedding {
+        embedder: name.clone(),
+        message: format!("the embedding thread failed: {e}"),
+    })??;
+    if vectors.len() != wanted {
+        return Err(Error::Embedding {
+            embedder: name,
+            message: format!("{} vectors for {wanted} texts", vectors.len()),
+        });
+    }
+    Ok(vectors)
 }
 
 /// The backends named in a [`Config`], connected; see [`StoreHandles::connect`].
@@ -164,6 +200,8 @@ impl StoreHandles {
                 vector: None,
                 graph: None,
                 embedder: Arc::new(HashingEmbedder::default()),
+                embeddings: Coalescer::new(StoreKind::Vector, MAX_CALLERS_PER_EMBEDDING),
+                vector_records: RecordCache::default(),
                 models: RwLock::new(BTreeMap::new()),
             }),
         }
@@ -244,9 +282,34 @@ impl StoreHandles {
         self.inner.embedder.as_ref()
     }
 
-    /// The embedder, shared, for work moved to another thread.
-    pub(crate) fn shared_embedder(&self) -> Arc<dyn Embedder> {
-        self.inner.embedder.clone()
+    /// The embedder records this process read ([`crate::consistency::embedding`]).
+    pub(crate) fn vector_records(&self) -> &RecordCache {
+        &self.inner.vector_records
+    }
+
+    /// The embedding of every text, in order. A cheap embedder is called where it is (on a
+    /// blocking thread for many texts); one that joins concurrent calls gets the texts of every
+    /// caller waiting when its previous batch returns, in one call on a blocking thread.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        let embedder = self.inner.embedder.clone();
+        if !embedder.joins_concurrent_calls() {
+            if texts.len() <= INLINE_EMBED {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                return embedder.embed(&refs);
+            }
+            return embed_on_blocking_thread(embedder, texts).await;
+        }
+        self.inner
+            .embeddings
+            .run((), texts, |calls: Vec<Vec<String>>| {
+                let embedder = embedder.clone();
+                async move {
+                    let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+                    let mut vectors = embed_on_blocking_thread(embedder, calls.concat()).await?.into_iter();
+                    Ok(sizes.into_iter().map(|n| vectors.by_ref().take(n).collect()).collect())
+                }
+            })
+            .await
     }
 
     /// The cache key of one row: `{prefix}:{table}:{id}` plus `:{tenant}` for multi-tenant models.

@@ -365,6 +365,10 @@ impl VectorStore for ChromaStore {
         "chroma"
     }
 
+    fn stored_name(&self, collection: &str) -> String {
+        self.collection_name(collection)
+    }
+
     async fn upsert(&self, collection: &'static str, docs: Vec<VectorDoc>) -> Result<()> {
         if docs.is_empty() {
             return Ok(());

@@ -900,6 +900,10 @@ impl VectorStore for EmbeddedVectors {
         "embedded"
     }
 
+    fn stored_name(&self, collection: &str) -> String {
+        self.name(collection)
+    }
+
     async fn upsert(&self, collection: &'static str, docs: Vec<VectorDoc>) -> Result<()> {
         let action = "upserting documents";
         let Some(first) = docs.first() else { return Ok(()) };

@@ -73,6 +73,9 @@ pub trait VectorStore: Send + Sync {
     /// The backend's name, e.g. `chroma`.
     fn backend(&self) -> &'static str;
 
+    /// The name `collection` is stored under (`{prefix}{collection}`).
+    fn stored_name(&self, collection: &str) -> String;
+
     /// Inserts or replaces documents by id, creating the collection on first use.
     async fn upsert(&self, collection: &'static str, docs: Vec<VectorDoc>) -> Result<()>;
 

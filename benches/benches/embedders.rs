@@ -220,8 +220,9 @@ async fn quality(embedder: Arc<dyn Embedder>, items: &[Item]) {
             .await;
         assert_eq!(cleanup.status, RunStatus::Succeeded, "{:?}", cleanup.error);
 
+        // As classify_product searches (and as the catalogue's documents read).
         let query = format!(
-            "{}. {}",
+            "{}\n{}",
             item.product["name"].as_str().unwrap(),
             item.product["description"].as_str().unwrap()
         );

@@ -10,7 +10,9 @@ mod sqlite;
 pub mod vector;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use hashlink::LruCache;
 
 use crate::config::Config;
 use crate::consistency::embedding::RecordCache;
@@ -46,6 +48,8 @@ struct Handles {
     embedder: Arc<dyn Embedder>,
     /// Calls to an embedder that joins concurrent calls ([`Embedder::joins_concurrent_calls`]).
     embeddings: Coalescer<(), Vec<String>, Vec<Vec<f32>>>,
+    /// The vectors of the texts such an embedder embedded last.
+    embedded: Mutex<LruCache<String, Vec<f32>>>,
     /// The embedder recorded for each vector collection, as this process last read it.
     vector_records: RecordCache,
     models: RwLock<BTreeMap<&'static str, &'static ModelMeta>>,
@@ -54,6 +58,13 @@ struct Handles {
 /// Callers whose texts one embedding batch carries at most (each brings any number of texts;
 /// the embedder splits what it is given into batches of its own size).
 const MAX_CALLERS_PER_EMBEDDING: usize = 64;
+
+/// Texts whose vectors are kept when the embedder joins concurrent calls (an expensive one:
+/// milliseconds a text), most recently used first, about 6 MB at 384 dimensions. A text comes
+/// back soon: a row written again in a field that is not embedded (a classification linked to
+/// its ETIM class) has the same text, and `classify_product` searches with the text its new
+/// product's vector then gets.
+const EMBEDDING_CACHE: usize = 4096;
 
 /// Texts embedded on the async worker itself by a cheap embedder; more move to a blocking
 /// thread (thousands of rows are milliseconds of CPU work).
@@ -201,6 +212,7 @@ impl StoreHandles {
                 graph: None,
                 embedder: Arc::new(HashingEmbedder::default()),
                 embeddings: Coalescer::new(StoreKind::Vector, MAX_CALLERS_PER_EMBEDDING),
+                embedded: Mutex::new(LruCache::new(EMBEDDING_CACHE)),
                 vector_records: RecordCache::default(),
                 models: RwLock::new(BTreeMap::new()),
             }),
@@ -289,7 +301,8 @@ impl StoreHandles {
 
     /// The embedding of every text, in order. A cheap embedder is called where it is (on a
     /// blocking thread for many texts); one that joins concurrent calls gets the texts of every
-    /// caller waiting when its previous batch returns, in one call on a blocking thread.
+    /// caller waiting when its previous batch returns, in one call on a blocking thread, less
+    /// the texts whose vectors it made lately (kept for [`EMBEDDING_CACHE`] texts).
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
         let embedder = self.inner.embedder.clone();
         if !embedder.joins_concurrent_calls() {
@@ -299,17 +312,47 @@ impl StoreHandles {
             }
             return embed_on_blocking_thread(embedder, texts).await;
         }
-        self.inner
-            .embeddings
-            .run((), texts, |calls: Vec<Vec<String>>| {
-                let embedder = embedder.clone();
-                async move {
-                    let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
-                    let mut vectors = embed_on_blocking_thread(embedder, calls.concat()).await?.into_iter();
-                    Ok(sizes.into_iter().map(|n| vectors.by_ref().take(n).collect()).collect())
-                }
+        let mut vectors: Vec<Option<Vec<f32>>> = {
+            let mut kept = self.inner.embedded.lock().unwrap_or_else(|e| e.into_inner());
+            texts.iter().map(|text| kept.get(text).cloned()).collect()
+        };
+        let missing: Vec<String> = texts
+            .iter()
+            .zip(&vectors)
+            .filter(|(_, vector)| vector.is_none())
+            .map(|(text, _)| text.clone())
+            .collect();
+        if !missing.is_empty() {
+            let made = self
+                .inner
+                .embeddings
+                .run((), missing.clone(), |calls: Vec<Vec<String>>| {
+                    let embedder = embedder.clone();
+                    async move {
+                        let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+                        let mut vectors = embed_on_blocking_thread(embedder, calls.concat()).await?.into_iter();
+                        Ok(sizes.into_iter().map(|n| vectors.by_ref().take(n).collect()).collect())
+                    }
+                })
+                .await?;
+            let mut kept = self.inner.embedded.lock().unwrap_or_else(|e| e.into_inner());
+            let mut made = missing.into_iter().zip(made).map(|(text, vector)| {
+                kept.insert(text, vector.clone());
+                vector
+            });
+            for slot in vectors.iter_mut().filter(|v| v.is_none()) {
+                *slot = made.next();
+            }
+        }
+        vectors
+            .into_iter()
+            .map(|vector| {
+                vector.ok_or_else(|| Error::Embedding {
+                    embedder: embedder.name().to_owned(),
+                    message: "fewer vectors than texts".into(),
+                })
             })
-            .await
+            .collect()
     }
 
     /// The cache key of one row: `{prefix}:{table}:{id}` plus `:{tenant}` for multi-tenant models.

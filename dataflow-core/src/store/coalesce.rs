@@ -1,5 +1,5 @@
 //! Concurrent calls that share one request: vector queries and upserts (Chroma), graph node
-//! writes (Bolt). Calls with the same key (a collection and filter, a label) that arrive while a
+//! writes (Bolt), the texts of an expensive embedder (`StoreHandles::embed`). Calls with the same key (a collection and filter, a label) that arrive while a
 //! request of that key is in flight wait in a queue; when the request returns, the first of
 //! them sends the next one, for itself and up to `max_batch - 1` others. No timer: a lone call
 //! goes out at once and pays nothing; under load, requests fill up by themselves. Each caller
@@ -75,12 +75,15 @@ impl<K: Hash + Eq + Clone, Q, A> Coalescer<K, Q, A> {
     /// Bounds the wait of a queued caller: after `limit` without an answer or its turn to send,
     /// it returns `error(limit)` and is left out of the requests still to go (a request that
     /// already carries it goes on; its answer is dropped).
+    // Used by the Chroma and Bolt backends; the embedder's coalescer has no wait limit.
+    #[cfg_attr(not(any(feature = "chroma", feature = "bolt")), allow(dead_code))]
     pub(crate) fn with_wait_limit(mut self, limit: Duration, error: TimedOut) -> Self {
         self.wait_limit = Some((limit, error));
         self
     }
 
     /// Queries answered and requests sent so far.
+    #[cfg_attr(not(any(feature = "chroma", feature = "bolt")), allow(dead_code))]
     pub(crate) fn counts(&self) -> (u64, u64) {
         (self.queries.load(Ordering::Relaxed), self.requests.load(Ordering::Relaxed))
     }

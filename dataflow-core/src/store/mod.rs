@@ -2,7 +2,6 @@
 //! set of them that every layer above reads and writes through.
 
 pub mod cache;
-#[cfg(any(feature = "chroma", feature = "bolt"))]
 mod coalesce;
 pub mod graph;
 pub mod relational;

@@ -424,7 +424,7 @@ mod tests {
             Value::Object(fields) => fields,
             other => panic!("{other}"),
         };
-        assert_eq!(fields.len(), 16);
+        assert_eq!(fields.len(), 18);
         for (name, value) in fields {
             assert_eq!(value, Value::String(format!("{name}=0123")), "{name}");
         }

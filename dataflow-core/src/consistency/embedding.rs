@@ -14,7 +14,7 @@
 //! A process reads a record again at most once a second, so a re-embedding started elsewhere
 //! stops its searches and writes within a second.
 //!
-//! [`reembed`] re-embeds a model's rows from the relational store with this process's
+//! `reembed` ([`crate::Stores::reembed`]) re-embeds a model's rows from the relational store with this process's
 //! embedder: it records the new embedder with a cursor (searches are refused meanwhile, and
 //! only processes with the new embedder write), empties the collection, then embeds the rows
 //! page by page in primary-key order, moving the cursor after each page. Stopped, it is

@@ -301,7 +301,7 @@ impl StoreHandles {
     /// The embedding of every text, in order. A cheap embedder is called where it is (on a
     /// blocking thread for many texts); one that joins concurrent calls gets the texts of every
     /// caller waiting when its previous batch returns, in one call on a blocking thread, less
-    /// the texts whose vectors it made lately (kept for [`EMBEDDING_CACHE`] texts).
+    /// the texts whose vectors it made lately (the last 4,096 texts are kept).
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
         let embedder = self.inner.embedder.clone();
         if !embedder.joins_concurrent_calls() {

@@ -32,7 +32,7 @@ use sea_orm::{ConnectionTrait, Value as SqlValue};
 use crate::consistency::projection;
 use crate::error::{Error, Result};
 use crate::model::ModelMeta;
-use crate::model::embed::HashingEmbedder;
+use crate::model::embed::{Embedder, HashingEmbedder};
 use crate::store::{RelationalStore, StoreHandles, VectorStore};
 
 const TABLE: &str = "dataflow_vector_embedders";
@@ -52,6 +52,17 @@ pub struct VectorRecord {
     pub reembedding_after: Option<i64>,
 }
 
+impl VectorRecord {
+    /// The record of `embedder`'s vectors, with a re-embedding's cursor when one is under way.
+    fn of(embedder: &dyn Embedder, reembedding_after: Option<i64>) -> VectorRecord {
+        VectorRecord {
+            embedder: embedder.name().to_owned(),
+            dimension: embedder.dimension(),
+            reembedding_after,
+        }
+    }
+}
+
 /// What a caller is about to do with a collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Use {
@@ -63,6 +74,28 @@ pub(crate) enum Use {
 #[derive(Default)]
 pub(crate) struct RecordCache {
     records: Mutex<HashMap<String, (Instant, VectorRecord)>>,
+}
+
+impl RecordCache {
+    /// The record of `collection` read less than [`RECORD_TTL`] ago.
+    fn fresh(&self, collection: &str) -> Option<VectorRecord> {
+        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        records
+            .get(collection)
+            .filter(|(read_at, _)| read_at.elapsed() < RECORD_TTL)
+            .map(|(_, record)| record.clone())
+    }
+
+    /// Keeps `record` of `collection`, read now.
+    fn keep(&self, collection: &str, record: &VectorRecord) {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.insert(collection.to_owned(), (Instant::now(), record.clone()));
+    }
+
+    /// Forgets the record of `collection`, so that the next check reads it again.
+    fn forget(&self, collection: &str) {
+        self.records.lock().unwrap_or_else(|e| e.into_inner()).remove(collection);
+    }
 }
 
 /// Creates the records' table when missing.
@@ -133,14 +166,7 @@ async fn write(store: &RelationalStore, collection: &str, record: &VectorRecord,
 /// search, no re-embedding is under way.
 pub(crate) async fn check(stores: &StoreHandles, vectors: &dyn VectorStore, meta: &'static ModelMeta, purpose: Use) -> Result<()> {
     let collection = vectors.stored_name(meta.table);
-    let cached = {
-        let records = stores.vector_records().records.lock().unwrap_or_else(|e| e.into_inner());
-        records
-            .get(&collection)
-            .filter(|(read_at, _)| read_at.elapsed() < RECORD_TTL)
-            .map(|(_, record)| record.clone())
-    };
-    let record = match cached {
+    let record = match stores.vector_records().fresh(&collection) {
         Some(record) => record,
         None => {
             let store = stores.relational();
@@ -151,29 +177,15 @@ pub(crate) async fn check(stores: &StoreHandles, vectors: &dyn VectorStore, meta
                     // were made by the hashing embedder, the only one before.
                     let embedder = stores.embedder();
                     let first = if vectors.count(meta.table).await? > 0 {
-                        let hashing = HashingEmbedder::default();
-                        VectorRecord {
-                            embedder: crate::Embedder::name(&hashing).to_owned(),
-                            dimension: crate::Embedder::dimension(&hashing),
-                            reembedding_after: None,
-                        }
+                        VectorRecord::of(&HashingEmbedder::default(), None)
                     } else {
-                        VectorRecord {
-                            embedder: embedder.name().to_owned(),
-                            dimension: embedder.dimension(),
-                            reembedding_after: None,
-                        }
+                        VectorRecord::of(embedder, None)
                     };
                     write(store, &collection, &first, false).await?;
                     read(store, &collection).await?.unwrap_or(first)
                 }
             };
-            stores
-                .vector_records()
-                .records
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(collection.clone(), (Instant::now(), record.clone()));
+            stores.vector_records().keep(&collection, &record);
             record
         }
     };
@@ -266,22 +278,12 @@ pub(crate) async fn reembed(
         _ => {
             // Searches stop and processes with another embedder stop writing before the
             // collection is emptied.
-            let starting = VectorRecord {
-                embedder: embedder.name().to_owned(),
-                dimension: embedder.dimension(),
-                reembedding_after: Some(0),
-            };
-            write(store, &collection, &starting, true).await?;
+            write(store, &collection, &VectorRecord::of(embedder, Some(0)), true).await?;
             vectors.drop_collection(meta.table).await?;
             0
         }
     };
-    stores
-        .vector_records()
-        .records
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&collection);
+    stores.vector_records().forget(&collection);
     let total = count_rows(store, meta, None).await?;
     let mut done = count_rows(store, meta, Some(after)).await?;
     progress(ReembedProgress { done, total });
@@ -292,12 +294,7 @@ pub(crate) async fn reembed(
         let rows = projection::read_states(stores, meta, &ids).await?;
         projection::apply_vector(stores, vectors, meta, &rows).await?;
         after = last;
-        let moved = VectorRecord {
-            embedder: embedder.name().to_owned(),
-            dimension: embedder.dimension(),
-            reembedding_after: Some(after),
-        };
-        write(store, &collection, &moved, true).await?;
+        write(store, &collection, &VectorRecord::of(embedder, Some(after)), true).await?;
         embedded += ids.len() as u64;
         done += ids.len() as u64;
         // Rows inserted meanwhile can take `done` past the count taken at the start.
@@ -306,18 +303,8 @@ pub(crate) async fn reembed(
             total: total.max(done),
         });
     }
-    let finished = VectorRecord {
-        embedder: embedder.name().to_owned(),
-        dimension: embedder.dimension(),
-        reembedding_after: None,
-    };
-    write(store, &collection, &finished, true).await?;
-    stores
-        .vector_records()
-        .records
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&collection);
+    write(store, &collection, &VectorRecord::of(embedder, None), true).await?;
+    stores.vector_records().forget(&collection);
     Ok(ReembedReport {
         collection,
         from: before.map(|r| r.embedder),

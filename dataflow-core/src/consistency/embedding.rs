@@ -115,12 +115,7 @@ async fn read(store: &RelationalStore, collection: &str) -> Result<Option<Vector
         .ident(TABLE)
         .push(" WHERE \"collection\" = ")
         .param(SqlValue::from(collection));
-    let Some(row) = store
-        .connection()
-        .query_one_raw(sql.build())
-        .await
-        .map_err(|e| Error::relational(&action, e))?
-    else {
+    let Some(row) = store.query_one(sql.build(), &action).await? else {
         return Ok(None);
     };
     let decode = || -> std::result::Result<VectorRecord, sea_orm::DbErr> {
@@ -335,11 +330,7 @@ async fn count_rows(store: &RelationalStore, meta: &'static ModelMeta, up_to: Op
             .push(" <= ")
             .param(SqlValue::from(up_to));
     }
-    let row = store
-        .connection()
-        .query_one_raw(sql.build())
-        .await
-        .map_err(|e| Error::relational(&action, e))?;
+    let row = store.query_one(sql.build(), &action).await?;
     let n: i64 = match row {
         Some(row) => row.try_get("", "n").map_err(|e| Error::relational(&action, e))?,
         None => 0,

@@ -78,12 +78,7 @@ async fn recorded<T: DeserializeOwned>(store: &RelationalStore, key: &str) -> Re
         .ident(TABLE)
         .push(" WHERE \"key\" = ")
         .param(SqlValue::from(key));
-    let Some(row) = store
-        .connection()
-        .query_one_raw(sql.build())
-        .await
-        .map_err(|e| Error::relational(&action, e))?
-    else {
+    let Some(row) = store.query_one(sql.build(), &action).await? else {
         return Ok(None);
     };
     let text: String = row.try_get("", "output").map_err(|e| Error::relational(&action, e))?;

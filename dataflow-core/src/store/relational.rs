@@ -523,6 +523,11 @@ impl RelationalStore {
             .map(|_| ())
             .map_err(|e| Error::relational(action, e))
     }
+
+    /// Runs a statement that returns at most one row; errors name `action`.
+    pub(crate) async fn query_one(&self, statement: Statement, action: &str) -> Result<Option<sea_orm::QueryResult>> {
+        self.db.query_one_raw(statement).await.map_err(|e| Error::relational(action, e))
+    }
 }
 
 /// How long a SQLite connection waits for another connection's write lock before failing.

@@ -2,7 +2,6 @@
 //! filter. Each returns the written rows (`RETURNING`), so a write needs no second read.
 
 use sea_orm::{Statement, Value as SqlValue};
-use serde_json::{Map, Value as Json};
 
 use crate::error::Result;
 use crate::model::filter::Filter;
@@ -187,31 +186,23 @@ pub(crate) fn clear_reference(mut sql: Sql, child: &ModelMeta, field: &str, ids:
 }
 
 /// `INSERT ... ON CONFLICT DO UPDATE` of many checked records in one statement, the rows
-/// travelling as one JSON parameter: on the primary key (`unique` is `None`; records carry
-/// their ids) or on a unique field (per tenant; records carry no id). With a tenant, a row of
-/// another tenant is left alone. Returns the primary key and version of each written row and,
-/// on a unique field, its value as `"conflict_key"`.
+/// travelling as a parameter per column ([`Sql::record_rows`]): on the primary key (`unique`
+/// is `None`; records carry their ids) or on a unique field (per tenant; records carry no id).
+/// With a tenant, a row of another tenant is left alone. Returns the primary key and version
+/// of each written row and, on a unique field, its value as `"conflict_key"`.
+///
+/// `new_ids`: the records carry ids the table's sequence just gave, which no row holds, so the
+/// statement is a plain `INSERT` (PostgreSQL's speculative insertion for `ON CONFLICT` checks
+/// the key's index and logs a confirmation per row first).
 pub(crate) fn upsert_rows(
     mut sql: Sql,
     meta: &'static ModelMeta,
     tenant: Option<&str>,
     unique: Option<&'static FieldMeta>,
     records: &[&CheckedRecord],
+    new_ids: bool,
 ) -> Statement {
     let columns: Vec<&'static FieldMeta> = meta.fields.iter().filter(|f| !f.primary_key || unique.is_none()).collect();
-    let payload: Vec<Json> = records
-        .iter()
-        .map(|record| {
-            Json::Object(
-                record
-                    .values
-                    .iter()
-                    .map(|(f, v)| (f.name.to_owned(), v.clone()))
-                    .collect::<Map<_, _>>(),
-            )
-        })
-        .collect();
-
     sql.push("INSERT INTO ")
         .ident(meta.table)
         .push(" AS \"t\" (")
@@ -223,7 +214,11 @@ pub(crate) fn upsert_rows(
     if let Some(t) = tenant {
         sql.push(", ").param(SqlValue::String(Some(t.to_owned())));
     }
-    sql.push(" FROM ").json_rows(payload, &columns, "x");
+    sql.push(" FROM ").record_rows(records, &columns, "x");
+    if new_ids && unique.is_none() {
+        sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
+        return sql.build();
+    }
     // `WHERE true` tells SQLite's parser that `ON CONFLICT` starts the upsert clause.
     sql.push(" WHERE true ON CONFLICT (");
     let key_field: &'static FieldMeta = match unique {

@@ -64,6 +64,20 @@ impl Fixture {
         .await
     }
 
+    /// PostgreSQL and Redis as [`Fixture::new`] gives them, with the configuration adjusted by
+    /// `adjust` before connecting (the round-trip tests point it at their wire counters).
+    pub async fn with_config(hint: &str, adjust: impl FnOnce(Config) -> Config) -> Fixture {
+        Fixture::build(
+            hint,
+            Wanted {
+                tables: true,
+                projections: false,
+            },
+            adjust,
+        )
+        .await
+    }
+
     /// All four stores: PostgreSQL, Redis, Chroma and the Bolt graph server, every shipped
     /// model migrated.
     pub async fn with_projections(hint: &str) -> Fixture {

@@ -11,6 +11,7 @@ pub mod models;
 pub mod process;
 pub mod stores;
 pub mod vectors;
+pub mod wire;
 pub mod world;
 
 pub use harness::{BoltEndpoint, Interruption, Provider, ServiceKind, Services};

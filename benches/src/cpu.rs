@@ -144,6 +144,11 @@ pub struct Watched {
 }
 
 impl Watched {
+    /// Whether its CPU is measured: not a server that runs elsewhere or is not running.
+    pub fn is_measured(&self) -> bool {
+        !matches!(self.watch, Watch::NotMeasured(_))
+    }
+
     /// The process `pid` alone, under `key` (e.g. a `dataflow worker` the bench started).
     pub fn process(key: &'static str, name: String, pid: u32) -> Watched {
         Watched {

@@ -507,28 +507,14 @@ fn benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, fx: &Fixture) {
     group.bench_function("bulk_upsert_10000", |b| {
         b.to_async(rt).iter_custom(|iters| {
             let ctx = &ctx;
-            let seq = &seq;
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let base = seq.fetch_add(ROWS, Ordering::Relaxed);
-                    let rows: Vec<Json> = (base..base + ROWS).map(product).collect();
-                    let start = Instant::now();
-                    let out = ProductBulkUpsertNode
-                        .run(
-                            ctx,
-                            BulkUpsertInput {
-                                rows,
-                                ..Default::default()
-                            },
-                        )
-                        .await
-                        .expect("bulk");
-                    total += start.elapsed();
-                    assert_eq!(out.inserted as usize, ROWS);
-                }
-                total
-            }
+            timed_batches(iters, &seq, move |_, rows| async move {
+                let input = BulkUpsertInput {
+                    rows,
+                    ..Default::default()
+                };
+                let out = ProductBulkUpsertNode.run(ctx, input).await.expect("bulk");
+                assert_eq!(out.inserted as usize, ROWS);
+            })
         })
     });
 
@@ -538,34 +524,27 @@ fn benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, fx: &Fixture) {
         floor_table(rt, fx, "products_copy");
         group.bench_function("raw_sqlx_copy_10000", |b| {
             b.to_async(rt).iter_custom(|iters| {
-                let seq = &seq;
-                async move {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let base = seq.fetch_add(ROWS, Ordering::Relaxed);
-                        let start = Instant::now();
-                        let mut csv = String::with_capacity(ROWS * 160);
-                        for i in base..base + ROWS {
-                            let p = product(i);
-                            csv.push_str(&format!(
-                                "{},{},\"{}\",\"{}\",{},{},{},{},{},{},{},{},\"{}\"\n",
-                                i, p["sku"].as_str().unwrap(), p["name"].as_str().unwrap(), p["description"].as_str().unwrap(),
-                                p["price"], p["currency"].as_str().unwrap(), p["stock"], p["weight_kg"], p["active"],
-                                p["category_id"], p["manufacturer_id"], p["supplier_id"], p["attributes"].to_string().replace('"', "\"\"")
-                            ));
-                        }
-                        let mut conn = raw.pool.acquire().await.expect("connection");
-                        let mut copy = conn
-                            .copy_in_raw("COPY products_copy (id, sku, name, description, price, currency, stock, weight_kg, active, category_id, manufacturer_id, supplier_id, attributes) FROM STDIN (FORMAT csv)")
-                            .await
-                            .expect("copy in");
-                        copy.send(csv.as_bytes()).await.expect("send");
-                        let n = copy.finish().await.expect("finish");
-                        total += start.elapsed();
-                        assert_eq!(n as usize, ROWS);
+                // The CSV is written from each product inside the clock, as it was measured.
+                timed_batches(iters, &seq, move |base, _| async move {
+                    let mut csv = String::with_capacity(ROWS * 160);
+                    for i in base..base + ROWS {
+                        let p = product(i);
+                        csv.push_str(&format!(
+                            "{},{},\"{}\",\"{}\",{},{},{},{},{},{},{},{},\"{}\"\n",
+                            i, p["sku"].as_str().unwrap(), p["name"].as_str().unwrap(), p["description"].as_str().unwrap(),
+                            p["price"], p["currency"].as_str().unwrap(), p["stock"], p["weight_kg"], p["active"],
+                            p["category_id"], p["manufacturer_id"], p["supplier_id"], p["attributes"].to_string().replace('"', "\"\"")
+                        ));
                     }
-                    total
-                }
+                    let mut conn = raw.pool.acquire().await.expect("connection");
+                    let mut copy = conn
+                        .copy_in_raw("COPY products_copy (id, sku, name, description, price, currency, stock, weight_kg, active, category_id, manufacturer_id, supplier_id, attributes) FROM STDIN (FORMAT csv)")
+                        .await
+                        .expect("copy in");
+                    copy.send(csv.as_bytes()).await.expect("send");
+                    let n = copy.finish().await.expect("finish");
+                    assert_eq!(n as usize, ROWS);
+                })
             })
         });
     }
@@ -590,77 +569,78 @@ fn benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, fx: &Fixture) {
         .leak();
         group.bench_function("raw_unnest_upsert_10000", |b| {
             b.to_async(rt).iter_custom(|iters| {
-                let seq = &seq;
-                async move {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let base = seq.fetch_add(ROWS, Ordering::Relaxed);
-                        let rows: Vec<Json> = (base..base + ROWS).map(product).collect();
-                        let start = Instant::now();
-                        let text = |f: &str| {
-                            rows.iter()
-                                .map(|p| p[f].as_str().unwrap_or_default().to_owned())
-                                .collect::<Vec<_>>()
-                        };
-                        let int = |f: &str| rows.iter().map(|p| p[f].as_i64()).collect::<Vec<_>>();
-                        let float = |f: &str| rows.iter().map(|p| p[f].as_f64()).collect::<Vec<_>>();
-                        let returned = sqlx::query(unnest)
-                            .bind((base..base + ROWS).map(|i| i as i64).collect::<Vec<_>>())
-                            .bind(text("sku"))
-                            .bind(text("name"))
-                            .bind(text("description"))
-                            .bind(float("price"))
-                            .bind(text("currency"))
-                            .bind(int("stock"))
-                            .bind(float("weight_kg"))
-                            .bind(rows.iter().map(|p| p["active"].as_bool()).collect::<Vec<_>>())
-                            .bind(int("category_id"))
-                            .bind(int("manufacturer_id"))
-                            .bind(int("supplier_id"))
-                            .bind(rows.iter().map(|p| p["attributes"].clone()).collect::<Vec<_>>())
-                            .fetch_all(&raw.pool)
-                            .await
-                            .expect("unnest upsert");
-                        total += start.elapsed();
-                        assert_eq!(returned.len(), ROWS);
-                    }
-                    total
-                }
+                timed_batches(iters, &seq, move |base, rows| async move {
+                    let text = |f: &str| {
+                        rows.iter()
+                            .map(|p| p[f].as_str().unwrap_or_default().to_owned())
+                            .collect::<Vec<_>>()
+                    };
+                    let int = |f: &str| rows.iter().map(|p| p[f].as_i64()).collect::<Vec<_>>();
+                    let float = |f: &str| rows.iter().map(|p| p[f].as_f64()).collect::<Vec<_>>();
+                    let returned = sqlx::query(unnest)
+                        .bind((base..base + ROWS).map(|i| i as i64).collect::<Vec<_>>())
+                        .bind(text("sku"))
+                        .bind(text("name"))
+                        .bind(text("description"))
+                        .bind(float("price"))
+                        .bind(text("currency"))
+                        .bind(int("stock"))
+                        .bind(float("weight_kg"))
+                        .bind(rows.iter().map(|p| p["active"].as_bool()).collect::<Vec<_>>())
+                        .bind(int("category_id"))
+                        .bind(int("manufacturer_id"))
+                        .bind(int("supplier_id"))
+                        .bind(rows.iter().map(|p| p["attributes"].clone()).collect::<Vec<_>>())
+                        .fetch_all(&raw.pool)
+                        .await
+                        .expect("unnest upsert");
+                    assert_eq!(returned.len(), ROWS);
+                })
             })
         });
         let staged: &'static str = format!("INSERT INTO products_staged AS t ({COLUMNS}) SELECT {COLUMNS} FROM staging {CONFLICT}").leak();
+        let copy_staging: &'static str = format!("COPY staging ({COLUMNS}) FROM STDIN (FORMAT binary)").leak();
         group.bench_function("raw_binary_copy_staging_upsert_10000", |b| {
             b.to_async(rt).iter_custom(|iters| {
-                let seq = &seq;
-                async move {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let base = seq.fetch_add(ROWS, Ordering::Relaxed);
-                        let rows: Vec<Json> = (base..base + ROWS).map(product).collect();
-                        let start = Instant::now();
-                        let data = binary_copy_rows(base, &rows);
-                        let mut tx = raw.pool.begin().await.expect("begin");
-                        sqlx::query(
-                            "CREATE TEMPORARY TABLE staging (id bigint, sku text, name text, description text, price float8, currency text, stock bigint, \
-                             weight_kg float8, active boolean, category_id bigint, manufacturer_id bigint, supplier_id bigint, attributes jsonb) ON COMMIT DROP",
-                        )
-                        .execute(&mut *tx)
-                        .await
-                        .expect("staging table");
-                        let mut copy = tx.copy_in_raw(format!("COPY staging ({COLUMNS}) FROM STDIN (FORMAT binary)").leak()).await.expect("copy in");
-                        copy.send(data).await.expect("send");
-                        copy.finish().await.expect("finish");
-                        let returned = sqlx::query(staged).fetch_all(&mut *tx).await.expect("upsert from staging");
-                        tx.commit().await.expect("commit");
-                        total += start.elapsed();
-                        assert_eq!(returned.len(), ROWS);
-                    }
-                    total
-                }
+                timed_batches(iters, &seq, move |base, rows| async move {
+                    let data = binary_copy_rows(base, &rows);
+                    let mut tx = raw.pool.begin().await.expect("begin");
+                    sqlx::query(
+                        "CREATE TEMPORARY TABLE staging (id bigint, sku text, name text, description text, price float8, currency text, stock bigint, \
+                         weight_kg float8, active boolean, category_id bigint, manufacturer_id bigint, supplier_id bigint, attributes jsonb) ON COMMIT DROP",
+                    )
+                    .execute(&mut *tx)
+                    .await
+                    .expect("staging table");
+                    let mut copy = tx.copy_in_raw(copy_staging).await.expect("copy in");
+                    copy.send(data).await.expect("send");
+                    copy.finish().await.expect("finish");
+                    let returned = sqlx::query(staged).fetch_all(&mut *tx).await.expect("upsert from staging");
+                    tx.commit().await.expect("commit");
+                    assert_eq!(returned.len(), ROWS);
+                })
             })
         });
     }
     group.finish();
+}
+
+/// Times `write` on `iters` fresh batches of [`ROWS`] bench products numbered from `seq`,
+/// each built before its clock starts; `write` gets the batch's first number and its rows.
+async fn timed_batches<Fut: Future<Output = ()>>(
+    iters: u64,
+    seq: &AtomicUsize,
+    mut write: impl FnMut(usize, Vec<Json>) -> Fut,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let base = seq.fetch_add(ROWS, Ordering::Relaxed);
+        let rows: Vec<Json> = (base..base + ROWS).map(product).collect();
+        let start = Instant::now();
+        write(base, rows).await;
+        total += start.elapsed();
+    }
+    total
 }
 
 /// Criterion's median of `group/bench` in this run, in microseconds.

@@ -367,21 +367,8 @@ async fn namespaces_keep_embedded_graphs_in_one_file_apart() {
 /// the higher version stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_bolt_writes_share_statements() {
-    let services = dataflow_tests::Services::global().await;
-    let bolt = services.bolt().await;
-    let namespace = format!("{}_", services.unique_name("graph_shared_writes"));
-    let graph = std::sync::Arc::new(
-        dataflow_core::BoltGraph::connect(
-            &bolt.uri,
-            &bolt.user,
-            &bolt.password,
-            Some(&bolt.database),
-            &namespace,
-            std::time::Duration::from_secs(30),
-        )
-        .await
-        .expect("a Bolt client"),
-    );
+    let namespace = format!("{}_", dataflow_tests::Services::global().await.unique_name("graph_shared_writes"));
+    let graph = std::sync::Arc::new(bolt_client(&namespace).await);
     graph.prepare(&["Product", "Category", "Supplier"]).await.unwrap();
     let before = graph.write_counts();
     let mut tasks = Vec::new();
@@ -417,4 +404,78 @@ async fn concurrent_bolt_writes_share_statements() {
     let version = p1.props["version"].as_i64().expect("a version");
     assert_eq!(p1.props["name"], json!(format!("p{version}")), "{:?}", p1.props);
     assert_eq!(p1.edges, edges(&[("IN_CATEGORY", "Category", version % 4)]));
+}
+
+/// A Bolt client of its own on `namespace` (one process's connection pool and shared writes).
+async fn bolt_client(namespace: &str) -> dataflow_core::BoltGraph {
+    let bolt = dataflow_tests::Services::global().await.bolt().await;
+    dataflow_core::BoltGraph::connect(
+        &bolt.uri,
+        &bolt.user,
+        &bolt.password,
+        Some(&bolt.database),
+        namespace,
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .expect("a Bolt client")
+}
+
+/// Bolt: two writers that do not share statements (two processes: a worker and the projector,
+/// or a write whose caller timed out and the `sync` after it) write the same new nodes at
+/// once, and each id stays one node with one edge. Without the uniqueness constraint on `id`,
+/// ArcadeDB made two nodes of most of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_of_one_new_node_make_one_node() {
+    let namespace = format!("{}_", dataflow_tests::Services::global().await.unique_name("graph_two_writers"));
+    let (a, b) = (bolt_client(&namespace).await, bolt_client(&namespace).await);
+    a.prepare(&["Product", "Category", "Supplier"]).await.unwrap();
+    for id in 1..=100i64 {
+        let n = node(id, json!({"name": format!("p{id}"), "version": 1}), &[("IN_CATEGORY", Some(1))]);
+        let (first, second) = tokio::join!(
+            a.upsert_nodes("Product", &PRODUCT, std::slice::from_ref(&n)),
+            b.upsert_nodes("Product", &PRODUCT, std::slice::from_ref(&n)),
+        );
+        first.expect("the first writer");
+        second.expect("the second writer");
+    }
+    assert_eq!(a.count("Product").await.unwrap(), 100, "one node per id");
+    assert_eq!(a.count("Category").await.unwrap(), 1, "one target node");
+    for id in [1, 50, 100] {
+        let stored = a.node("Product", id).await.unwrap().expect("the node");
+        assert_eq!(stored.edges, edges(&[("IN_CATEGORY", "Category", 1)]), "product {id}");
+    }
+}
+
+/// Bolt: a graph written before ids were unique may hold several nodes of one id; `prepare`
+/// keeps the copy of the highest version, removes the others and makes ids unique.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_keeps_the_newest_copy_of_a_node() {
+    let services = dataflow_tests::Services::global().await;
+    let bolt = services.bolt().await;
+    let namespace = format!("{}_", services.unique_name("graph_copies"));
+    let config = neo4rs::ConfigBuilder::default()
+        .uri(bolt.uri.as_str())
+        .user(bolt.user.as_str())
+        .password(bolt.password.as_str())
+        .db(bolt.database.as_str())
+        .build()
+        .expect("a Bolt configuration");
+    let raw = neo4rs::Graph::connect(config).await.expect("a Bolt connection");
+    for version in [1, 3, 2] {
+        let text = format!("CREATE (n:`{namespace}Product` {{id: 7, version: $version, name: $name}})");
+        let query = neo4rs::query(&text).param("version", version).param("name", format!("v{version}"));
+        raw.run(query).await.expect("writing a copy");
+    }
+    let graph = bolt_client(&namespace).await;
+    graph.prepare(&["Product"]).await.expect("prepare over copies");
+    assert_eq!(graph.count("Product").await.unwrap(), 1);
+    let kept = graph.node("Product", 7).await.unwrap().expect("the node");
+    assert_eq!(kept.props["name"], json!("v3"), "{:?}", kept.props);
+    // Unique from now on, and preparing again changes nothing.
+    let text = format!("CREATE (n:`{namespace}Product` {{id: 7}})");
+    let refused = raw.run(neo4rs::query(&text)).await.expect_err("a second node of id 7");
+    assert!(refused.to_string().contains("ConstraintValidationFailed"), "{refused}");
+    graph.prepare(&["Product"]).await.expect("prepare again");
+    assert_eq!(graph.count("Product").await.unwrap(), 1);
 }

@@ -690,7 +690,8 @@ async fn compare_projections(fx: &Fixture, rows: &BTreeMap<i64, Json>) -> Differ
         }
     }
 
-    // The graph, read with plain Cypher on a connection of its own (the server restarted).
+    // The graph, read with plain Cypher on a connection of its own (the server restarted). A
+    // row per node (`id(n)`): two copies of one product node would otherwise group as one.
     let bolt = Services::global().await.bolt().await;
     let config = neo4rs::ConfigBuilder::default()
         .uri(bolt.uri.as_str())
@@ -704,7 +705,7 @@ async fn compare_projections(fx: &Fixture, rows: &BTreeMap<i64, Json>) -> Differ
     let namespace = fx.graph.as_ref().expect("a fixture with projections").1.clone();
     let text = format!(
         "MATCH (n:`{namespace}Product`) OPTIONAL MATCH (n)-[r]->(t) \
-         RETURN n.id AS id, properties(n) AS props, collect([type(r), labels(t)[0], t.id]) AS edges"
+         RETURN id(n) AS node, n.id AS id, properties(n) AS props, collect([type(r), labels(t)[0], t.id]) AS edges"
     );
     let mut stream = graph.execute(neo4rs::query(&text)).await.expect("reading the graph");
     let mut nodes: HashMap<i64, (Map<String, Json>, Vec<Edge>)> = HashMap::new();

@@ -21,6 +21,17 @@
 //!   `concurrent_creates_in_one_category_all_reach_the_graph` shows it.
 //! - **ArcadeDB** slows down on very large `UNWIND` batches (1,000 rows of `MERGE` took 6×
 //!   longer per row than 100 rows here), so batches are kept at [`BATCH_ROWS`].
+//! - **ArcadeDB** does not make `MERGE` of a node atomic by itself: two transactions that
+//!   `MERGE` the same new node at once both create it (300 nodes written by two clients at once
+//!   gave 552 nodes, and each copy its own edges). Every label therefore has a uniqueness
+//!   constraint on `id` ([`GraphStore::prepare`]); the transaction that commits second then fails
+//!   with `Neo.ClientError.Schema.ConstraintValidationFailed`, and node writes run again after
+//!   it, when their `MERGE` finds the node. Neo4j locks the
+//!   constraint's index entry during `MERGE`, so its writers wait instead. A graph written
+//!   before the constraint existed may hold such copies: `prepare` keeps the copy of the
+//!   highest version of each and removes the others (with a warning), then adds the
+//!   constraint. Neo4j 5 refuses a constraint where an index on the same property exists (the
+//!   index that earlier versions of dataflow created): drop that index by hand there.
 //! - **ArcadeDB** rejects every login while it starts (its users are not loaded yet) with the
 //!   answer it gives a wrong password (`Neo.ClientError.Security.Unauthorized`, "Authentication
 //!   failed"). Rejected credentials are therefore transient for [`AUTH_GRACE`] after the first
@@ -60,6 +71,18 @@ const SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
 /// starting rejects every login, see the module's notes), after it permanent (a wrong user or
 /// password). A wrong password thus fails for good within this long.
 pub const AUTH_GRACE: Duration = Duration::from_secs(10);
+
+/// Which failures a statement runs again after (at most [`WRITE_ATTEMPTS`] attempts in all).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// None: reads, whose callers decide.
+    Never,
+    /// Conflicts with concurrent transactions the server reports as transient.
+    Conflicts,
+    /// Conflicts, and a node created by another writer first (node writes: their `MERGE`
+    /// finds it when run again).
+    ConflictsAndTakenIds,
+}
 
 /// A Bolt graph server; labels are written `{namespace}{Model}`.
 pub struct BoltGraph {
@@ -167,14 +190,15 @@ impl BoltGraph {
         stored.strip_prefix(self.namespace.as_str())
     }
 
-    /// Runs `query` in its own transaction and returns every row; retries conflicts the server
-    /// reports as transient (writes only: `attempts` is 1 for reads).
-    async fn run(&self, action: &str, query: Query, attempts: u32) -> Result<Vec<neo4rs::Row>> {
-        self.run_within(action, query, attempts, self.timeout).await
+    /// Runs `query` in its own transaction and returns every row; runs it again after the
+    /// failures `retry` names, up to [`WRITE_ATTEMPTS`] attempts.
+    async fn run(&self, action: &str, query: Query, retry: Retry) -> Result<Vec<neo4rs::Row>> {
+        self.run_within(action, query, retry, self.timeout).await
     }
 
     /// [`BoltGraph::run`] with a time limit of its own.
-    async fn run_within(&self, action: &str, query: Query, attempts: u32, timeout: Duration) -> Result<Vec<neo4rs::Row>> {
+    async fn run_within(&self, action: &str, query: Query, retry: Retry, timeout: Duration) -> Result<Vec<neo4rs::Row>> {
+        let attempts = if retry == Retry::Never { 1 } else { WRITE_ATTEMPTS };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -206,9 +230,11 @@ impl BoltGraph {
                 Err(_) => return Err(graph_error(action, format!("no answer within {timeout:?}"), true)),
             };
             let transient = is_transient(&error);
-            // Retry what the server reported as a conflict; a server that cannot be reached
-            // fails at once, and the outbox keeps the write for later.
-            if is_conflict(&error) && attempt < attempts {
+            // Retry what the server reported as a conflict (and, for node writes, a node another
+            // writer created first); a server that cannot be reached fails at once, and the
+            // outbox keeps the write for later.
+            let again = is_conflict(&error) || (retry == Retry::ConflictsAndTakenIds && is_taken_id(&error));
+            if again && attempt < attempts {
                 // Exponential backoff with full jitter, so writers that met on one node
                 // do not meet again: up to 5, 10, 20, ... ms.
                 let ceiling = 5u64 << (attempt - 1).min(7);
@@ -302,7 +328,7 @@ impl BoltGraph {
             let query = Query::new(text.clone())
                 .param("rows", rows)
                 .param("relations", relation_names.clone());
-            self.run("writing nodes", query, WRITE_ATTEMPTS).await?;
+            self.run("writing nodes", query, Retry::ConflictsAndTakenIds).await?;
         }
         Ok(())
     }
@@ -333,13 +359,40 @@ impl GraphStore for BoltGraph {
     }
 
     async fn prepare(&self, labels: &[&'static str]) -> Result<()> {
+        // Schema changes are not bound by the time a projection may take: a server that just
+        // started can need seconds for one.
+        let timeout = self.timeout.max(SCHEMA_TIMEOUT);
         for label in labels {
-            let text = format!("CREATE INDEX IF NOT EXISTS FOR (n:{}) ON (n.id)", self.label(label));
-            // Schema changes are not bound by the time a projection may take: a server that
-            // just started can need seconds for one.
-            let timeout = self.timeout.max(SCHEMA_TIMEOUT);
-            self.run_within("creating an index", Query::new(text), WRITE_ATTEMPTS, timeout)
+            let stored = self.label(label);
+            let text = format!("CREATE CONSTRAINT IF NOT EXISTS FOR (n:{stored}) REQUIRE n.id IS UNIQUE");
+            let action = format!("making the ids of {stored} nodes unique");
+            match self.run_within(&action, Query::new(text.clone()), Retry::Conflicts, timeout).await {
+                Ok(_) => continue,
+                Err(e) if e.to_string().contains(TAKEN_ID) => {}
+                Err(e) => return Err(e),
+            }
+            // Nodes written before the constraint existed include copies of one id (see the
+            // module's notes): keep the one of the highest version.
+            let dedupe = format!(
+                "MATCH (n:{stored}) WITH n ORDER BY n.{VERSION_KEY} DESC \
+                 WITH n.id AS id, collect(n) AS copies WHERE size(copies) > 1 \
+                 UNWIND tail(copies) AS extra DETACH DELETE extra RETURN count(*) AS removed"
+            );
+            let rows = self
+                .run_within(
+                    &format!("removing copies of {stored} nodes"),
+                    Query::new(dedupe),
+                    Retry::Conflicts,
+                    timeout,
+                )
                 .await?;
+            let removed: i64 = rows.first().and_then(|r| r.get("removed").ok()).unwrap_or(0);
+            tracing::warn!(
+                label = %stored,
+                removed,
+                "the graph held several nodes of one id (written at once before ids were unique): kept the copy of the highest version of each"
+            );
+            self.run_within(&action, Query::new(text), Retry::Conflicts, timeout).await?;
         }
         Ok(())
     }
@@ -365,7 +418,7 @@ impl GraphStore for BoltGraph {
         let text = format!("UNWIND $ids AS id MATCH (n:{} {{id: id}}) DETACH DELETE n", self.label(label));
         for chunk in ids.chunks(BATCH_ROWS) {
             let query = Query::new(text.clone()).param("ids", chunk.to_vec());
-            self.run("deleting nodes", query, WRITE_ATTEMPTS).await?;
+            self.run("deleting nodes", query, Retry::Conflicts).await?;
         }
         Ok(())
     }
@@ -385,7 +438,7 @@ impl GraphStore for BoltGraph {
             .param("id", q.id)
             .param("tenant", tenant_param(q.tenant))
             .param("limit", q.limit as i64);
-        let rows = self.run("finding neighbours", query, 1).await?;
+        let rows = self.run("finding neighbours", query, Retry::Never).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let stored: String = row.get("label").map_err(|e| decode_error("finding neighbours", e))?;
@@ -415,7 +468,7 @@ impl GraphStore for BoltGraph {
             .param("from", q.from.1)
             .param("to", q.to.1)
             .param("tenant", tenant_param(q.tenant));
-        let rows = self.run("finding a path", query, 1).await?;
+        let rows = self.run("finding a path", query, Retry::Never).await?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
         let labels: Vec<String> = row.get("labels").map_err(|e| decode_error("finding a path", e))?;
         let ids: Vec<i64> = row.get("ids").map_err(|e| decode_error("finding a path", e))?;
@@ -434,7 +487,7 @@ impl GraphStore for BoltGraph {
              RETURN properties(n) AS props, collect([type(r), labels(t)[0], t.id]) AS edges",
             self.label(label)
         );
-        let rows = self.run("reading a node", Query::new(text).param("id", id), 1).await?;
+        let rows = self.run("reading a node", Query::new(text).param("id", id), Retry::Never).await?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
         let props: Map<String, Json> = row.get("props").map_err(|e| decode_error("reading a node", e))?;
         let raw: Vec<Vec<Json>> = row.get("edges").map_err(|e| decode_error("reading a node", e))?;
@@ -453,7 +506,7 @@ impl GraphStore for BoltGraph {
 
     async fn count(&self, label: &'static str) -> Result<u64> {
         let text = format!("MATCH (n:{}) RETURN count(n) AS n", self.label(label));
-        let rows = self.run("counting nodes", Query::new(text), 1).await?;
+        let rows = self.run("counting nodes", Query::new(text), Retry::Never).await?;
         let n: i64 = match rows.first() {
             Some(row) => row.get("n").map_err(|e| decode_error("counting nodes", e))?,
             None => 0,
@@ -463,7 +516,7 @@ impl GraphStore for BoltGraph {
 
     async fn ping(&self) -> Result<Duration> {
         let start = Instant::now();
-        self.run("pinging", Query::new("RETURN 1 AS one".into()), 1).await?;
+        self.run("pinging", Query::new("RETURN 1 AS one".into()), Retry::Never).await?;
         Ok(start.elapsed())
     }
 }
@@ -507,6 +560,21 @@ fn is_rejected_login(e: &neo4rs::Error) -> bool {
         neo4rs::Error::AuthenticationError(_) => true,
         neo4rs::Error::Neo4j(e) => e.code() == UNAUTHORIZED,
         neo4rs::Error::UnexpectedMessage(text) => text.contains(UNAUTHORIZED),
+        _ => false,
+    }
+}
+
+/// The code of a uniqueness constraint's failure: for a node write, another writer created the
+/// node first (see the module's notes).
+const TAKEN_ID: &str = "Neo.ClientError.Schema.ConstraintValidationFailed";
+
+/// A node write failed because another transaction created the node it merges first (the
+/// only uniqueness constraint is the one on `id`); its `MERGE` finds the node when run again.
+fn is_taken_id(e: &neo4rs::Error) -> bool {
+    match e {
+        neo4rs::Error::Neo4j(e) => e.code() == TAKEN_ID,
+        // ArcadeDB checks the constraint at COMMIT, which neo4rs reports this way.
+        neo4rs::Error::UnexpectedMessage(text) => text.contains(TAKEN_ID),
         _ => false,
     }
 }

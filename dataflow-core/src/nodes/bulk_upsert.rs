@@ -38,6 +38,10 @@ pub const DEFAULT_BATCH: usize = 5_000;
 pub const MAX_BATCH: usize = 50_000;
 /// Most rows accepted by one call.
 pub const MAX_ROWS: usize = 1_000_000;
+/// From this many rows on, the rows are checked on a blocking thread, split across rayon's
+/// threads: checking 10,000 rows took 19 ms of a 340 ms call on one core, while the database
+/// waits for them. Below it, the hand-over would cost more than it saves.
+const CHECK_IN_PARALLEL_FROM: usize = 1_000;
 
 /// Input of a BulkUpsert node.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -83,6 +87,7 @@ pub struct BulkUpsertOutput {
 }
 
 /// What identifies the existing row an input row writes.
+#[derive(Clone, Copy)]
 enum ConflictKey {
     PrimaryKey,
     Unique(&'static FieldMeta),
@@ -128,7 +133,29 @@ async fn upsert<M: Model>(ctx: &Context, input: BulkUpsertInput) -> Result<BulkU
         ids: vec![None; input.rows.len()],
         ..Default::default()
     };
-    let valid = check_rows(meta, &key, &input.rows, &mut out.errors);
+    let valid = if input.rows.len() >= CHECK_IN_PARALLEL_FROM {
+        let rows = input.rows;
+        let (valid, errors) = tokio::task::spawn_blocking(move || {
+            let mut errors = Vec::new();
+            (check_rows(meta, &key, &rows, &mut errors), errors)
+        })
+        .await
+        .map_err(|e| match e.try_into_panic() {
+            // A check that panics is a bug: it panics here as it would have inline.
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => Error::Store {
+                store: StoreKind::Relational,
+                action: format!("bulk upserting into {}", meta.table),
+                message: format!("the rows were not checked: {e}"),
+                transient: true,
+                busy: false,
+            },
+        })?;
+        out.errors = errors;
+        valid
+    } else {
+        check_rows(meta, &key, &input.rows, &mut out.errors)
+    };
     if !valid.is_empty() {
         write_rows(ctx, meta, tenant, &key, batch, valid, &mut out).await?;
     }
@@ -170,15 +197,23 @@ fn conflict_key(meta: &'static ModelMeta, name: Option<&str>) -> Result<Conflict
 /// Checks every row; returns the valid ones with their input index, and reports the others
 /// in `errors`: a row that breaks the model's rules, and a row that repeats the conflict key
 /// or a unique value of an earlier row (the database could not write both).
+/// Rows each check on its own (the model's rules) in parallel above
+/// [`CHECK_IN_PARALLEL_FROM`], the repeats in one pass after, in input order.
 fn check_rows(meta: &'static ModelMeta, key: &ConflictKey, rows: &[Json], errors: &mut Vec<RowError>) -> Vec<(usize, CheckedRecord)> {
+    use rayon::prelude::*;
     let key_name = key.field_name(meta);
     let distinct: Vec<&str> = std::iter::once(key_name)
         .chain(meta.unique_fields().map(|f| f.name).filter(|&n| n != key_name))
         .collect();
+    let checked: Vec<_> = if rows.len() >= CHECK_IN_PARALLEL_FROM {
+        rows.par_iter().map(|row| check_row(meta, key, row)).collect()
+    } else {
+        rows.iter().map(|row| check_row(meta, key, row)).collect()
+    };
     let mut seen: Vec<HashMap<String, usize>> = vec![HashMap::new(); distinct.len()];
     let mut valid: Vec<(usize, CheckedRecord)> = Vec::with_capacity(rows.len());
-    for (index, row) in rows.iter().enumerate() {
-        let checked = match check_row(meta, key, row) {
+    for (index, checked) in checked.into_iter().enumerate() {
+        let checked = match checked {
             Ok(checked) => checked,
             Err(row_errors) => {
                 errors.push(RowError { index, errors: row_errors });
@@ -477,6 +512,25 @@ async fn write_batch(
     };
     let records: Vec<&CheckedRecord> = chunk.iter().map(|(_, r)| r).collect();
     let statement = write::upsert_rows(sql, meta, tenant, unique, &records, new_ids);
+    if new_ids && unique.is_none() {
+        // A plain INSERT returns no rows (decoding 10,000 of them by name cost more than the
+        // transfer): every row is written at version 1 under the id it carries.
+        let written = tx.execute_raw(statement).await?.rows_affected();
+        if written != records.len() as u64 {
+            return Err(sea_orm::DbErr::Custom(format!(
+                "{written} rows inserted of {} (a plain INSERT writes all of them or fails)",
+                records.len()
+            )));
+        }
+        return records
+            .iter()
+            .map(|r| {
+                let id = r.get(meta.primary_key).and_then(Json::as_i64);
+                let id = id.ok_or_else(|| sea_orm::DbErr::Custom("a row without the id it was given".into()))?;
+                Ok((id, 1, Json::from(id).to_string()))
+            })
+            .collect();
+    }
     let rows = tx.query_all_raw(statement).await?;
     rows.iter()
         .map(|r| {

@@ -193,7 +193,8 @@ pub(crate) fn clear_reference(mut sql: Sql, child: &ModelMeta, field: &str, ids:
 ///
 /// `new_ids`: the records carry ids the table's sequence just gave, which no row holds, so the
 /// statement is a plain `INSERT` (PostgreSQL's speculative insertion for `ON CONFLICT` checks
-/// the key's index and logs a confirmation per row first).
+/// the key's index and logs a confirmation per row first). It returns nothing: every row is
+/// inserted at version 1 under the id it carries, or the statement fails.
 pub(crate) fn upsert_rows(
     mut sql: Sql,
     meta: &'static ModelMeta,
@@ -216,7 +217,6 @@ pub(crate) fn upsert_rows(
     }
     sql.push(" FROM ").record_rows(records, &columns, "x");
     if new_ids && unique.is_none() {
-        sql.push(" RETURNING ").ident(meta.primary_key).push(", \"version\"");
         return sql.build();
     }
     // `WHERE true` tells SQLite's parser that `ON CONFLICT` starts the upsert clause.

@@ -494,11 +494,12 @@ impl RelationalStore {
             let first = last.max(explicit.unwrap_or(0)) + 1;
             return Ok((first..first + count as i64).collect());
         }
-        let rows = tx.query_all_raw(statement).await.map_err(|e| Error::relational(action, e))?;
-        let ids = rows
-            .iter()
-            .map(|r| r.try_get::<i64>("", "id").map_err(|e| Error::relational(action, e)))
-            .collect::<Result<Vec<i64>>>()?;
+        let row = tx
+            .query_one_raw(statement)
+            .await
+            .map_err(|e| Error::relational(action, e))?
+            .ok_or_else(|| Error::relational(action, sea_orm::DbErr::RecordNotInserted))?;
+        let ids: Vec<i64> = row.try_get("", "ids").map_err(|e| Error::relational(action, e))?;
         if ids.len() != count {
             return Err(Error::relational(action, sea_orm::DbErr::RecordNotInserted));
         }

@@ -196,9 +196,9 @@ fn conflict_key(meta: &'static ModelMeta, name: Option<&str>) -> Result<Conflict
 
 /// Checks every row; returns the valid ones with their input index, and reports the others
 /// in `errors`: a row that breaks the model's rules, and a row that repeats the conflict key
-/// or a unique value of an earlier row (the database could not write both).
-/// Rows each check on its own (the model's rules) in parallel above
-/// [`CHECK_IN_PARALLEL_FROM`], the repeats in one pass after, in input order.
+/// or a unique value of an earlier row (the database could not write both). Each row's own
+/// check (the model's rules) runs in parallel from [`CHECK_IN_PARALLEL_FROM`] rows on; the
+/// repeats are found in one pass after, in input order.
 fn check_rows(meta: &'static ModelMeta, key: &ConflictKey, rows: &[Json], errors: &mut Vec<RowError>) -> Vec<(usize, CheckedRecord)> {
     use rayon::prelude::*;
     let key_name = key.field_name(meta);

@@ -142,8 +142,9 @@ pub(crate) fn create_index(mut sql: Sql, table: &str, index: &str, columns: &[&s
 }
 
 /// `count` unused primary keys of `meta`'s table, in one row as the array `"ids"`
-/// (PostgreSQL: the next values of the table's sequence); on SQLite one row `"last"`: the largest id the table
-/// has used, its rows' or its AUTOINCREMENT counter's, after which the caller counts.
+/// (PostgreSQL: the next values of the table's sequence); on SQLite one row `"last"`: the
+/// largest id the table has used, its rows' or its AUTOINCREMENT counter's, after which the
+/// caller counts.
 pub(crate) fn next_ids(mut sql: Sql, meta: &ModelMeta, count: usize) -> Statement {
     let pk = meta.primary_key;
     if sql.backend() == DbBackend::Sqlite {

@@ -512,7 +512,7 @@ async fn write_batch(
     };
     let records: Vec<&CheckedRecord> = chunk.iter().map(|(_, r)| r).collect();
     let statement = write::upsert_rows(sql, meta, tenant, unique, &records, new_ids);
-    if new_ids && unique.is_none() {
+    if new_ids {
         // A plain INSERT returns no rows (decoding 10,000 of them by name cost more than the
         // transfer): every row is written at version 1 under the id it carries.
         let written = tx.execute_raw(statement).await?.rows_affected();

@@ -711,14 +711,12 @@ impl RelationalConnection {
         let started = Instant::now();
         loop {
             match call().await {
-                Err(e) if is_pool_wait_timeout(&e) => match self.check_server().await {
-                    ServerCheck::Answers if started.elapsed() < self.busy_wait => continue,
-                    ServerCheck::Answers => return Err(e),
-                    ServerCheck::Unreachable(why) => return Err(unreachable_server(started.elapsed(), &why)),
-                },
-                // A pooled connection that died (the server stopped or restarted since its
-                // last use): say whether the server is down, as a new connection would have.
-                Err(e) if is_connection_lost(&e) => match self.check_server().await {
+                // No pooled connection in time (busy, or the server is down), or a pooled
+                // connection that died (the server stopped or restarted since its last use):
+                // say whether the server is down, as a new connection would have; only a busy
+                // pool is worth waiting for.
+                Err(e) if is_pool_wait_timeout(&e) || is_connection_lost(&e) => match self.check_server().await {
+                    ServerCheck::Answers if is_pool_wait_timeout(&e) && started.elapsed() < self.busy_wait => continue,
                     ServerCheck::Answers => return Err(e),
                     ServerCheck::Unreachable(why) => return Err(unreachable_server(started.elapsed(), &why)),
                 },
